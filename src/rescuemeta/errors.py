@@ -1,0 +1,53 @@
+"""Errors that the CLI turns into one-line messages and exit codes (no traceback).
+
+``InputError`` (exit 2) is bad input: a file, row, column, option or spec that cannot be used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXIT_INPUT = 2
+EXIT_CONVERGENCE = 3
+
+
+class RescueMetaError(Exception):
+    """Base class: ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class InputError(RescueMetaError):
+    """Input that cannot be used, located as precisely as we can.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong, in one sentence.
+    file : str or Path, optional
+        The file the problem is in.
+    row : int, optional
+        1-based line number in the file (the header is line 1).
+    column : str, optional
+        The column name.
+    """
+
+    exit_code = EXIT_INPUT
+
+    def __init__(self, message: str, *, file: str | Path | None = None, row: int | None = None,
+                 column: str | None = None):
+        self.message = message
+        self.file = None if file is None else str(file)
+        self.row = row
+        self.column = column
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = []
+        if self.file is not None:
+            where.append(self.file)
+        if self.row is not None:
+            where.append(f"line {self.row}")
+        if self.column is not None:
+            where.append(f"column '{self.column}'")
+        return (": ".join([", ".join(where), self.message]) if where else self.message)

@@ -1,0 +1,471 @@
+"""Frequentist pooling, matching R metafor 3.8 (``rma``, ``rma.mh``, ``rma.peto``, ``rma.glmm``).
+
+Random-effects inverse-variance pooling with tau^2 by DerSimonian-Laird (``DL``), restricted maximum
+likelihood (``REML``) or Paule-Mandel (``PM``), optionally with the Hartung-Knapp-Sidik-Jonkman
+adjustment; Mantel-Haenszel (``MH``: OR, RR, RD) and Peto (``PETO``: OR) common-effect methods; and the
+binomial-normal GLMM for single-arm proportions (``GLMM``: ML, adaptive Gauss-Hermite quadrature with
+7 nodes as metafor/lme4 use by default).
+
+Iterative estimators are solved to machine precision (root finding, not metafor's default stopping rule);
+the reference values in ``tests/data/metafor_reference.json`` were produced with tightened controls.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import optimize, special, stats
+
+from .effects import ContinuityCorrection, escalc
+
+METHODS = ("DL", "REML", "PM", "MH", "PETO", "GLMM")
+IV_METHODS = ("DL", "REML", "PM", "EE")
+
+
+@dataclass
+class FreqResult:
+    """One pooled estimate.
+
+    Attributes
+    ----------
+    estimate, se, ci_low, ci_high : float
+        Pooled effect on the analysis scale (log OR, log RR, RD, or logit p) with its standard error and
+        confidence interval (``level``, default 95%).
+    pval : float
+        Two-sided p-value for the null of no effect (0 on the analysis scale); t with k-1 df under HKSJ.
+    tau2 : float
+        Between-study variance (0 for the common-effect methods MH and PETO).
+    i2 : float
+        I^2 in percent: the share of total variability attributed to heterogeneity (metafor's definition,
+        tau2 / (tau2 + typical within-study variance); for MH/PETO (Q - (k-1)) / Q).
+    q : float or None
+        Cochran's Q (None for the GLMM, which has no such statistic).
+    k : int
+        Number of studies that contributed.
+    pi_low, pi_high : float or None
+        95% prediction interval for the effect in a new study (None for common-effect methods).
+    """
+
+    measure: str
+    method: str
+    hksj: bool
+    estimate: float
+    se: float
+    ci_low: float
+    ci_high: float
+    pval: float
+    tau2: float
+    i2: float
+    q: float | None
+    k: int
+    pi_low: float | None
+    pi_high: float | None
+    level: float = 0.95
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def natural(self) -> dict:
+        """Back-transformed estimate and CI: exp for OR/RR, expit for PLO, identity for RD."""
+        f = _natural_transform(self.measure)
+        return {"estimate": f(self.estimate), "ci_low": f(self.ci_low), "ci_high": f(self.ci_high)}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["natural"] = self.natural
+        return d
+
+
+def _natural_transform(measure: str):
+    if measure in ("OR", "RR"):
+        return lambda x: float(math.exp(x))
+    if measure == "PLO":
+        return lambda x: float(special.expit(x))
+    return float
+
+
+def _crit(level: float, df: int | None) -> float:
+    a = 1 - (1 - level) / 2
+    return float(stats.norm.ppf(a) if df is None else stats.t.ppf(a, df))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Inverse-variance random effects
+# ---------------------------------------------------------------------------------------------------
+
+def tau2_dl(yi: np.ndarray, vi: np.ndarray) -> float:
+    """DerSimonian-Laird moment estimator, truncated at 0."""
+    w = 1 / vi
+    k = len(yi)
+    mu = np.sum(w * yi) / np.sum(w)
+    q = np.sum(w * (yi - mu) ** 2)
+    c = np.sum(w) - np.sum(w**2) / np.sum(w)
+    return float(max(0.0, (q - (k - 1)) / c)) if c > 0 else 0.0
+
+
+def _upper_bracket(f, start: float) -> float:
+    hi = max(start, 1e-4)
+    for _ in range(200):
+        if f(hi) < 0:
+            return hi
+        hi *= 2
+    raise ArithmeticError("could not bracket the tau^2 estimate")
+
+
+def tau2_pm(yi: np.ndarray, vi: np.ndarray) -> float:
+    """Paule-Mandel: tau^2 solving the generalised Q = k - 1 (0 if Q(0) <= k - 1)."""
+    k = len(yi)
+
+    def f(t2):
+        w = 1 / (vi + t2)
+        mu = np.sum(w * yi) / np.sum(w)
+        return float(np.sum(w * (yi - mu) ** 2) - (k - 1))
+
+    if f(0.0) <= 0:
+        return 0.0
+    hi = _upper_bracket(f, 10 * float(np.var(yi)) + 1.0)
+    return float(optimize.brentq(f, 0.0, hi, xtol=1e-15, rtol=1e-15, maxiter=500))
+
+
+def tau2_reml(yi: np.ndarray, vi: np.ndarray) -> float:
+    """REML: root of the restricted score equation -tr(P)/2 + y'PPy/2 = 0 (0 if the score at 0 is <= 0)."""
+
+    def score(t2):
+        w = 1 / (vi + t2)
+        sw = np.sum(w)
+        mu = np.sum(w * yi) / sw
+        r = yi - mu
+        tr_p = sw - np.sum(w**2) / sw
+        py = w * r  # P y for an intercept-only model
+        return float(np.sum(py**2) - tr_p)
+
+    if score(0.0) <= 0:
+        return 0.0
+    hi = _upper_bracket(score, 10 * float(np.var(yi)) + 1.0)
+    return float(optimize.brentq(score, 0.0, hi, xtol=1e-15, rtol=1e-15, maxiter=500))
+
+
+def rma_iv(yi, vi, *, method: str = "REML", hksj: bool = False, level: float = 0.95,
+           measure: str = "OR") -> FreqResult:
+    """Inverse-variance pooling (metafor ``rma.uni``, intercept only).
+
+    Parameters
+    ----------
+    yi, vi : array_like
+        Study estimates and sampling variances; studies with non-finite values are dropped.
+    method : {"DL", "REML", "PM", "EE"}
+        tau^2 estimator (``EE``: common effect, tau^2 = 0).
+    hksj : bool
+        Hartung-Knapp-Sidik-Jonkman standard error with t(k-1) intervals, as metafor ``test="knha"``.
+
+    Returns
+    -------
+    FreqResult
+    """
+    yi = np.asarray(yi, dtype=float)
+    vi = np.asarray(vi, dtype=float)
+    ok = np.isfinite(yi) & np.isfinite(vi) & (vi > 0)
+    yi, vi = yi[ok], vi[ok]
+    k = len(yi)
+    if k == 0:
+        raise ValueError("no study has a usable estimate")
+    if hksj and k < 2:
+        raise ValueError("the Hartung-Knapp-Sidik-Jonkman adjustment needs at least 2 studies")
+    if method not in IV_METHODS:
+        raise ValueError(f"unknown tau^2 method {method!r}")
+    if k == 1 or method == "EE":
+        tau2 = 0.0
+    else:
+        tau2 = {"DL": tau2_dl, "REML": tau2_reml, "PM": tau2_pm}[method](yi, vi)
+    w = 1 / (vi + tau2)
+    sw = np.sum(w)
+    mu = float(np.sum(w * yi) / sw)
+    se = float(math.sqrt(1 / sw))
+    df = None
+    if hksj:
+        df = k - 1
+        se = float(math.sqrt(np.sum(w * (yi - mu) ** 2) / ((k - 1) * sw)))
+    crit = _crit(level, df)
+    stat = mu / se if se > 0 else math.inf
+    pval = float(2 * (stats.norm.sf(abs(stat)) if df is None else stats.t.sf(abs(stat), df)))
+    w0 = 1 / vi
+    mu_fe = np.sum(w0 * yi) / np.sum(w0)
+    q = float(np.sum(w0 * (yi - mu_fe) ** 2))
+    if k > 1:
+        vt = (k - 1) * np.sum(w0) / (np.sum(w0) ** 2 - np.sum(w0**2))
+        i2 = float(100 * tau2 / (vt + tau2))
+    else:
+        i2 = 0.0
+    pse = math.sqrt(se**2 + tau2)
+    return FreqResult(measure=measure, method=method, hksj=hksj, estimate=mu, se=se,
+                      ci_low=mu - crit * se, ci_high=mu + crit * se, pval=pval, tau2=tau2, i2=i2, q=q,
+                      k=k, pi_low=mu - crit * pse, pi_high=mu + crit * pse, level=level)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Common-effect methods on 2x2 tables
+# ---------------------------------------------------------------------------------------------------
+
+def _q_from_escalc(measure, ai, n1i, ci, n2i, beta, k_tables):
+    """Cochran's Q and I^2 as rma.mh / rma.peto compute them (yi with add 1/2 to only0, drop00)."""
+    es = escalc(measure, ai, n1i, ci, n2i, ContinuityCorrection(0.5, "only0", True))
+    ok = es.usable
+    yi, vi = es.yi[ok], es.vi[ok]
+    k_yi = len(yi)
+    if k_yi > 1:
+        q = float(max(0.0, np.sum((yi - beta) ** 2 / vi)))
+        i2 = float(max(0.0, 100 * (q - (k_yi - 1)) / q)) if q > 0 else 0.0
+    else:
+        q, i2 = 0.0, 0.0
+    return q, i2
+
+
+def rma_mh(ai, n1i, ci, n2i, *, measure: str = "OR", level: float = 0.95) -> FreqResult:
+    """Mantel-Haenszel common effect (metafor ``rma.mh``; Robins-Breslow-Greenland variance for OR,
+    Greenland-Robins for RR and RD). Uses the counts without continuity correction."""
+    ai, n1i, ci, n2i = (np.asarray(x, dtype=float) for x in (ai, n1i, ci, n2i))
+    bi, di = n1i - ai, n2i - ci
+    ni = n1i + n2i
+    k = len(ai)
+    if measure == "OR":
+        p = (ai + di) / ni
+        qq = (bi + ci) / ni
+        r = ai * di / ni
+        s = bi * ci / ni
+        R, S = r.sum(), s.sum()
+        if R == 0 or S == 0:
+            raise ValueError("the Mantel-Haenszel odds ratio is 0 or infinite for these tables")
+        beta = math.log(R / S)
+        se = math.sqrt(0.5 * (np.sum(p * r) / R**2 + np.sum(p * s + qq * r) / (R * S) + np.sum(qq * s) / S**2))
+    elif measure == "RR":
+        R = np.sum(ai * n2i / ni)
+        S = np.sum(ci * n1i / ni)
+        if ai.sum() == 0 or ci.sum() == 0:
+            raise ValueError("the Mantel-Haenszel risk ratio is 0 or infinite for these tables")
+        beta = math.log(R / S)
+        se = math.sqrt(np.sum(n1i / ni * n2i / ni * (ai + ci) - ai / ni * ci) / (R * S))
+    elif measure == "RD":
+        denom = np.sum(n1i * n2i / ni)
+        beta = float(np.sum(ai * n2i / ni - ci * n1i / ni) / denom)
+        num = beta * np.sum(ci * (n1i / ni) ** 2 - ai * (n2i / ni) ** 2 + n1i / ni * n2i / ni * (n2i - n1i) / 2) \
+            + np.sum(ai * (n2i - ci) / ni + ci * (n1i - ai) / ni) / 2
+        se = math.sqrt(num / denom**2)
+    else:
+        raise ValueError(f"Mantel-Haenszel is for OR, RR and RD, not {measure!r}")
+    crit = _crit(level, None)
+    q, i2 = _q_from_escalc(measure, ai, n1i, ci, n2i, beta, k)
+    return FreqResult(measure=measure, method="MH", hksj=False, estimate=float(beta), se=float(se),
+                      ci_low=beta - crit * se, ci_high=beta + crit * se,
+                      pval=float(2 * stats.norm.sf(abs(beta / se))), tau2=0.0, i2=i2, q=q, k=k,
+                      pi_low=None, pi_high=None, level=level,
+                      notes=["common-effect method: no between-study variance, no prediction interval"])
+
+
+def rma_peto(ai, n1i, ci, n2i, *, level: float = 0.95) -> FreqResult:
+    """Peto's one-step odds ratio (metafor ``rma.peto``), common effect, no continuity correction."""
+    ai, n1i, ci, n2i = (np.asarray(x, dtype=float) for x in (ai, n1i, ci, n2i))
+    bi, di = n1i - ai, n2i - ci
+    ni = n1i + n2i
+    xt, yt = ai + ci, bi + di
+    ei = xt * n1i / ni
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vv = xt * yt * (n1i / ni) * (n2i / ni) / (ni - 1)
+    vv = np.where(np.isfinite(vv), vv, 0.0)
+    sv = vv.sum()
+    if sv == 0:
+        raise ValueError("Peto's method needs at least one table with events and non-events")
+    beta = float(np.sum(ai - ei) / sv)
+    se = float(math.sqrt(1 / sv))
+    crit = _crit(level, None)
+    pos = vv > 0
+    q = float(max(0.0, np.sum((ai[pos] - ei[pos]) ** 2 / vv[pos]) - np.sum(ai - ei) ** 2 / sv))
+    es = escalc("OR", ai, n1i, ci, n2i, ContinuityCorrection(0.5, "only0", True))
+    k_yi = int(es.usable.sum())
+    i2 = float(max(0.0, 100 * (q - (k_yi - 1)) / q)) if (pos.sum() > 1 and q > 0) else 0.0
+    if pos.sum() <= 1:
+        q = 0.0
+    return FreqResult(measure="OR", method="PETO", hksj=False, estimate=beta, se=se,
+                      ci_low=beta - crit * se, ci_high=beta + crit * se,
+                      pval=float(2 * stats.norm.sf(abs(beta / se))), tau2=0.0, i2=i2, q=q, k=len(ai),
+                      pi_low=None, pi_high=None, level=level,
+                      notes=["common-effect method: no between-study variance, no prediction interval"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Binomial-normal GLMM for single-arm proportions
+# ---------------------------------------------------------------------------------------------------
+
+def _agq_loglik(mu: float, tau: float, xi: np.ndarray, ni: np.ndarray, nodes: np.ndarray,
+                weights: np.ndarray) -> float:
+    """Marginal log-likelihood of the binomial-normal model by adaptive Gauss-Hermite quadrature.
+
+    logit p_i = mu + tau * u_i, u_i ~ N(0, 1); binomial coefficients included.
+    """
+    logc = special.gammaln(ni + 1) - special.gammaln(xi + 1) - special.gammaln(ni - xi + 1)
+
+    def h(u):  # u has shape (k, nodes)
+        eta = mu + tau * u
+        return xi[:, None] * eta - ni[:, None] * np.logaddexp(0.0, eta) - 0.5 * u**2
+
+    def h1(u):
+        eta = mu + tau * u
+        return xi * eta - ni * np.logaddexp(0.0, eta) - 0.5 * u**2
+
+    # conditional modes by damped Newton (h is strictly concave in u); start from the study's own logit
+    if tau > 0:
+        u = (np.log((xi + 0.5) / (ni - xi + 0.5)) - mu) / tau
+        u = u / (1 + 1 / (tau**2 * (1 / (xi + 0.5) + 1 / (ni - xi + 0.5)) ** -1))
+    else:
+        u = np.zeros_like(xi)
+    hu = h1(u)
+    for _ in range(200):
+        p = special.expit(mu + tau * u)
+        g = tau * (xi - ni * p) - u
+        hess = -(tau**2) * ni * p * (1 - p) - 1
+        step = -g / hess
+        t = np.ones_like(u)
+        for _ in range(60):
+            cand = u + t * step
+            hc = h1(cand)
+            worse = hc < hu - 1e-12 * np.abs(hu)
+            if not worse.any():
+                break
+            t = np.where(worse, t / 2, t)
+        u, hu = cand, hc
+        if np.max(np.abs(t * step)) < 1e-11:
+            break
+    p = special.expit(mu + tau * u)
+    sig = 1 / np.sqrt(tau**2 * ni * p * (1 - p) + 1)
+    z = u[:, None] + math.sqrt(2) * sig[:, None] * nodes[None, :]
+    vals = h(z) + nodes[None, :] ** 2
+    m = vals.max(axis=1, keepdims=True)
+    integ = np.log(np.sum(weights[None, :] * np.exp(vals - m), axis=1)) + m[:, 0]
+    li = logc + integ + np.log(math.sqrt(2) * sig) - 0.5 * math.log(2 * math.pi)
+    return float(np.sum(li))
+
+
+def _numeric_hessian(f, x: np.ndarray, rel: float = 1e-4) -> np.ndarray:
+    n = len(x)
+    h = rel * np.maximum(np.abs(x), 1e-2)
+    H = np.empty((n, n))
+    for i in range(n):
+        for j in range(i, n):
+            ei = np.zeros(n)
+            ej = np.zeros(n)
+            ei[i] = h[i]
+            ej[j] = h[j]
+            val = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (4 * h[i] * h[j])
+            H[i, j] = H[j, i] = val
+    return H
+
+
+def rma_glmm_plo(xi, ni, *, n_agq: int = 7, level: float = 0.95) -> FreqResult:
+    """Random-intercept logistic model for single-arm proportions, by maximum likelihood (metafor
+    ``rma.glmm(measure="PLO", method="ML")``, which fits it with ``lme4::glmer(nAGQ=7)``).
+
+    Returns
+    -------
+    FreqResult
+        ``estimate`` is the pooled logit proportion (``natural`` gives expit), ``tau2`` the variance of
+        the study logits. The standard error comes from the observed information (the inverse Hessian
+        of the log-likelihood in (mu, tau)), as lme4 computes it. ``q`` is None.
+    """
+    xi = np.asarray(xi, dtype=float)
+    ni = np.asarray(ni, dtype=float)
+    k = len(xi)
+    nodes, weights = np.polynomial.hermite.hermgauss(n_agq)
+
+    def nll(par):
+        return -_agq_loglik(par[0], abs(par[1]), xi, ni, nodes, weights)
+
+    es = escalc("PLO", xi, ni)
+    iv = rma_iv(es.yi, es.vi, method="DL", measure="PLO")
+    best = None
+    for tau0 in (math.sqrt(iv.tau2) if iv.tau2 > 0 else 0.3, 0.1, 1.0):
+        res = optimize.minimize(nll, np.array([iv.estimate, tau0]), method="L-BFGS-B",
+                                bounds=[(-30, 30), (0.0, 20.0)], options={"ftol": 1e-15, "gtol": 1e-10,
+                                                                          "maxiter": 5000})
+        res = optimize.minimize(nll, res.x, method="Nelder-Mead",
+                                options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 20000})
+        if best is None or res.fun < best.fun:
+            best = res
+    mu, tau = float(best.x[0]), float(abs(best.x[1]))
+    notes = []
+    if tau > 1e-4:
+        H = _numeric_hessian(nll, np.array([mu, tau]))
+        cov = np.linalg.inv(H)
+        se = float(math.sqrt(cov[0, 0]))
+    else:
+        tau = 0.0
+        notes.append("tau estimated at the boundary 0")
+        H = _numeric_hessian(lambda m: nll(np.array([m[0], 0.0])), np.array([mu]))
+        se = float(math.sqrt(1 / H[0, 0]))
+    tau2 = tau**2
+    crit = _crit(level, None)
+    w0 = 1 / es.vi[es.usable]
+    ky = len(w0)
+    vt = (ky - 1) / (np.sum(w0) - np.sum(w0**2) / np.sum(w0)) if ky > 1 else np.nan
+    i2 = float(100 * tau2 / (vt + tau2)) if ky > 1 else 0.0
+    pse = math.sqrt(se**2 + tau2)
+    return FreqResult(measure="PLO", method="GLMM", hksj=False, estimate=mu, se=se,
+                      ci_low=mu - crit * se, ci_high=mu + crit * se,
+                      pval=float(2 * stats.norm.sf(abs(mu / se))), tau2=tau2, i2=i2, q=None, k=k,
+                      pi_low=mu - crit * pse, pi_high=mu + crit * pse, level=level, notes=notes)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dispatcher
+# ---------------------------------------------------------------------------------------------------
+
+def meta_analyze(measure: str, method: str, ai, n1i, ci=None, n2i=None, *, hksj: bool = False,
+                 cc: ContinuityCorrection = ContinuityCorrection(), level: float = 0.95) -> FreqResult:
+    """Pool counts with any supported measure and method.
+
+    Parameters
+    ----------
+    measure : {"OR", "RR", "RD", "PLO"}
+    method : {"DL", "REML", "PM", "MH", "PETO", "GLMM"}
+        ``MH`` needs OR/RR/RD, ``PETO`` needs OR, ``GLMM`` needs PLO.
+    ai, n1i, ci, n2i : array_like
+        Events and totals (treatment, control); ``ci``/``n2i`` unused for PLO.
+    hksj : bool
+        Hartung-Knapp-Sidik-Jonkman adjustment (DL/REML/PM only).
+    cc : ContinuityCorrection
+        Zero-cell handling for the inverse-variance methods.
+
+    Returns
+    -------
+    FreqResult
+    """
+    method = method.upper()
+    measure = measure.upper()
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if hksj and method not in ("DL", "REML", "PM"):
+        raise ValueError(f"--hksj applies to DL, REML and PM, not {method}")
+    if measure == "PLO":
+        if method in ("MH", "PETO"):
+            raise ValueError(f"{method} is a two-arm method; use DL, REML, PM or GLMM for PLO")
+        if method == "GLMM":
+            return rma_glmm_plo(ai, n1i, level=level)
+        es = escalc("PLO", ai, n1i, cc=cc)
+        return _with_dropped(rma_iv(es.yi, es.vi, method=method, hksj=hksj, level=level, measure="PLO"), es)
+    if method == "GLMM":
+        raise ValueError("GLMM is implemented for single-arm proportions (PLO) only")
+    if method == "MH":
+        return rma_mh(ai, n1i, ci, n2i, measure=measure, level=level)
+    if method == "PETO":
+        if measure != "OR":
+            raise ValueError("Peto's method estimates an odds ratio: use --measure OR")
+        return rma_peto(ai, n1i, ci, n2i, level=level)
+    es = escalc(measure, ai, n1i, ci, n2i, cc=cc)
+    return _with_dropped(rma_iv(es.yi, es.vi, method=method, hksj=hksj, level=level, measure=measure), es)
+
+
+def _with_dropped(res: FreqResult, es) -> FreqResult:
+    n_drop = int((~es.usable).sum())
+    if n_drop:
+        res.notes.append(f"{n_drop} stud{'y' if n_drop == 1 else 'ies'} without a finite estimate "
+                         "(double-zero or uncorrected zero cell) left out")
+    return res
