@@ -27,7 +27,9 @@ class InputError(RescueMetaError):
     file : str or Path, optional
         The file the problem is in.
     row : int, optional
-        1-based line number in the file (the header is line 1).
+        1-based data row (the first row after the header is row 1).
+    line : int, optional
+        The row's line number in the file (the header is line 1).
     column : str, optional
         The column name.
     """
@@ -35,10 +37,11 @@ class InputError(RescueMetaError):
     exit_code = EXIT_INPUT
 
     def __init__(self, message: str, *, file: str | Path | None = None, row: int | None = None,
-                 column: str | None = None):
+                 line: int | None = None, column: str | None = None):
         self.message = message
         self.file = None if file is None else str(file)
         self.row = row
+        self.line = line
         self.column = column
         super().__init__(self.__str__())
 
@@ -47,7 +50,7 @@ class InputError(RescueMetaError):
         if self.file is not None:
             where.append(self.file)
         if self.row is not None:
-            where.append(f"line {self.row}")
+            where.append(f"row {self.row}" + (f" (line {self.line})" if self.line is not None else ""))
         if self.column is not None:
             where.append(f"column '{self.column}'")
         return (": ".join([", ".join(where), self.message]) if where else self.message)

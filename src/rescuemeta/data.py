@@ -1,0 +1,370 @@
+"""The data stage: read a study table, validate it, and choose the studies an analysis uses.
+
+Format: a UTF-8 CSV (a BOM and CRLF line ends are accepted), one row per study x outcome.
+
+Required columns: ``study_id``, ``outcome``, ``events_treat``, ``total_treat``.
+Optional columns: ``events_control``, ``total_control`` (both empty for a single-arm row) and any
+metadata columns; ``overlap_group`` and ``count_basis`` are used by the inclusion rules when present.
+
+Every problem is raised as :class:`~rescuemeta.errors.InputError` naming the file, the row (data row,
+1-based, with its line number) and the column.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from .errors import InputError
+
+REQUIRED = ("study_id", "outcome", "events_treat", "total_treat")
+CONTROL = ("events_control", "total_control")
+COUNT_COLUMNS = ("events_treat", "total_treat", "events_control", "total_control")
+COUNT_BASIS = ("reported", "from_percent", "denominator_fitted", "approximate")
+DEFAULT_DATA = Path("data/studies.csv")
+MAX_COUNT = 10**9  # larger counts are almost surely a typo (and would lose precision in float64)
+
+_INT_RE = re.compile(r"^[+-]?\d+(\.0*)?$")
+
+
+@dataclass
+class StudyTable:
+    """A validated study table.
+
+    Attributes
+    ----------
+    frame : pandas.DataFrame
+        One row per study x outcome; counts as nullable integers; ``_line`` holds each row's line number.
+    path : str
+        Where it was read from.
+    sha256 : str
+        Hash of the file's bytes (recorded with results for provenance).
+    """
+
+    frame: pd.DataFrame
+    path: str
+    sha256: str
+
+    @property
+    def outcomes(self) -> list[str]:
+        return sorted(self.frame["outcome"].unique())
+
+
+@dataclass
+class Selection:
+    """The rows one analysis uses, and why.
+
+    Attributes
+    ----------
+    frame : pandas.DataFrame
+        The included rows.
+    outcome : str
+    arms : {"two", "one"}
+        ``two``: comparative rows (both arms); ``one``: the treatment (stent) arm of every row.
+    rule : str
+        The inclusion rule in words.
+    excluded : list of (study_id, reason)
+    """
+
+    frame: pd.DataFrame
+    outcome: str
+    arms: str
+    rule: str
+    excluded: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def k(self) -> int:
+        return len(self.frame)
+
+    @property
+    def study_ids(self) -> list[str]:
+        return list(self.frame["study_id"])
+
+    def counts(self):
+        """``(ai, n1i, ci, n2i)`` as float arrays (``ci``/``n2i`` are None for one-arm selections)."""
+        f = self.frame
+        ai = f["events_treat"].to_numpy(dtype=float)
+        n1i = f["total_treat"].to_numpy(dtype=float)
+        if self.arms == "one":
+            return ai, n1i, None, None
+        return ai, n1i, f["events_control"].to_numpy(dtype=float), f["total_control"].to_numpy(dtype=float)
+
+    def describe(self) -> dict:
+        return {"outcome": self.outcome, "arms": self.arms, "k": self.k, "rule": self.rule,
+                "included": self.study_ids,
+                "excluded": [{"study_id": s, "reason": r} for s, r in self.excluded]}
+
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise InputError("no such file", file=path)
+    if path.is_dir():
+        raise InputError("is a directory, not a CSV file", file=path)
+    try:
+        raw = path.read_bytes()
+    except PermissionError:
+        raise InputError("cannot be read (permission denied)", file=path) from None
+    except OSError as e:
+        raise InputError(f"cannot be read ({e.strerror})", file=path) from None
+    if not raw.strip():
+        raise InputError("the file is empty", file=path)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                         "save it as 'CSV UTF-8'", file=path) from None
+
+
+def _parse_count(value: str, *, file, row, line, column):
+    v = value.strip()
+    if v == "":
+        return pd.NA
+    if not _INT_RE.match(v):
+        kind = "not a number" if not re.match(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$", v) else \
+            "not a whole number"
+        if v.lower() in ("nan", "inf", "-inf", "+inf", "infinity", "na", "null"):
+            kind = "not a finite whole number"
+        raise InputError(f"{kind}: {value!r} (counts must be whole numbers >= 0)", file=file,
+                         row=row, column=column)
+    n = int(v.split(".")[0])
+    if abs(n) > MAX_COUNT:
+        raise InputError(f"count {n} is larger than {MAX_COUNT:,}; is it a typo?", file=file, row=row,
+                         column=column)
+    return n
+
+
+def _schema() -> pa.DataFrameSchema:
+    count = dict(dtype="Int64", checks=pa.Check.ge(0, error="must be >= 0"), coerce=False)
+    return pa.DataFrameSchema(
+        {
+            "study_id": pa.Column(str, pa.Check.str_length(min_value=1, error="must not be empty")),
+            "outcome": pa.Column(str, pa.Check.str_length(min_value=1, error="must not be empty")),
+            "events_treat": pa.Column(nullable=False, **count),
+            "total_treat": pa.Column(nullable=False, dtype="Int64",
+                                     checks=pa.Check.gt(0, error="must be > 0 (an arm needs patients)")),
+            "events_control": pa.Column(nullable=True, required=False, **count),
+            "total_control": pa.Column(nullable=True, required=False, dtype="Int64",
+                                       checks=pa.Check.gt(0, error="must be > 0 (an arm needs patients)")),
+        },
+        strict=False,
+    )
+
+
+def _first_failure(err: pa.errors.SchemaErrors, frame: pd.DataFrame, file) -> InputError:
+    fc = err.failure_cases
+    fc = fc.assign(_order=fc["index"].map(lambda i: i if isinstance(i, (int, np.integer)) else 10**12))
+    fc = fc.sort_values("_order", kind="stable")
+    r = fc.iloc[0]
+    more = len(fc) - 1
+    idx = r["index"]
+    row = int(idx) + 1 if isinstance(idx, (int, np.integer)) else None
+    col = r["column"] if isinstance(r["column"], str) else None
+    check = str(r["check"])
+    value = r["failure_case"]
+    msg = f"{check}: got {value!r}" if not check.startswith("not_nullable") else "must not be empty"
+    if more:
+        msg += f" (and {more} more problem{'s' if more > 1 else ''})"
+    line = int(frame["_line"].iloc[row - 1]) if row is not None else None
+    return InputError(msg, file=file, row=row, line=line, column=col)
+
+
+def load_studies(path: str | Path = DEFAULT_DATA) -> StudyTable:
+    """Read and validate a study table.
+
+    Parameters
+    ----------
+    path : str or Path
+        A CSV in the format described in the module docstring (default ``data/studies.csv``).
+
+    Returns
+    -------
+    StudyTable
+
+    Raises
+    ------
+    InputError
+        For any unusable input, naming file, row (with its line) and column.
+    """
+    path = Path(path)
+    text = _read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InputError("the file is empty", file=path) from None
+    except csv.Error as e:
+        raise InputError(f"not a readable CSV ({e})", file=path) from None
+    header = [h.strip() for h in header]
+    if len(header) == 1:
+        for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
+            if sep in header[0]:
+                raise InputError(f"columns are separated by {name}; rescuemeta reads comma-separated "
+                                 "files", file=path, row=None)
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise InputError(f"duplicate column name(s): {', '.join(dup)}", file=path, column=dup[0])
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise InputError(f"missing required column(s): {', '.join(missing)} (the header has: "
+                         f"{', '.join(header)})", file=path, column=missing[0])
+    records = []
+    lines = []
+    try:
+        for rec in reader:
+            if not rec or all(not f.strip() for f in rec):
+                continue
+            row = len(records) + 1
+            if len(rec) != len(header):
+                raise InputError(f"has {len(rec)} fields but the header has {len(header)}", file=path,
+                                 row=row, line=reader.line_num)
+            records.append(rec)
+            lines.append(reader.line_num)
+    except csv.Error as e:
+        raise InputError(f"not a readable CSV row ({e})", file=path, row=len(records) + 1,
+                         line=reader.line_num) from None
+    if not records:
+        raise InputError("the file has a header but no data rows", file=path)
+
+    cols = {h: [r[i] for r in records] for i, h in enumerate(header)}
+    data = {}
+    for h, values in cols.items():
+        if h in COUNT_COLUMNS:
+            parsed = [_parse_count(v, file=path, row=i + 1, line=lines[i], column=h)
+                      for i, v in enumerate(values)]
+            data[h] = pd.array(parsed, dtype="Int64")
+        else:
+            data[h] = pd.array([v.strip() if h in ("study_id", "outcome") else v for v in values],
+                               dtype=object)
+    frame = pd.DataFrame(data)
+    frame["_line"] = lines
+    try:
+        _schema().validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        raise _first_failure(err, frame, path) from None
+
+    has_ec = "events_control" in frame
+    has_tc = "total_control" in frame
+    if has_ec != has_tc:
+        raise InputError("events_control and total_control go together: the file has only "
+                         f"{'events_control' if has_ec else 'total_control'}", file=path,
+                         column="total_control" if has_ec else "events_control")
+    if not has_ec:
+        frame["events_control"] = pd.array([pd.NA] * len(frame), dtype="Int64")
+        frame["total_control"] = pd.array([pd.NA] * len(frame), dtype="Int64")
+
+    for i in range(len(frame)):
+        r = frame.iloc[i]
+        row, line = i + 1, int(r["_line"])
+        if r["events_treat"] > r["total_treat"]:
+            raise InputError(f"events_treat ({r['events_treat']}) is larger than total_treat "
+                             f"({r['total_treat']})", file=path, row=row, line=line, column="events_treat")
+        ec, tc = r["events_control"], r["total_control"]
+        if pd.isna(ec) != pd.isna(tc):
+            which = "events_control" if pd.isna(tc) else "total_control"
+            other = "total_control" if pd.isna(tc) else "events_control"
+            raise InputError(f"{which} is given but {other} is empty (a single-arm row leaves both "
+                             "empty)", file=path, row=row, line=line, column=other)
+        if not pd.isna(ec) and ec > tc:
+            raise InputError(f"events_control ({ec}) is larger than total_control ({tc})", file=path,
+                             row=row, line=line, column="events_control")
+    if "count_basis" in frame:
+        for i, v in enumerate(frame["count_basis"]):
+            if v.strip() and v.strip() not in COUNT_BASIS:
+                raise InputError(f"unknown count_basis {v!r}; expected one of {', '.join(COUNT_BASIS)}",
+                                 file=path, row=i + 1, line=int(frame["_line"].iloc[i]),
+                                 column="count_basis")
+    key = frame["study_id"] + "\x00" + frame["outcome"]
+    dups = key[key.duplicated(keep=False)]
+    if len(dups):
+        rows = [i + 1 for i in dups.index]
+        first = dups.index[0]
+        raise InputError(f"duplicate (study_id, outcome) = ({frame['study_id'].iloc[first]}, "
+                         f"{frame['outcome'].iloc[first]}) in rows {', '.join(map(str, rows))}",
+                         file=path, row=rows[-1], line=int(frame["_line"].iloc[rows[-1] - 1]),
+                         column="study_id")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    return StudyTable(frame=frame, path=str(path), sha256=sha)
+
+
+def parse_exclude_basis(spec: str | None) -> tuple[str, ...]:
+    """Parse ``--exclude-basis approximate,denominator_fitted``."""
+    if not spec:
+        return ()
+    vals = tuple(v.strip() for v in spec.split(",") if v.strip())
+    bad = [v for v in vals if v not in COUNT_BASIS]
+    if bad:
+        raise InputError(f"--exclude-basis: unknown count_basis {', '.join(bad)}; choose from "
+                         f"{', '.join(COUNT_BASIS)}")
+    return vals
+
+
+def select(table: StudyTable, outcome: str, *, arms: str = "two", all_studies: bool = False,
+           exclude_basis: tuple[str, ...] = ()) -> Selection:
+    """Choose the rows one analysis of ``outcome`` uses.
+
+    Rules, in order:
+
+    1. rows whose ``count_basis`` is in ``exclude_basis`` are dropped;
+    2. unless ``all_studies``, one row per ``overlap_group`` (cohorts that may share patients; an empty
+       group is a group of its own): a row with both arms before a single-arm row, then the larger total
+       (treatment + control), then ``study_id``;
+    3. ``arms="two"`` keeps rows with both arms; ``arms="one"`` uses the treatment arm of every row.
+
+    Returns
+    -------
+    Selection
+        Raises InputError when the outcome is unknown or no row is usable.
+    """
+    f = table.frame
+    if outcome not in set(f["outcome"]):
+        raise InputError(f"unknown outcome {outcome!r}; the file has: {', '.join(table.outcomes)}",
+                         file=table.path, column="outcome")
+    f = f[f["outcome"] == outcome].copy()
+    excluded: list[tuple[str, str]] = []
+    rule_parts = []
+    if exclude_basis:
+        if "count_basis" in f:
+            drop = f["count_basis"].isin(exclude_basis)
+            excluded += [(s, f"count_basis {b}") for s, b in zip(f.loc[drop, "study_id"],
+                                                                 f.loc[drop, "count_basis"])]
+            f = f[~drop]
+        rule_parts.append(f"excluding count_basis {', '.join(exclude_basis)}")
+    f["_two"] = f["total_control"].notna()
+    f["_total"] = f["total_treat"].astype("int64") + f["total_control"].fillna(0).astype("int64")
+    if not all_studies and "overlap_group" in f:
+        grp = f["overlap_group"].fillna("").astype(str).str.strip()
+        f["_group"] = np.where(grp == "", "\x00" + f["study_id"], grp)
+        f = f.sort_values(["_group", "_two", "_total", "study_id"], ascending=[True, False, False, True])
+        dup = f["_group"].duplicated(keep="first")
+        for s, g in zip(f.loc[dup, "study_id"], f.loc[dup, "_group"]):
+            kept = f.loc[(f["_group"] == g) & ~dup, "study_id"].iloc[0]
+            excluded.append((s, f"overlap_group {g}: {kept} kept"))
+        f = f[~dup]
+        rule_parts.insert(0, "one study per overlap_group (two-arm before single-arm, then larger total)")
+    else:
+        rule_parts.insert(0, "all studies (overlap groups not deduplicated)")
+    if arms == "two":
+        one = ~f["_two"]
+        excluded += [(s, "no control arm") for s in f.loc[one, "study_id"]]
+        f = f[~one]
+        rule_parts.append("comparative rows only")
+    elif arms == "one":
+        rule_parts.append("stent (treatment) arm of every row")
+    else:
+        raise ValueError(f"arms must be 'two' or 'one', not {arms!r}")
+    if f.empty:
+        need = "rows with both events_control and total_control" if arms == "two" else "rows"
+        raise InputError(f"outcome {outcome!r} has no usable rows for this analysis (it needs {need}; "
+                         f"inclusion rule: {'; '.join(rule_parts)})", file=table.path)
+    f = f.sort_values("study_id", kind="stable").drop(columns=[c for c in f.columns if c.startswith("_")
+                                                               and c != "_line"])
+    return Selection(frame=f.reset_index(drop=True), outcome=outcome, arms=arms, rule="; ".join(rule_parts),
+                     excluded=sorted(excluded))
