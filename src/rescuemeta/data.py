@@ -133,11 +133,11 @@ def _parse_count(value: str, *, file, row, line, column):
         if v.lower() in ("nan", "inf", "-inf", "+inf", "infinity", "na", "null"):
             kind = "not a finite whole number"
         raise InputError(f"{kind}: {value!r} (counts must be whole numbers >= 0)", file=file,
-                         row=row, column=column)
+                         row=row, line=line, column=column)
     n = int(v.split(".")[0])
     if abs(n) > MAX_COUNT:
         raise InputError(f"count {n} is larger than {MAX_COUNT:,}; is it a typo?", file=file, row=row,
-                         column=column)
+                         line=line, column=column)
     return n
 
 

@@ -308,33 +308,24 @@ def _agq_loglik(mu: float, tau: float, xi: np.ndarray, ni: np.ndarray, nodes: np
         eta = mu + tau * u
         return xi[:, None] * eta - ni[:, None] * np.logaddexp(0.0, eta) - 0.5 * u**2
 
-    def h1(u):
-        eta = mu + tau * u
-        return xi * eta - ni * np.logaddexp(0.0, eta) - 0.5 * u**2
-
-    # conditional modes by damped Newton (h is strictly concave in u); start from the study's own logit
-    if tau > 0:
-        u = (np.log((xi + 0.5) / (ni - xi + 0.5)) - mu) / tau
-        u = u / (1 + 1 / (tau**2 * (1 / (xi + 0.5) + 1 / (ni - xi + 0.5)) ** -1))
-    else:
-        u = np.zeros_like(xi)
-    hu = h1(u)
+    # Conditional modes: g(u) = tau (x - n expit(mu + tau u)) - u is strictly decreasing, with its root in
+    # [tau (x - n), tau x]; safeguarded Newton (bisection whenever Newton leaves the bracket).
+    lo = tau * (xi - ni)
+    hi = tau * xi
+    u = np.clip(np.zeros_like(xi), lo, hi)
     for _ in range(200):
         p = special.expit(mu + tau * u)
         g = tau * (xi - ni * p) - u
+        lo = np.where(g > 0, u, lo)
+        hi = np.where(g < 0, u, hi)
         hess = -(tau**2) * ni * p * (1 - p) - 1
-        step = -g / hess
-        t = np.ones_like(u)
-        for _ in range(60):
-            cand = u + t * step
-            hc = h1(cand)
-            worse = hc < hu - 1e-12 * np.abs(hu)
-            if not worse.any():
-                break
-            t = np.where(worse, t / 2, t)
-        u, hu = cand, hc
-        if np.max(np.abs(t * step)) < 1e-11:
+        newton = u - g / hess
+        outside = (newton <= lo) | (newton >= hi)
+        u_new = np.where(outside, 0.5 * (lo + hi), newton)
+        if np.max(np.abs(u_new - u)) < 1e-10:  # an error e in u changes h by O(e^2)
+            u = u_new
             break
+        u = u_new
     p = special.expit(mu + tau * u)
     sig = 1 / np.sqrt(tau**2 * ni * p * (1 - p) + 1)
     z = u[:, None] + math.sqrt(2) * sig[:, None] * nodes[None, :]
@@ -382,14 +373,31 @@ def rma_glmm_plo(xi, ni, *, n_agq: int = 7, level: float = 0.95) -> FreqResult:
     es = escalc("PLO", xi, ni)
     iv = rma_iv(es.yi, es.vi, method="DL", measure="PLO")
     best = None
-    for tau0 in (math.sqrt(iv.tau2) if iv.tau2 > 0 else 0.3, 0.1, 1.0):
+    for tau0 in (math.sqrt(iv.tau2) if iv.tau2 > 0 else 0.3, 0.05, 1.0):
         res = optimize.minimize(nll, np.array([iv.estimate, tau0]), method="L-BFGS-B",
-                                bounds=[(-30, 30), (0.0, 20.0)], options={"ftol": 1e-15, "gtol": 1e-10,
-                                                                          "maxiter": 5000})
-        res = optimize.minimize(nll, res.x, method="Nelder-Mead",
-                                options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 20000})
+                                bounds=[(-30, 30), (0.0, 20.0)],
+                                options={"ftol": 1e-14, "gtol": 1e-9, "maxiter": 2000})
         if best is None or res.fun < best.fun:
             best = res
+    x = np.array(best.x, dtype=float)
+    # polish with Newton steps on central differences (L-BFGS-B stops a little short of the optimum)
+    if x[1] > 1e-3:
+        for _ in range(8):
+            h = 1e-5 * np.maximum(np.abs(x), 1e-2)
+            g = np.array([(nll(x + e) - nll(x - e)) / (2 * e.sum()) for e in np.diag(h)])
+            H = _numeric_hessian(nll, x)
+            try:
+                step = np.linalg.solve(H, g)
+            except np.linalg.LinAlgError:
+                break
+            if not np.all(np.isfinite(step)) or x[1] - step[1] <= 0:
+                break
+            if nll(x - step) > nll(x) + 1e-12:
+                break
+            x = x - step
+            if np.max(np.abs(step)) < 1e-9:
+                break
+    best.x = x
     mu, tau = float(best.x[0]), float(abs(best.x[1]))
     notes = []
     if tau > 1e-4:
