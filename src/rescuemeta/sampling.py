@@ -98,7 +98,7 @@ class Sampler:
     def sample(self, data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None = None,
                *, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 1,
                target_accept: float = 0.8, guard: bool = True, ess_min: float = ESS_MIN):
-        """Sample the posterior; retry once with target_accept 0.95 if the guard fails.
+        """Sample the posterior; retry once with target_accept 0.99 if the guard fails.
 
         Returns
         -------
@@ -106,7 +106,7 @@ class Sampler:
             Raises :class:`ConvergenceError` (exit code 3) when the retry fails too and ``guard`` is set.
         """
         attempts = 0
-        for ta in (target_accept, max(0.95, target_accept)):
+        for ta in (target_accept, max(0.99, target_accept)):
             attempts += 1
             t0 = time.perf_counter()
             idata = self._run(data, tau_prior, effect_prior, baseline_prior, draws=draws, tune=tune,
