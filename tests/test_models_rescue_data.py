@@ -10,10 +10,10 @@ from rescuemeta.errors import InputError
 from rescuemeta.freq import meta_analyze
 from rescuemeta.models import ModelData
 from rescuemeta.priors import parse
-from rescuemeta.sampling import Sampler
+from rescuemeta.sampling import default_sampler
 
 TABLE = load_studies("data/studies.csv")
-SAMPLER = Sampler()
+SAMPLER = default_sampler()  # shares compiled models with the other test modules
 EFFECT = parse("normal(0, 4)", "effect")
 BASELINE = parse("normal(0, 10)", "effect")
 

@@ -25,6 +25,12 @@ from .data import DEFAULT_DATA, load_studies, parse_exclude_basis, select
 from .effects import CC_TARGETS, ContinuityCorrection
 from .errors import EXIT_INPUT, InputError, RescueMetaError
 from .freq import meta_analyze
+from .atomic import ensure_dir, write_text
+from .errors import EXIT_CONVERGENCE
+from .fit import FitConfig, fit as run_fit
+from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR
+from .sampling import ConvergenceError, default_sampler
+from .spec import DEFAULT_PRIMARY, load_primary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Meta-analysis of binary outcomes: rescue intracranial stenting and your own data.")
@@ -66,6 +72,9 @@ def guard():
         yield
     except RescueMetaError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+        diag = getattr(e, "diagnostics", None)
+        if diag:
+            err.print("diagnostics: " + json.dumps(_clean(diag)), highlight=False, markup=False)
         raise typer.Exit(e.exit_code) from None
     except ValueError as e:  # invalid combinations caught by the engine
         err.print(f"[bold red]error:[/] {e}", highlight=False)
@@ -264,6 +273,217 @@ def check(
             a.add_row(r["outcome"], r["quantity"], f"{ab['estimate']:g} ({ab['ci_low']:g}–{ab['ci_high']:g})"
                       + (f" {ab['p']}" if ab["p"] else ""), f"{au['midpoint']:.3g}", p_impl, flags)
         out.print(a)
+
+
+# ---------------------------------------------------------------------------------------------------
+# fit
+# ---------------------------------------------------------------------------------------------------
+
+class ModelKind(str, Enum):
+    contrast = "contrast"
+    proportion = "proportion"
+    normal = "normal"
+
+
+class RatioMeasure(str, Enum):
+    OR = "OR"
+    RR = "RR"
+
+
+class Backend(str, Enum):
+    nutpie = "nutpie"
+    pymc = "pymc"
+
+
+TauPriorOpt = typer.Option(DEFAULT_TAU_PRIOR, "--tau-prior", help="Prior on tau, e.g. halfnormal(0.5), "
+                           "turner(all_cause_mortality, nonpharma_vs_pharma), invgamma(a, b) on tau².")
+EffectPriorOpt = typer.Option(DEFAULT_EFFECT_PRIOR, "--effect-prior", help="Prior on mu: normal(m, s) or "
+                              "student_t(nu, m, s).")
+BaselinePriorOpt = typer.Option(DEFAULT_BASELINE_PRIOR, "--baseline-prior",
+                                help="Prior on the study baselines alpha_i (contrast model).")
+
+
+def _config_from_options(outcome, model, measure, tau_prior, effect_prior, baseline_prior, draws, tune, chains,
+                         seed, all_studies, exclude_basis, nuts, backend) -> FitConfig:
+    cfg = FitConfig(outcome=outcome, model=model.value, measure=measure.value, tau_prior=tau_prior,
+                    effect_prior=effect_prior, baseline_prior=baseline_prior, all_studies=all_studies,
+                    exclude_basis=parse_exclude_basis(exclude_basis), method="nuts" if nuts else "auto",
+                    draws=draws, tune=tune, chains=chains, seed=seed, backend=backend.value)
+    cfg.validate()
+    return cfg
+
+
+def _write_fit(res, out_dir: Path) -> list[str]:
+    ensure_dir(out_dir)
+    stem = f"{res.config.outcome}_{res.config.model}" + (f"_{res.config.measure}" if res.config.model == "normal" else "")
+    written = [str(write_text(out_dir / f"{stem}.json", json.dumps(_clean(res.summary()), indent=2) + "\n"))]
+    if res.idata is not None:
+        written.append(res.to_netcdf(out_dir / f"{stem}.nc"))
+    return written
+
+
+@app.command()
+def fit(
+    data: Path = DataOpt,
+    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome to analyse."),
+    model: ModelKind = typer.Option(ModelKind.contrast, "--model", help="contrast (two arms), proportion "
+                                    "(stent arm) or normal (normal-normal on log OR/RR, exact)."),
+    measure: RatioMeasure = typer.Option(RatioMeasure.OR, "--measure", help="OR or RR (normal model)."),
+    tau_prior: str = TauPriorOpt,
+    effect_prior: str = EffectPriorOpt,
+    baseline_prior: str = BaselinePriorOpt,
+    draws: Optional[int] = typer.Option(None, "--draws", help="Posterior draws per chain [default: 1000, or "
+                                        "the spec's with --all]."),
+    tune: int = typer.Option(1000, "--tune", help="Tuning draws per chain."),
+    chains: int = typer.Option(4, "--chains", help="Chains."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [default: 1, or the spec's with --all]."),
+    all_studies: bool = AllStudiesOpt,
+    exclude_basis: Optional[str] = ExcludeOpt,
+    nuts: bool = typer.Option(False, "--nuts", help="Normal model: sample with NUTS instead of exact quadrature."),
+    backend: Backend = typer.Option(Backend.nutpie, "--backend", help="NUTS implementation."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Write <outcome>_<model>.json and .nc here."),
+    all_outcomes: bool = typer.Option(False, "--all", help="Every outcome and model of the spec."),
+    spec_path: Path = typer.Option(DEFAULT_PRIMARY, "--spec", help="Analysis spec used by --all."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Bayesian hierarchical model: posterior of the pooled effect, tau, natural scales and a new study."""
+    with guard():
+        if all_outcomes:
+            _fit_all(data, spec_path, draws, seed, backend.value, out_dir, as_json)
+            return
+        if outcome is None:
+            raise InputError("--outcome is required (or use --all)")
+        cfg = _config_from_options(outcome, model, measure, tau_prior, effect_prior, baseline_prior,
+                                   1000 if draws is None else draws, tune, chains, 1 if seed is None else seed,
+                                   all_studies, exclude_basis, nuts, backend)
+        table = load_studies(data)
+        if out_dir is not None:
+            ensure_dir(out_dir)
+        res = run_fit(table, cfg)
+        if out_dir is not None:
+            _write_fit(res, out_dir)
+        if as_json:
+            emit_json(res.summary())
+        else:
+            _print_fit(res.summary())
+
+
+def _stat(s: dict | None, nd: int = 3) -> str:
+    if not s or s.get("q50") is None:
+        return "—"
+    return f"{s['q50']:.{nd}f} ({s['q025']:.{nd}f}–{s['q975']:.{nd}f})"
+
+
+def _print_fit(s: dict) -> None:
+    t = Table(title=f"{s['outcome']}: {s['model']} model ({s['method']}), k = {s['k']}", caption=EVIDENCE_NOTE,
+              caption_justify="left")
+    for c in ("quantity", "median (95% CrI)", "mean", "sd", "95% HDI"):
+        t.add_column(c, justify="left" if c == "quantity" else "right")
+    for key in ("mu", "tau", "or", "rr", "rd", "baseline_risk", "rate", "theta_new", "or_new", "rr_new", "rd_new",
+                "rate_new"):
+        v = s.get(key)
+        if not v or "q50" not in v:
+            continue
+        t.add_row(key, _stat(v), _fmt(v["mean"]), _fmt(v["sd"]), f"{_fmt(v['hdi_low'])} to {_fmt(v['hdi_high'])}")
+    out.print(t)
+    p = s["priors"]
+    out.print(f"Priors: tau ~ {p['tau']} (on {p['tau_scale']}), mu ~ {p['effect']}"
+              + (f", alpha_i ~ {p['baseline']}" if p.get("baseline") else "") + ".")
+    d = s["diagnostics"]
+    if d.get("rhat_max") is not None:
+        out.print(f"Diagnostics: R-hat max {d['rhat_max']:.3f}, ESS bulk/tail min {d['ess_bulk_min']:.0f}/"
+                  f"{d['ess_tail_min']:.0f}, divergences {d['divergences']}, target_accept {d['target_accept']}.")
+    inc = s["inclusion"]
+    out.print(f"Inclusion: {inc['rule']}. Included: {', '.join(inc['included'])}.")
+    if inc["excluded"]:
+        out.print("Excluded: " + "; ".join(f"{x['study_id']} ({x['reason']})" for x in inc["excluded"]))
+
+
+def _abstract_for(abstract, outcome: str, quantity: str):
+    for a in abstract:
+        if a.outcome == outcome and a.quantity == quantity:
+            return a
+    return None
+
+
+def _fit_all(data, spec_path, draws, seed, backend, out_dir, as_json):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    spec = load_primary(spec_path)
+    table = load_studies(data)
+    abstract = load_abstract(DEFAULT_ABSTRACT) if Path(DEFAULT_ABSTRACT).exists() else []
+    configs = spec.configs(table.outcomes, draws=draws, seed=seed, backend=backend)
+    if out_dir is not None:
+        ensure_dir(out_dir)
+    sampler = default_sampler(backend)
+    results, failures = [], []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=err, transient=False, disable=as_json and not err.is_terminal) as bar:
+        task = bar.add_task("fitting", total=len(configs))
+        for cfg in configs:
+            bar.update(task, description=f"fitting {cfg.outcome} ({cfg.model})")
+            try:
+                res = run_fit(table, cfg, sampler)
+            except ConvergenceError as e:
+                failures.append({"outcome": cfg.outcome, "model": cfg.model, "error": str(e),
+                                 "diagnostics": e.diagnostics})
+                bar.advance(task)
+                continue
+            except InputError as e:
+                results.append({"outcome": cfg.outcome, "model": cfg.model, "unavailable": e.message})
+                bar.advance(task)
+                continue
+            if out_dir is not None:
+                _write_fit(res, out_dir)
+            results.append(res.summary())
+            bar.advance(task)
+    if as_json:
+        emit_json(results + failures)
+    else:
+        _print_fit_table(results, table, spec, abstract)
+        for f in failures:
+            err.print(f"[bold red]convergence failure:[/] {f['outcome']} ({f['model']}): {f['error']}")
+    if failures:
+        raise typer.Exit(EXIT_CONVERGENCE)
+
+
+def _print_fit_table(results, table, spec, abstract):
+    t = Table(title="Bayesian posterior beside the frequentist estimate and the abstract's", caption=EVIDENCE_NOTE,
+              caption_justify="left")
+    for c in ("outcome", "model", "k", "quantity", "Bayes median (95% CrI)", "tau median", "frequentist (method, k)",
+              "abstract (k=30)", "R-hat / ESS / div"):
+        t.add_column(c)
+    cc = ContinuityCorrection()
+    for r in results:
+        if "unavailable" in r:
+            t.add_row(r["outcome"], r["model"], "0", "—", r["unavailable"][:70], "", "", "", "")
+            continue
+        oc = r["outcome"]
+        if r["model"] == "proportion":
+            qty, key, a = "rate", "rate", _abstract_for(abstract, oc, "pooled_rate_treat")
+            meas, meth, arms = "PLO", "GLMM", "one"
+        else:
+            a = _abstract_for(abstract, oc, "RR") or _abstract_for(abstract, oc, "OR")
+            qty = a.quantity if a is not None else "OR"
+            key = qty.lower()
+            meas, meth, arms = qty, "MH", "two"
+        try:
+            sel = select(table, oc, arms=arms, all_studies=spec.all_studies, exclude_basis=tuple(spec.exclude_basis))
+            fr = meta_analyze(meas, meth, *sel.counts(), cc=cc)
+            nat = fr.natural
+            freq_txt = (f"{nat['estimate']:.3f} ({nat['ci_low']:.3f}–{nat['ci_high']:.3f}) {meas} {meth}, "
+                        f"k={fr.k}")
+        except (InputError, ValueError) as e:
+            freq_txt = f"— ({e})"[:40]
+        a_txt = "—" if a is None else f"{a.estimate:g} ({a.ci_low:g}–{a.ci_high:g})"
+        d = r["diagnostics"]
+        diag = (f"{d['rhat_max']:.3f} / {min(d['ess_bulk_min'], d['ess_tail_min']):.0f} / {d['divergences']}"
+                if d.get("rhat_max") is not None else "exact")
+        qlabel = qty + (" at mean control risk" if key in ("rr", "rd") and r["model"] == "contrast" else "")
+        t.add_row(oc, r["model"], str(r["k"]), qlabel, _stat(r.get(key)), _fmt(r["tau"]["q50"]), freq_txt, a_txt, diag)
+    out.print(t)
+    out.print(f"Priors: tau ~ {spec.tau_prior}, mu ~ {spec.effect_prior}, alpha_i ~ {spec.baseline_prior} "
+              f"(spec {spec.path}); per-outcome overrides: {', '.join(spec.outcome) or 'none'}.")
 
 
 def main():  # console-script entry point

@@ -4,6 +4,10 @@ as R bayesmeta computes it (Roever 2020, J Stat Softw 93(6)); no sampling, no Mo
 Model: y_i ~ N(theta_i, s_i^2), theta_i ~ N(mu, tau^2), mu ~ N(m0, s0^2), tau ~ any prior from
 :mod:`rescuemeta.priors`. Given tau, mu is conjugate normal, so every posterior quantity is a 1-D integral
 over the marginal posterior of tau.
+
+The integrals use composite Gauss-Legendre quadrature (16 nodes per panel) on panels spaced evenly in
+log(tau) over the region holding the posterior mass, so a quantity for many x values costs one vectorised
+sum. Accuracy (tested): probabilities to ~1e-10, against adaptive quadrature and 2-D brute force.
 """
 
 from __future__ import annotations
@@ -13,9 +17,22 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from scipy import integrate, optimize, stats
+from scipy import optimize, special, stats
 
 from .priors import Prior
+
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(48)  # weight exp(-x^2 / 2)
+_GH_W = _GH_W / math.sqrt(2 * math.pi)
+
+
+def _gl_nodes(edges: np.ndarray):
+    """Gauss-Legendre nodes and weights on consecutive panels [edges[i], edges[i+1]]."""
+    a, b = edges[:-1, None], edges[1:, None]
+    half = (b - a) / 2
+    nodes = (a + b) / 2 + half * _GL_X[None, :]
+    weights = half * _GL_W[None, :]
+    return nodes.ravel(), weights.ravel()
 
 
 @dataclass
@@ -43,108 +60,183 @@ class NormalNormalPosterior:
         self.s = np.asarray(self.s, dtype=float)
         if self.y.shape != self.s.shape or self.y.ndim != 1 or len(self.y) == 0:
             raise ValueError("y and s must be 1-D arrays of the same, non-zero length")
+        if np.any(~np.isfinite(self.y)):
+            raise ValueError("study estimates must be finite")
         if np.any(~np.isfinite(self.s)) or np.any(self.s <= 0):
             raise ValueError("standard errors must be positive and finite")
 
-    # ---- conditional on tau -----------------------------------------------------------------------
-    def _conditional(self, tau: float):
-        v = self.s**2 + tau**2
-        prec = 1 / self.mu_sd**2 + np.sum(1 / v)
-        b = self.mu_mean / self.mu_sd**2 + np.sum(self.y / v)
-        c = self.mu_mean**2 / self.mu_sd**2 + np.sum(self.y**2 / v)
-        loglik = (-0.5 * np.sum(np.log(2 * math.pi * v)) - 0.5 * math.log(2 * math.pi * self.mu_sd**2)
-                  + 0.5 * math.log(2 * math.pi / prec) - 0.5 * (c - b**2 / prec))
-        return b / prec, 1 / prec, loglik  # conditional mean and variance of mu, log marginal likelihood
+    # ---- conditional on tau (vectorised over tau) --------------------------------------------------
+    def _conditional(self, tau):
+        """Conditional mean and variance of mu given tau, and the log marginal likelihood p(y | tau)."""
+        tau = np.asarray(tau, dtype=float)
+        v = self.s[None, :] ** 2 + np.atleast_1d(tau)[:, None] ** 2
+        prec = 1 / self.mu_sd**2 + np.sum(1 / v, axis=1)
+        b = self.mu_mean / self.mu_sd**2 + np.sum(self.y / v, axis=1)
+        c = self.mu_mean**2 / self.mu_sd**2 + np.sum(self.y**2 / v, axis=1)
+        loglik = (-0.5 * np.sum(np.log(2 * math.pi * v), axis=1) - 0.5 * math.log(2 * math.pi * self.mu_sd**2)
+                  + 0.5 * np.log(2 * math.pi / prec) - 0.5 * (c - b**2 / prec))
+        shape = np.shape(tau)
+        return (b / prec).reshape(shape), (1 / prec).reshape(shape), loglik.reshape(shape)
 
-    def _log_unnorm(self, tau: float) -> float:
-        lp = float(self.tau_prior.logpdf(np.array([tau]))[0])
-        if not np.isfinite(lp):
-            return -np.inf
-        return lp + self._conditional(tau)[2]
-
-    @cached_property
-    def _shift(self) -> float:
-        grid = np.concatenate([[1e-8], np.geomspace(1e-4, max(10.0, 10 * float(np.std(self.y))), 400),
-                               np.atleast_1d(self.tau_prior.ppf(np.linspace(0.001, 0.999, 99)))])
-        vals = [self._log_unnorm(t) for t in grid]
-        return float(np.max(vals))
-
-    def _dens_unnorm(self, tau: float) -> float:
-        return math.exp(self._log_unnorm(tau) - self._shift) if tau > 0 else 0.0
+    def _log_unnorm(self, tau):
+        tau = np.asarray(tau, dtype=float)
+        lp = self.tau_prior.logpdf(np.atleast_1d(tau)).reshape(tau.shape)
+        out = np.full(tau.shape, -np.inf)
+        ok = np.isfinite(lp)
+        if np.any(ok):
+            out[ok] = lp[ok] + self._conditional(tau[ok])[2]
+        return out
 
     @cached_property
-    def _upper(self) -> float:
+    def _support(self) -> tuple[float, float]:
+        lo = float(self.tau_prior.params[0]) if self.tau_prior.family == "uniform" else 0.0
+        with np.errstate(all="ignore"):
+            hi = float(self.tau_prior.upper(1 - 1e-13))
+        if not np.isfinite(hi) or hi > 1e6:  # e.g. invgamma(0.001, 0.001): tails beyond any plausible tau
+            hi = 1e6
+        return lo, hi
+
+    @cached_property
+    def _panels(self) -> np.ndarray:
+        """Panel edges: log-spaced over where the unnormalised density is within e^-40 of its maximum."""
+        lo, hi = self._support
+        start = max(lo, 1e-7)
+        probe = np.concatenate([[start], np.geomspace(start, hi, 2000)]) if hi > start else np.array([lo, hi])
+        lp = self._log_unnorm(probe)
+        top = np.max(lp)
+        keep = np.nonzero(lp > top - 40)[0]
+        a = probe[max(keep[0] - 1, 0)]
+        b = probe[min(keep[-1] + 1, len(probe) - 1)]
         if self.tau_prior.family == "uniform":
-            return float(self.tau_prior.params[1])
-        return math.inf
+            edges = np.linspace(lo, hi, 65) if hi / max(lo, 1e-12) < 10 else np.geomspace(max(lo, 1e-7), hi, 65)
+            if lo == 0:
+                edges[0] = 0.0
+            return edges
+        inner = np.geomspace(max(a, 1e-7), b, max(8, int(8 * math.log10(b / max(a, 1e-7))) + 1))
+        edges = np.concatenate([[lo], inner]) if inner[0] > lo else inner
+        return np.unique(edges)
 
     @cached_property
-    def _lower(self) -> float:
-        return float(self.tau_prior.params[0]) if self.tau_prior.family == "uniform" else 0.0
-
-    def _integrate(self, f, a: float = 0.0, b: float | None = None) -> float:
-        b = self._upper if b is None else b
-        a = max(a, self._lower)
-        if b <= a:
-            return 0.0
-        # split at a few scale points so quad sees where the mass is
-        pts = [p for p in (0.05, 0.2, 0.5, 1.0, 2.0, 5.0) if a < p < b]
-        edges = [a, *pts, b]
-        total = 0.0
-        for lo, hi in zip(edges[:-1], edges[1:]):
-            total += integrate.quad(f, lo, hi, limit=400, epsabs=1e-13, epsrel=1e-11)[0]
-        return total
-
-    @cached_property
-    def _norm(self) -> float:
-        return self._integrate(self._dens_unnorm)
+    def _grid(self):
+        """Nodes t_j and normalised posterior weights w_j of tau (sum w_j = 1); conditional m_j, v_j."""
+        t, gw = _gl_nodes(self._panels)
+        lp = self._log_unnorm(t)
+        self._shift = float(np.max(lp))
+        dens = np.exp(lp - self._shift)
+        self._norm = float(np.sum(gw * dens))
+        w = gw * dens / self._norm
+        m, v, _ = self._conditional(t)
+        return t, w, m, v
 
     # ---- tau -------------------------------------------------------------------------------------
     def tau_pdf(self, tau):
         """Marginal posterior density of tau."""
+        self._grid  # noqa: B018 - sets the normalising constant
         tau = np.atleast_1d(np.asarray(tau, dtype=float))
-        return np.array([self._dens_unnorm(t) / self._norm for t in tau])
+        out = np.zeros(tau.shape)
+        pos = tau > 0
+        out[pos] = np.exp(self._log_unnorm(tau[pos]) - self._shift) / self._norm
+        return out
 
-    def tau_cdf(self, tau: float) -> float:
-        """P(tau <= value | data)."""
-        if tau <= 0:
-            return 0.0
-        return min(1.0, self._integrate(self._dens_unnorm, 0.0, min(tau, self._upper)) / self._norm)
+    def _tau_cdf_vec(self, x: np.ndarray) -> np.ndarray:
+        edges = self._panels
+        t, w, _, _ = self._grid
+        per_panel = w.reshape(len(edges) - 1, -1).sum(axis=1)
+        cum = np.concatenate([[0.0], np.cumsum(per_panel)])
+        out = np.empty(x.shape)
+        for i, xi in enumerate(x.ravel()):
+            if xi <= edges[0]:
+                out.flat[i] = 0.0
+                continue
+            if xi >= edges[-1]:
+                out.flat[i] = 1.0
+                continue
+            j = int(np.searchsorted(edges, xi, side="right") - 1)
+            nodes, gw = _gl_nodes(np.array([edges[j], xi]))
+            part = np.sum(gw * self.tau_pdf(nodes))
+            out.flat[i] = min(1.0, cum[j] + part)
+        return out
+
+    def tau_cdf(self, tau):
+        """P(tau <= value | data) (scalar in, scalar out; arrays are vectorised)."""
+        x = np.asarray(tau, dtype=float)
+        r = self._tau_cdf_vec(np.atleast_1d(x))
+        return float(r[0]) if x.ndim == 0 else r
 
     def tau_quantile(self, q: float) -> float:
         """Posterior quantile of tau."""
-        hi = 1.0
-        while self.tau_cdf(hi) < q:
-            hi *= 2
-        return float(optimize.brentq(lambda t: self.tau_cdf(t) - q, 0.0, hi, xtol=1e-10))
+        edges = self._panels
+        if q <= 0:
+            return float(edges[0])
+        if q >= 1:
+            return float(edges[-1])
+        return float(optimize.brentq(lambda t: self.tau_cdf(t) - q, edges[0], edges[-1], xtol=1e-12, rtol=1e-12))
+
+    def tau_moment(self, power: int = 1) -> float:
+        """E[tau^power | data]."""
+        t, w, _, _ = self._grid
+        return float(np.sum(w * t**power))
 
     # ---- mu and the predictive effect ------------------------------------------------------------
-    def _mix_cdf(self, x: float, predictive: bool) -> float:
-        def f(t):
-            m, v, _ = self._conditional(t)
-            if predictive:
-                v = v + t**2
-            return stats.norm.cdf((x - m) / math.sqrt(v)) * self._dens_unnorm(t)
+    def _mv(self, which):
+        """Mixture components (weights, means, variances) given tau for ``mu`` (False/"mu"), the new-study
+        effect (True/"theta_new") or study ``i``'s shrunken effect theta_i (an int)."""
+        t, w, m, v = self._grid
+        if which is False or which == "mu":
+            return w, m, v
+        if which is True or which == "theta_new":
+            return w, m, v + t**2
+        i = int(which)
+        s2 = self.s[i] ** 2
+        shrink = s2 / (s2 + t**2)  # weight of mu in E[theta_i | mu, tau, y]
+        return w, (1 - shrink) * self.y[i] + shrink * m, s2 * t**2 / (s2 + t**2) + shrink**2 * v
 
-        return self._integrate(f) / self._norm
+    def _mix_cdf(self, x, predictive):
+        w, m, v = self._mv(predictive)
+        x = np.atleast_1d(np.asarray(x, dtype=float))
+        return special.ndtr((x[:, None] - m[None, :]) / np.sqrt(v)[None, :]) @ w
 
-    def mu_cdf(self, x: float) -> float:
-        """P(mu <= x | data), exact."""
-        return self._mix_cdf(x, False)
+    def _mix_pdf(self, x, predictive):
+        w, m, v = self._mv(predictive)
+        x = np.atleast_1d(np.asarray(x, dtype=float))
+        sd = np.sqrt(v)
+        return (stats.norm.pdf((x[:, None] - m[None, :]) / sd[None, :]) / sd[None, :]) @ w
 
-    def predictive_cdf(self, x: float) -> float:
+    def cdf(self, which, x):
+        """P(quantity <= x | data) for ``mu``, ``tau``, ``theta_new`` or study ``i`` (int)."""
+        if isinstance(which, str) and which == "tau":
+            return self.tau_cdf(x)
+        r = self._mix_cdf(x, which)
+        return float(r[0]) if np.ndim(x) == 0 else r
+
+    def mu_cdf(self, x):
+        """P(mu <= x | data), exact (scalar or array)."""
+        r = self._mix_cdf(x, False)
+        return float(r[0]) if np.ndim(x) == 0 else r
+
+    def predictive_cdf(self, x):
         """P(theta_new <= x | data): the effect in a new study, exact."""
-        return self._mix_cdf(x, True)
+        r = self._mix_cdf(x, True)
+        return float(r[0]) if np.ndim(x) == 0 else r
 
-    def _mix_quantile(self, q: float, predictive: bool) -> float:
-        m, v, _ = self._conditional(self.tau_quantile(0.5))
-        sd = math.sqrt(v + (self.tau_quantile(0.5) ** 2 if predictive else 0))
-        lo, hi = m - 10 * sd - 1, m + 10 * sd + 1
-        while self._mix_cdf(lo, predictive) > q:
+    def mu_pdf(self, x):
+        """Marginal posterior density of mu."""
+        return self._mix_pdf(x, False)
+
+    def predictive_pdf(self, x):
+        """Density of the effect in a new study."""
+        return self._mix_pdf(x, True)
+
+    def _mix_quantile(self, q: float, predictive) -> float:
+        w, m, v = self._mv(predictive)
+        sd = math.sqrt(float(np.sum(w * (v + m**2)) - np.sum(w * m) ** 2))
+        centre = float(np.sum(w * m))
+        lo, hi = centre - 10 * sd, centre + 10 * sd
+        while self._mix_cdf(lo, predictive)[0] > q:
             lo -= 10 * sd
-        while self._mix_cdf(hi, predictive) < q:
+        while self._mix_cdf(hi, predictive)[0] < q:
             hi += 10 * sd
-        return float(optimize.brentq(lambda x: self._mix_cdf(x, predictive) - q, lo, hi, xtol=1e-10))
+        return float(optimize.brentq(lambda x: self._mix_cdf(x, predictive)[0] - q, lo, hi, xtol=1e-12, rtol=1e-12))
 
     def mu_quantile(self, q: float) -> float:
         """Posterior quantile of mu."""
@@ -156,7 +248,57 @@ class NormalNormalPosterior:
 
     def mu_posterior_mean(self) -> float:
         """Posterior mean of mu."""
-        return self._integrate(lambda t: self._conditional(t)[0] * self._dens_unnorm(t)) / self._norm
+        w, m, _ = self._mv(False)
+        return float(np.sum(w * m))
+
+    def moments(self, which: str = "mu", transform: str = "identity") -> tuple[float, float]:
+        """Posterior mean and SD of ``mu``, the predictive effect (``theta_new``) or study ``i`` (int), on the log scale
+        (``identity``) or the ratio scale (``exp``: lognormal moments per node)."""
+        w, m, v = self._mv(which)
+        if transform == "identity":
+            mean = float(np.sum(w * m))
+            var = float(np.sum(w * (v + m**2))) - mean**2
+        elif transform == "exp":
+            mean = float(np.sum(w * np.exp(m + v / 2)))
+            var = float(np.sum(w * np.exp(2 * m + 2 * v))) - mean**2
+        else:
+            raise ValueError(transform)
+        return mean, math.sqrt(max(var, 0.0))
+
+    def expect_moments(self, which, f) -> tuple[float, float]:
+        """Posterior mean and SD of ``f(x)`` for ``x`` = ``mu``, ``theta_new`` or study ``i`` (int), by
+        Gauss-Hermite quadrature (48 nodes) given each tau node; ``f`` must accept arrays and be smooth."""
+        w, m, v = self._mv(which)
+        x = m[:, None] + np.sqrt(v)[:, None] * _GH_X[None, :]
+        fx = np.asarray(f(x), dtype=float)
+        e1 = float((fx @ _GH_W) @ w)
+        e2 = float(((fx**2) @ _GH_W) @ w)
+        return e1, math.sqrt(max(e2 - e1**2, 0.0))
+
+    def quantile(self, which: str, q: float) -> float:
+        """Quantile of ``mu``, ``tau``, ``theta_new`` or study ``i``'s effect (an int)."""
+        if isinstance(which, str) and which == "tau":
+            return self.tau_quantile(q)
+        return self._mix_quantile(q, which)
+
+    def hdi(self, which: str, prob: float = 0.95, transform=None) -> tuple[float, float]:
+        """Shortest interval holding ``prob`` of the posterior of ``which`` (``mu``, ``tau``, ``theta_new``),
+        on the scale of the increasing function ``transform`` (e.g. ``np.exp`` for the ratio scale): found by
+        minimising ``g(Q(p + prob)) - g(Q(p))`` over ``p``, as bayesmeta does."""
+        g = transform or (lambda x: x)
+
+        def width(p):
+            return float(g(self.quantile(which, p + prob)) - g(self.quantile(which, p)))
+
+        res = optimize.minimize_scalar(width, bounds=(0.0, 1 - prob), method="bounded",
+                                       options={"xatol": 1e-7})
+        best = res.x
+        # the shortest interval can sit at the boundary (e.g. tau's mode at 0)
+        if isinstance(which, str) and which == "tau":
+            for p in (0.0, 1 - prob):
+                if width(p) < width(best):
+                    best = p
+        return float(g(self.quantile(which, best))), float(g(self.quantile(which, best + prob)))
 
     def summary(self) -> dict:
         """Median and 95% equal-tailed intervals of mu, tau and the predictive effect."""

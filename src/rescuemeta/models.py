@@ -36,8 +36,23 @@ class ModelData:
         return len(next(iter(self.arrays.values())))
 
 
+def padded_size(k: int, minimum: int = 16) -> int:
+    """The compiled size for ``k`` studies: the next power of two, at least ``minimum``.
+
+    Models are compiled for a padded number of studies so that analyses with 1 to 16 studies (every outcome
+    of the rescue-stenting data) share one compiled model per kind and prior families. Padded studies have
+    no data (binomial: n = 0 events of 0; normal: s = 1e8), contribute nothing to the likelihood, and are
+    removed from the results by :mod:`rescuemeta.sampling`.
+    """
+    size = minimum
+    while size < k:
+        size *= 2
+    return size
+
+
 def structure_key(kind: str, k: int, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None) -> tuple:
-    """What fixes the compiled graph: the model kind, k, and the prior *families* (not their values)."""
+    """What fixes the compiled graph: the model kind, the (padded) size, and the prior *families* (not their
+    values)."""
     return (kind, k, tau_prior.family, effect_prior.family,
             baseline_prior.family if (baseline_prior is not None and kind == "contrast") else None)
 
@@ -50,6 +65,29 @@ def prior_data(tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | No
         d["alpha_par"] = np.array(list(baseline_prior.params) + [0.0] * (3 - len(baseline_prior.params)),
                                   dtype=float)
     return d
+
+
+PAD_SE = 1e8  # standard error given to padded studies of the normal model (likelihood gradient ~1e-16)
+
+
+def observed_data(data: ModelData, size: int | None = None) -> dict:
+    """The ``pm.Data`` values holding the observations, padded to ``size`` studies."""
+    size = data.k if size is None else size
+    pad = size - data.k
+    if pad < 0:
+        raise ValueError(f"cannot pad {data.k} studies to {size}")
+    a = data.arrays
+
+    def ints(x):
+        return np.concatenate([np.asarray(x, dtype="int64"), np.zeros(pad, dtype="int64")])
+
+    if data.kind == "contrast":
+        return {"events_treat": ints(a["ai"]), "n_treat": ints(a["n1i"]), "events_control": ints(a["ci"]),
+                "n_control": ints(a["n2i"])}
+    if data.kind == "proportion":
+        return {"events_treat": ints(a["ai"]), "n_treat": ints(a["n1i"])}
+    return {"y_obs": np.concatenate([np.asarray(a["y"], dtype=float), np.zeros(pad)]),
+            "se": np.concatenate([np.asarray(a["s"], dtype=float), np.full(pad, PAD_SE)])}
 
 
 def _tau(tau_prior: Prior, par):
@@ -75,48 +113,54 @@ def _tau(tau_prior: Prior, par):
     raise ValueError(f"no PyMC form for tau prior family {f!r}")  # pragma: no cover
 
 
-def _location(name: str, prior: Prior, par, shape=None):
+def _location(name: str, prior: Prior, par, dims=None):
     if prior.family == "normal":
-        return pm.Normal(name, mu=par[0], sigma=par[1], shape=shape)
+        return pm.Normal(name, mu=par[0], sigma=par[1], dims=dims)
     if prior.family == "student_t":
-        return pm.StudentT(name, nu=par[0], mu=par[1], sigma=par[2], shape=shape)
+        return pm.StudentT(name, nu=par[0], mu=par[1], sigma=par[2], dims=dims)
     raise ValueError(f"no PyMC form for effect prior family {prior.family!r}")  # pragma: no cover
 
 
-def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None = None) -> pm.Model:
+def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None = None,
+                size: int | None = None) -> pm.Model:
     """Build the PyMC model.
+
+    Parameters
+    ----------
+    data : ModelData
+    tau_prior, effect_prior, baseline_prior : Prior
+        ``baseline_prior`` is used by ``contrast`` only.
+    size : int, optional
+        Number of studies to compile for (``>= data.k``; see :func:`padded_size`); default ``data.k``.
 
     Returns
     -------
     pymc.Model
         Free variables ``mu``, ``tau`` (or ``tau2``), ``z`` (and ``alpha`` for ``contrast``); observed
-        ``y_treat`` (+ ``y_control``) or ``y``; deterministic ``theta`` (study effects).
+        ``y_treat`` (+ ``y_control``) or ``y``; deterministic ``theta`` (study effects). Observations and prior
+        parameters are ``pm.Data``, so both can be swapped without recompiling.
     """
     kind = data.kind
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model {kind!r}; choose from {', '.join(MODEL_KINDS)}")
-    k = data.k
+    size = data.k if size is None else size
     pdat = prior_data(tau_prior, effect_prior, baseline_prior if kind == "contrast" else None)
-    with pm.Model(coords={"study": np.arange(k)}) as model:
+    obs = observed_data(data, size)
+    with pm.Model(coords={"study": np.arange(size)}) as model:
         tau_par = pm.Data("tau_par", pdat["tau_par"])
         mu_par = pm.Data("mu_par", pdat["mu_par"])
         mu = _location("mu", effect_prior, mu_par)
         tau = _tau(tau_prior, tau_par)
         z = pm.Normal("z", 0.0, 1.0, dims="study")
         theta = pm.Deterministic("theta", mu + tau * z, dims="study")
-        a = data.arrays
+        d = {name: pm.Data(name, value, dims="study") for name, value in obs.items()}
         if kind == "contrast":
             alpha_par = pm.Data("alpha_par", pdat["alpha_par"])
-            alpha = _location("alpha", baseline_prior, alpha_par, shape=k)
-            n1 = pm.Data("n_treat", np.asarray(a["n1i"], dtype="int64"))
-            n2 = pm.Data("n_control", np.asarray(a["n2i"], dtype="int64"))
-            pm.Binomial("y_control", n=n2, logit_p=alpha, observed=np.asarray(a["ci"], dtype="int64"), dims="study")
-            pm.Binomial("y_treat", n=n1, logit_p=alpha + theta, observed=np.asarray(a["ai"], dtype="int64"),
-                        dims="study")
+            alpha = _location("alpha", baseline_prior, alpha_par, dims="study")
+            pm.Binomial("y_control", n=d["n_control"], logit_p=alpha, observed=d["events_control"], dims="study")
+            pm.Binomial("y_treat", n=d["n_treat"], logit_p=alpha + theta, observed=d["events_treat"], dims="study")
         elif kind == "proportion":
-            n1 = pm.Data("n_treat", np.asarray(a["n1i"], dtype="int64"))
-            pm.Binomial("y_treat", n=n1, logit_p=theta, observed=np.asarray(a["ai"], dtype="int64"), dims="study")
+            pm.Binomial("y_treat", n=d["n_treat"], logit_p=theta, observed=d["events_treat"], dims="study")
         else:
-            s = pm.Data("se", np.asarray(a["s"], dtype=float))
-            pm.Normal("y", mu=theta, sigma=s, observed=np.asarray(a["y"], dtype=float), dims="study")
+            pm.Normal("y", mu=theta, sigma=d["se"], observed=d["y_obs"], dims="study")
     return model

@@ -4,6 +4,7 @@ structure, and a convergence guard that never lets a bad fit pass silently.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -12,7 +13,7 @@ import numpy as np
 import pymc as pm
 
 from .errors import RescueMetaError
-from .models import ModelData, build_model, prior_data, structure_key
+from .models import ModelData, build_model, observed_data, padded_size, prior_data, structure_key
 from .priors import Prior
 
 RHAT_MAX = 1.01
@@ -45,6 +46,7 @@ class Diagnostics:
     ess_required: float
     attempts: int = 1
     target_accept: float = 0.8
+    draws: int = 0
 
     @property
     def ok(self) -> bool:
@@ -54,7 +56,7 @@ class Diagnostics:
     def to_dict(self) -> dict:
         return {"rhat_max": self.rhat_max, "ess_bulk_min": self.ess_bulk_min, "ess_tail_min": self.ess_tail_min,
                 "divergences": self.divergences, "ess_required": self.ess_required, "attempts": self.attempts,
-                "target_accept": self.target_accept, "ok": self.ok}
+                "target_accept": self.target_accept, "draws": self.draws, "ok": self.ok}
 
 
 def diagnose(idata, ess_min: float = ESS_MIN) -> Diagnostics:
@@ -82,23 +84,30 @@ class Sampler:
     _cache: dict = field(default_factory=dict)
     compiles: int = 0
 
+    pad: bool = True
+
+    def _size(self, data: ModelData) -> int:
+        return padded_size(data.k) if self.pad else data.k
+
     def _compiled(self, data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None):
         import nutpie
 
-        key = (structure_key(data.kind, data.k, tau_prior, effect_prior, baseline_prior),
-               tuple((n, np.asarray(v).tobytes()) for n, v in sorted(data.arrays.items())))
+        size = self._size(data)
+        key = structure_key(data.kind, size, tau_prior, effect_prior, baseline_prior)
         if key not in self._cache:
-            model = build_model(data, tau_prior, effect_prior, baseline_prior)
+            model = build_model(data, tau_prior, effect_prior, baseline_prior, size=size)
             self._cache[key] = nutpie.compile_pymc_model(model, freeze_model=False)
             self.compiles += 1
         compiled = self._cache[key]
         return compiled.with_data(**prior_data(tau_prior, effect_prior,
-                                               baseline_prior if data.kind == "contrast" else None))
+                                               baseline_prior if data.kind == "contrast" else None),
+                                  **observed_data(data, size))
 
     def sample(self, data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None = None,
                *, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 1,
                target_accept: float = 0.8, guard: bool = True, ess_min: float = ESS_MIN):
-        """Sample the posterior; retry once with target_accept 0.99 if the guard fails.
+        """Sample the posterior; if the guard fails, retry once with target_accept 0.99 and 2x the draws
+        (up to 4x when the ESS fell further short).
 
         Returns
         -------
@@ -106,17 +115,24 @@ class Sampler:
             Raises :class:`ConvergenceError` (exit code 3) when the retry fails too and ``guard`` is set.
         """
         attempts = 0
+        n_draws = draws
         for ta in (target_accept, max(0.99, target_accept)):
             attempts += 1
             t0 = time.perf_counter()
-            idata = self._run(data, tau_prior, effect_prior, baseline_prior, draws=draws, tune=tune,
+            idata = self._run(data, tau_prior, effect_prior, baseline_prior, draws=n_draws, tune=tune,
                               chains=chains, seed=seed + attempts - 1, target_accept=ta)
             diag = diagnose(idata, ess_min)
             diag.attempts = attempts
             diag.target_accept = ta
+            diag.draws = n_draws
             idata.attrs["sampling_seconds"] = time.perf_counter() - t0
             if diag.ok or not guard:
                 return idata, diag
+            # the retry raises target_accept (against divergences; this also lowers ESS per draw) and doubles
+            # the draws, or more when the ESS fell further short (at most 4x)
+            short = min(diag.ess_bulk_min, diag.ess_tail_min)
+            factor = max(2.0, math.ceil(10 * 1.25 * diag.ess_required / max(short, 1.0)) / 10)
+            n_draws = int(draws * min(4.0, factor))
         raise ConvergenceError(
             f"sampling did not converge after {attempts} attempts: R-hat max {diag.rhat_max:.3f} (<= {RHAT_MAX}), "
             f"ESS bulk/tail min {diag.ess_bulk_min:.0f}/{diag.ess_tail_min:.0f} (>= {diag.ess_required:.0f}), "
@@ -127,11 +143,31 @@ class Sampler:
             import nutpie
 
             compiled = self._compiled(data, tau_prior, effect_prior, baseline_prior)
-            return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed,
-                                 progress_bar=False, target_accept=target_accept, cores=min(chains, 2))
+            idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed,
+                                  progress_bar=False, target_accept=target_accept, cores=min(chains, 2))
+            return _unpad(idata, data.k)
         if self.backend == "pymc":
             model = build_model(data, tau_prior, effect_prior, baseline_prior)
             with model:
                 return pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=False,
                                  target_accept=target_accept, cores=min(chains, 2), compute_convergence_checks=False)
         raise ValueError(f"unknown backend {self.backend!r}; choose nutpie or pymc")
+
+
+def _unpad(idata, k: int):
+    """Drop padded studies (index >= k) from every group that has a ``study`` dimension."""
+    for name in list(idata.groups()):
+        ds = idata[name]
+        if "study" in ds.dims and ds.sizes["study"] > k:
+            setattr(idata, name, ds.isel(study=slice(0, k)))  # (idata[name] = ... would list the group twice)
+    return idata
+
+
+_DEFAULT_SAMPLERS: dict[str, Sampler] = {}
+
+
+def default_sampler(backend: str = "nutpie") -> Sampler:
+    """A process-wide :class:`Sampler` per backend, so that every fit in a session shares one compile cache."""
+    if backend not in _DEFAULT_SAMPLERS:
+        _DEFAULT_SAMPLERS[backend] = Sampler(backend=backend)
+    return _DEFAULT_SAMPLERS[backend]

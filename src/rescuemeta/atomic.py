@@ -1,0 +1,56 @@
+"""Atomic output: every file is written to a temporary name in its target directory and renamed into
+place only when complete, so an interrupted run never leaves a partial file behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import InputError
+
+
+def ensure_dir(path: str | Path) -> Path:
+    """Create ``path`` (and parents) if needed; an :class:`InputError` if it cannot be a writable directory."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError("output path exists and is not a directory", file=p) from None
+    except PermissionError:
+        raise InputError("output directory cannot be created (permission denied)", file=p) from None
+    except OSError as e:
+        raise InputError(f"output directory cannot be created ({e.strerror})", file=p) from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise InputError("output directory is not writable", file=p)
+    return p
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path):
+    """Yield a temporary path next to ``target``; on success rename it onto ``target``, on any error delete it.
+
+    The rename is atomic on POSIX file systems: readers see the old file or the complete new one.
+    """
+    target = Path(target)
+    ensure_dir(target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions of a normal write
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(target: str | Path, text: str) -> Path:
+    """Write ``text`` to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(target)

@@ -1,0 +1,98 @@
+"""The summaries stage: posterior draws on the natural scales (OR, RR, RD, rates, the effect in a new
+study), and the numbers every result reports for a quantity.
+
+Conventions
+-----------
+* ``contrast`` model: ``mu`` is the pooled log odds ratio. RR and RD are not parameters of that model;
+  they are evaluated per draw at a baseline (control-arm) risk ``p0``: by default the mean control-arm risk
+  of the included studies, ``p0 = mean_i expit(alpha_i)`` (per draw), else a risk the user gives. Then
+  ``p1 = expit(logit(p0) + log OR)``, ``RR = p1 / p0``, ``RD = p1 - p0``.
+* ``normal`` model on log RR: ``RD = p0 (RR - 1)`` at a given ``p0``; on log OR as for ``contrast``.
+* ``proportion`` model: ``rate = expit(mu)``; ``rate_new = expit(theta_new)``.
+* ``*_new``: the effect in a new study, ``theta_new = mu + tau * e``, ``e ~ N(0, 1)`` (one per draw).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit, logit
+
+STAT_KEYS = ("mean", "sd", "q025", "q50", "q975", "hdi_low", "hdi_high")
+HDI_PROB = 0.95
+
+
+def summarize(draws) -> dict:
+    """Summary numbers of one scalar quantity from its posterior draws.
+
+    Parameters
+    ----------
+    draws : array_like
+        Draws of any shape (e.g. chain x draw); flattened.
+
+    Returns
+    -------
+    dict
+        ``mean``, ``sd``; ``q025``, ``q50``, ``q975`` (the 2.5%, 50%, 97.5% quantiles: ``q025``-``q975`` is
+        the 95% equal-tailed credible interval); ``hdi_low``, ``hdi_high`` (the 95% highest-density interval
+        from :func:`arviz.hdi`, the shortest interval holding 95% of the draws).
+    """
+    import arviz as az
+
+    x = np.asarray(draws, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return {k: None for k in STAT_KEYS}
+    q = np.quantile(x, [0.025, 0.5, 0.975])
+    h = az.hdi(x, hdi_prob=HDI_PROB)
+    return {"mean": float(np.mean(x)), "sd": float(np.std(x, ddof=1)) if x.size > 1 else 0.0,
+            "q025": float(q[0]), "q50": float(q[1]), "q975": float(q[2]),
+            "hdi_low": float(h[0]), "hdi_high": float(h[1])}
+
+
+def ratio_scales(log_effect, measure: str, p0=None) -> dict:
+    """Natural-scale draws from draws of a log OR or log RR at baseline risk ``p0``.
+
+    Parameters
+    ----------
+    log_effect : ndarray
+        Draws of log OR (``measure="OR"``) or log RR (``measure="RR"``).
+    measure : {"OR", "RR"}
+    p0 : float or ndarray or None
+        Baseline (control-arm) risk; scalar or one value per draw (broadcast). ``None`` gives only the
+        ratio itself.
+
+    Returns
+    -------
+    dict
+        ``or`` or ``rr`` (the ratio); with ``p0``: ``rr`` and ``rd`` (risk difference, treatment minus control:
+        negative means fewer events with treatment), and ``p1``, the treatment-arm risk. For a log RR,
+        ``p1 = p0 RR`` can exceed 1 for large RR; such draws are kept as they are (the RD is then > 1 - p0).
+    """
+    le = np.asarray(log_effect, dtype=float)
+    if measure == "OR":
+        out = {"or": np.exp(le)}
+        if p0 is not None:
+            p0 = np.asarray(p0, dtype=float)
+            p1 = expit(logit(p0) + le)
+            out.update(rr=p1 / p0, rd=p1 - p0, p1=p1)
+        return out
+    if measure == "RR":
+        out = {"rr": np.exp(le)}
+        if p0 is not None:
+            p0 = np.asarray(p0, dtype=float)
+            p1 = p0 * np.exp(le)
+            out.update(rd=p1 - p0, p1=p1)
+        return out
+    raise ValueError(f"ratio scales need OR or RR, not {measure!r}")
+
+
+def new_study_draws(mu, tau, seed: int) -> np.ndarray:
+    """One draw of the effect in a new study per posterior draw: ``mu + tau * e``, ``e ~ N(0, 1)``."""
+    mu = np.asarray(mu, dtype=float)
+    rng = np.random.default_rng([seed, 20260101])
+    return mu + np.asarray(tau, dtype=float) * rng.standard_normal(mu.shape)
+
+
+def baseline_risk(alpha) -> np.ndarray:
+    """Mean control-arm risk of the included studies per draw: ``mean_i expit(alpha_i)`` (last axis)."""
+    return np.mean(expit(np.asarray(alpha, dtype=float)), axis=-1)

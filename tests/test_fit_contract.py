@@ -1,0 +1,218 @@
+"""`rescuemeta fit`: the JSON contract, natural-scale quantities recomputed from the saved draws, the NetCDF
+groups (az.psens works on them), the exact path of the normal model, --all, reproducibility, and failures."""
+
+import json
+import arviz as az
+import numpy as np
+import pymc as pm
+import pytest
+from scipy.special import expit, logit
+from typer.testing import CliRunner
+
+from conftest import ROOT
+from rescuemeta.cli import app
+from rescuemeta.data import load_studies
+from rescuemeta.fit import FitConfig, fit, prepare
+from rescuemeta.models import build_model
+from rescuemeta.summaries import STAT_KEYS, summarize
+
+runner = CliRunner()
+DATA = str(ROOT / "data" / "studies.csv")
+DRAWS = "1000"
+
+
+def _run(*args):
+    r = runner.invoke(app, list(args))
+    return r
+
+
+@pytest.fixture(scope="module")
+def mortality_fit(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit")
+    r = _run("fit", "--data", DATA, "--outcome", "mortality", "--model", "contrast", "--draws", DRAWS, "--seed", "3",
+             "--out", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout), out
+
+
+def _is_stat(d):
+    return isinstance(d, dict) and set(STAT_KEYS) <= set(d) and d["q025"] <= d["q50"] <= d["q975"] \
+        and d["hdi_low"] <= d["hdi_high"] and d["sd"] >= 0
+
+
+def test_contract_keys_contrast(mortality_fit):
+    s, _ = mortality_fit
+    for key in ("mu", "tau", "or", "rr", "rd", "or_new", "rr_new", "rd_new", "baseline_risk", "theta_new"):
+        assert _is_stat(s[key]), key
+    assert set(s["diagnostics"]) >= {"rhat_max", "ess_bulk_min", "ess_tail_min", "divergences"}
+    assert s["diagnostics"]["divergences"] == 0 and s["diagnostics"]["rhat_max"] <= 1.01
+    assert s["k"] == 5 and s["outcome"] == "mortality" and s["model"] == "contrast"
+    assert s["priors"] == {"tau": "halfnormal(0.5)", "tau_scale": "tau", "effect": "normal(0, 4)",
+                           "baseline": "normal(0, 10)"}
+    assert s["seconds"] > 0
+    assert [x["study_id"] for x in s["studies"]] == s["inclusion"]["included"]
+    assert all(_is_stat(x["or"]) and _is_stat(x["theta"]) for x in s["studies"])
+    assert "30" in s["evidence_note"]
+
+
+def test_natural_scales_recomputed_from_saved_draws(mortality_fit):
+    """Every natural-scale number in the JSON equals the same function applied to the NetCDF draws."""
+    s, out = mortality_fit
+    idata = az.from_netcdf(out / "mortality_contrast.nc")
+    mu = idata.posterior["mu"].values
+    p0 = expit(idata.posterior["alpha"].values).mean(axis=-1)  # mean control-arm risk per draw
+    p1 = expit(logit(p0) + mu)
+    theta_new = idata.posterior_predictive["theta_new"].values
+    p1_new = expit(logit(p0) + theta_new)
+    expected = {"mu": mu, "or": np.exp(mu), "rr": p1 / p0, "rd": p1 - p0, "baseline_risk": p0,
+                "or_new": np.exp(theta_new), "rr_new": p1_new / p0, "rd_new": p1_new - p0}
+    for key, draws in expected.items():
+        for stat, v in summarize(draws).items():
+            assert s[key][stat] == pytest.approx(v, rel=1e-12, abs=1e-14), (key, stat)
+    # theta_new really is mu + tau * N(0, 1): standardised residuals are standard normal
+    zres = ((theta_new - mu) / idata.posterior["tau"].values).ravel()
+    assert abs(zres.mean()) < 0.06 and abs(zres.std() - 1) < 0.05
+    # the shrunken study effects are the posterior theta_i
+    th = idata.posterior["theta"].values
+    for i, st in enumerate(s["studies"]):
+        assert st["or"]["q50"] == pytest.approx(float(np.quantile(np.exp(th[..., i]), 0.5)), rel=1e-12)
+
+
+def test_netcdf_groups_attrs_and_psens(mortality_fit):
+    _, out = mortality_fit
+    idata = az.from_netcdf(out / "mortality_contrast.nc")
+    for g in ("posterior", "posterior_predictive", "log_likelihood", "log_prior", "observed_data", "constant_data",
+              "sample_stats"):
+        assert g in idata.groups(), g
+    assert not [g for g in idata.groups() if g.startswith("warmup")]
+    a = idata.attrs
+    assert a["tau_prior"] == "halfnormal(0.5)" and a["effect_prior"] == "normal(0, 4)"
+    assert a["seed"] == 3 and len(a["data_sha256"]) == 64
+    assert {"pymc", "arviz", "nutpie", "rescuemeta"} <= set(json.loads(a["versions"]))
+    assert list(idata.posterior["study"].values) == json.loads(a["study_ids"])
+    sens = az.psens(idata, component="prior", var_names=["mu", "tau"])
+    assert np.all(np.isfinite([float(sens["mu"]), float(sens["tau"])]))
+    # power-scaling only mu's prior, N(0, 4^2), barely moves mu (a weak prior: sensitivity far below the
+    # 0.05 that psens calls informative); tau's half-normal(0.5) with 5 studies is informative about tau
+    mu_only = az.psens(idata, component="prior", component_var_names=["mu"], var_names=["mu", "tau"])
+    tau_only = az.psens(idata, component="prior", component_var_names=["tau"], var_names=["mu", "tau"])
+    assert float(mu_only["mu"]) < 0.01
+    assert float(tau_only["tau"]) > 0.05
+
+
+def test_log_likelihood_and_log_prior_match_pymc():
+    """Our numpy log_likelihood / log_prior equal PyMC's own on the same (unpadded) model."""
+    table = load_studies(DATA)
+    cfg = FitConfig("sich", "contrast", draws=1000, seed=4)
+    res = fit(table, cfg)
+    prep = prepare(table, cfg)
+    p = cfg.priors()
+    model = build_model(prep.model_data, p["tau"], p["effect"], p["baseline"])
+    idata = res.idata.copy()
+    post = idata.posterior.drop_vars(["study"]).assign_coords(study=np.arange(res.k))
+    ref = az.InferenceData(posterior=post)
+    ref = pm.compute_log_likelihood(ref, model=model, extend_inferencedata=False, progressbar=False)
+    ours = res.idata.log_likelihood["y"].values
+    theirs = ref["y_treat"].values + ref["y_control"].values
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10)
+    lp = pm.compute_log_prior(az.InferenceData(posterior=post), model=model, var_names=["mu", "tau"],
+                              extend_inferencedata=False, progressbar=False)
+    np.testing.assert_allclose(res.idata.log_prior["mu"].values, lp["mu"].values, rtol=1e-10)
+    np.testing.assert_allclose(res.idata.log_prior["tau"].values, lp["tau"].values, rtol=1e-10)
+
+
+def test_proportion_contract():
+    r = _run("fit", "--data", DATA, "--outcome", "sich", "--model", "proportion", "--draws", DRAWS, "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    for key in ("mu", "tau", "rate", "rate_new", "theta_new"):
+        assert _is_stat(s[key]), key
+    assert "or" not in s and s["k"] == 11
+    assert s["rate"]["q50"] == pytest.approx(float(expit(s["mu"]["q50"])), rel=2e-3)
+    assert s["rate_new"]["q975"] - s["rate_new"]["q025"] > s["rate"]["q975"] - s["rate"]["q025"]
+    assert all(_is_stat(x["rate"]) for x in s["studies"])
+
+
+@pytest.mark.parametrize("measure", ["OR", "RR"])
+def test_normal_model_exact_agrees_with_nuts(measure):
+    base = ["fit", "--data", DATA, "--outcome", "mortality", "--model", "normal", "--measure", measure, "--json"]
+    r = _run(*base)
+    assert r.exit_code == 0, r.output
+    ex = json.loads(r.stdout)
+    assert ex["method"] == "exact" and ex["diagnostics"]["rhat_max"] is None
+    ratio = measure.lower()
+    for key in ("mu", "tau", ratio, f"{ratio}_new", "rd", "rd_new"):
+        assert _is_stat(ex[key]), key
+    # quantiles of the ratio are exp of quantiles of mu (exact, monotone)
+    assert ex[ratio]["q50"] == pytest.approx(np.exp(ex["mu"]["q50"]), rel=1e-9)
+    r = _run(*base, "--nuts", "--draws", "1000", "--seed", "5")
+    assert r.exit_code == 0, r.output
+    nu = json.loads(r.stdout)
+    assert nu["method"] == "nuts"
+    for key in ("mu", "tau"):
+        for stat in ("mean", "q50"):
+            assert nu[key][stat] == pytest.approx(ex[key][stat], abs=4 * nu[key]["sd"] / np.sqrt(1000)), (key, stat)
+    assert nu[ratio]["q50"] == pytest.approx(ex[ratio]["q50"], rel=0.05)
+
+
+def test_fit_all_json_lists_every_outcome_and_model():
+    r = _run("fit", "--all", "--data", DATA, "--draws", "1000", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    table = load_studies(DATA)
+    assert {(x["outcome"], x["model"]) for x in rows} == {(o, m) for o in table.outcomes
+                                                          for m in ("contrast", "proportion")}
+    unavailable = [x for x in rows if "unavailable" in x]
+    assert [(x["outcome"], x["model"]) for x in unavailable] == [("reocclusion", "contrast")]
+    for x in rows:
+        if "unavailable" not in x:
+            assert x["diagnostics"]["divergences"] == 0 and x["diagnostics"]["ok"]
+
+
+def test_fit_all_table_has_frequentist_and_abstract_columns():
+    r = _run("fit", "--all", "--data", DATA)
+    assert r.exit_code == 0, r.output
+    assert "frequentist" in r.stdout and "abstract (k=30)" in r.stdout and "not the seed abstract's 30" in r.stdout
+    assert "1.85 (1.34–2.65)" in r.stdout  # the abstract's FI RR sits beside ours
+
+
+def test_same_seed_same_numbers():
+    args = ["fit", "--data", DATA, "--outcome", "functional_independence", "--draws", "1000", "--seed", "9", "--json"]
+    a, b = json.loads(_run(*args).stdout), json.loads(_run(*args).stdout)
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
+    c = json.loads(_run(*args[:-2], "10", "--json").stdout)
+    assert c["mu"]["mean"] != a["mu"]["mean"]
+
+
+def test_convergence_failure_exits_3_with_diagnostics():
+    # 10 draws x 2 chains cannot reach ESS 400, even after the retry (2x draws, target_accept 0.99)
+    r = _run("fit", "--data", DATA, "--outcome", "sich", "--draws", "10", "--tune", "20", "--chains", "2", "--json")
+    assert r.exit_code == 3, r.output
+    assert "did not converge after 2 attempts" in r.stderr
+    assert "diagnostics:" in r.stderr and "ess_bulk_min" in r.stderr
+    assert r.stdout == ""  # no result is printed for a failed fit
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--tau-prior", "halfnormal(-1)"], "must be > 0"),
+    (["--effect-prior", "cauchy(0, 1)"], "unknown family"),
+    (["--draws", "3"], "--draws"),
+    (["--model", "proportion", "--nuts"], None),  # --nuts is a no-op outside the normal model: not an error
+])
+def test_bad_fit_options(args, needle, tmp_path):
+    r = _run("fit", "--data", DATA, "--outcome", "mortality", *args, "--json") \
+        if "--draws" not in args else _run("fit", "--data", DATA, "--outcome", "mortality", *args, "--json")
+    if needle is None:
+        assert r.exit_code == 0, r.output
+        return
+    assert r.exit_code == 2
+    assert needle in r.output
+
+
+def test_unwritable_out_dir_is_input_error(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    r = _run("fit", "--data", DATA, "--outcome", "mortality", "--draws", "200", "--out", str(f / "sub"))
+    assert r.exit_code == 2 and "not a directory" in r.output
+    assert not list(tmp_path.glob("**/*.part"))
