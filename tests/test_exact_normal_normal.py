@@ -64,3 +64,52 @@ def test_mu_cdf_matches_brute_force_2d_integration():
     z = integrate.dblquad(lambda mu, tau: joint(mu, tau), 0, 30, -8, 8, epsabs=1e-11)[0]
     below = integrate.dblquad(lambda mu, tau: joint(mu, tau), 0, 30, -8, 0.0, epsabs=1e-11)[0]
     assert post.mu_cdf(0.0) == pytest.approx(below / z, abs=1e-5)
+
+
+def test_hdi_is_shortest_and_holds_its_mass(crins):
+    lo, hi = crins.hdi("mu")
+    assert crins.mu_cdf(hi) - crins.mu_cdf(lo) == pytest.approx(0.95, abs=1e-8)
+    assert hi - lo <= crins.mu_quantile(0.975) - crins.mu_quantile(0.025) + 1e-9
+    # at the ends of the shortest interval the density is equal (unimodal posterior)
+    d = crins.mu_pdf([lo, hi])
+    assert d[0] == pytest.approx(d[1], rel=1e-3)
+    # on the OR scale: holds 95% and is shorter than exp of the log-scale HDI
+    elo, ehi = crins.hdi("mu", transform=np.exp)
+    assert crins.mu_cdf(np.log(ehi)) - crins.mu_cdf(np.log(elo)) == pytest.approx(0.95, abs=1e-8)
+    assert ehi - elo < np.exp(hi) - np.exp(lo)
+    # tau's posterior density is highest at 0 for this prior: the HDI starts at 0
+    tlo, thi = crins.hdi("tau")
+    assert tlo == 0.0 and crins.tau_cdf(thi) == pytest.approx(0.95, abs=1e-8)
+
+
+def test_moments_match_numerical_integration(crins):
+    grid = np.linspace(-8, 5, 20001)
+    dens = crins.mu_pdf(grid)
+    assert np.trapezoid(dens, grid) == pytest.approx(1.0, abs=1e-8)
+    mean, sd = crins.moments("mu")
+    assert mean == pytest.approx(np.trapezoid(grid * dens, grid), abs=1e-7)
+    assert sd == pytest.approx(np.sqrt(np.trapezoid((grid - mean) ** 2 * dens, grid)), abs=1e-7)
+    emean, esd = crins.moments("mu", "exp")
+    assert emean == pytest.approx(np.trapezoid(np.exp(grid) * dens, grid), rel=1e-7)
+    gm, gsd = crins.expect_moments("mu", np.exp)
+    assert (gm, gsd) == pytest.approx((emean, esd), rel=1e-9)
+    tgrid = np.linspace(1e-9, 4, 40001)
+    assert crins.tau_moment(1) == pytest.approx(np.trapezoid(tgrid * crins.tau_pdf(tgrid), tgrid), abs=1e-7)
+
+
+def test_study_shrinkage_at_known_tau():
+    y = np.array([-0.5, 0.1, -0.3, -0.8])
+    s = np.array([0.3, 0.4, 0.25, 0.5])
+    post = NormalNormalPosterior(y, s, parse("uniform(0.2, 0.20001)"), 0.0, 4.0)
+    tau2 = 0.2**2
+    v = s**2 + tau2
+    prec = 1 / 16 + np.sum(1 / v)
+    m, vm = np.sum(y / v) / prec, 1 / prec
+    for i in range(4):
+        b = s[i] ** 2 / (s[i] ** 2 + tau2)
+        mean = (1 - b) * y[i] + b * m
+        var = s[i] ** 2 * tau2 / (s[i] ** 2 + tau2) + b**2 * vm
+        got_mean, got_sd = post.moments(i)
+        assert got_mean == pytest.approx(mean, abs=1e-4)
+        assert got_sd == pytest.approx(math.sqrt(var), abs=1e-4)
+        assert post.quantile(i, 0.5) == pytest.approx(mean, abs=1e-4)

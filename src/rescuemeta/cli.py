@@ -486,6 +486,144 @@ def _print_fit_table(results, table, spec, abstract):
               f"(spec {spec.path}); per-outcome overrides: {', '.join(spec.outcome) or 'none'}.")
 
 
+# ---------------------------------------------------------------------------------------------------
+# prob
+# ---------------------------------------------------------------------------------------------------
+
+@app.command()
+def prob(
+    queries: list[str] = typer.Argument(..., help="Queries such as 'RR < 1' 'RR < 0.8' 'RD < -0.05' 'NNT < 10'."),
+    data: Path = DataOpt,
+    outcome: str = typer.Option(..., "--outcome", help="Outcome to analyse."),
+    model: ModelKind = typer.Option(ModelKind.contrast, "--model", help="contrast, proportion or normal."),
+    measure: RatioMeasure = typer.Option(RatioMeasure.OR, "--measure", help="OR or RR (normal model)."),
+    tau_prior: str = TauPriorOpt,
+    effect_prior: str = EffectPriorOpt,
+    baseline_prior: str = BaselinePriorOpt,
+    draws: int = typer.Option(1000, "--draws", help="Posterior draws per chain."),
+    tune: int = typer.Option(1000, "--tune", help="Tuning draws per chain."),
+    chains: int = typer.Option(4, "--chains", help="Chains."),
+    seed: int = typer.Option(1, "--seed", help="Random seed."),
+    all_studies: bool = AllStudiesOpt,
+    exclude_basis: Optional[str] = ExcludeOpt,
+    nuts: bool = typer.Option(False, "--nuts", help="Normal model: NUTS instead of exact quadrature."),
+    backend: Backend = typer.Option(Backend.nutpie, "--backend", help="NUTS implementation."),
+    predictive: bool = typer.Option(False, "--predictive", help="Ask about the effect in a new study."),
+    baseline_risk: Optional[float] = typer.Option(None, "--baseline-risk",
+                                                  help="Control-arm risk for RR/RD/NNT [default: mean control-arm "
+                                                       "risk of the included studies]."),
+    direction: Optional[str] = typer.Option(None, "--direction", help="'higher' if more events are better "
+                                            "(sets the NNT sign) [default: from the outcome name]."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Posterior probabilities of statements about the effect: P(RR < 0.8), P(NNT < 10), ..."""
+    from .queries import parse_query, probability
+
+    with guard():
+        parsed = [parse_query(q) for q in queries]  # reject malformed queries before any sampling
+        cfg = _config_from_options(outcome, model, measure, tau_prior, effect_prior, baseline_prior, draws, tune,
+                                   chains, seed, all_studies, exclude_basis, nuts, backend)
+        if baseline_risk is not None and not (0 < baseline_risk < 1):
+            raise InputError(f"--baseline-risk must be strictly between 0 and 1, got {baseline_risk}")
+        table = load_studies(data)
+        try:
+            res = run_fit(table, cfg)
+        except ConvergenceError as e:
+            e.args = (f"{e}; no probabilities are reported from a fit that failed its convergence guard",)
+            raise
+        rows = [probability(res, q, predictive=predictive, baseline_risk=baseline_risk, direction=direction)
+                for q in parsed]
+        if as_json:
+            emit_json(rows)
+            return
+        t = Table(title=f"{outcome}: {cfg.model} model ({rows[0]['method']}), k = {res.k}"
+                  + (", effect in a new study" if predictive else ", pooled effect"),
+                  caption=EVIDENCE_NOTE, caption_justify="left")
+        for c in ("query", "probability", "MCSE", "draws", "baseline risk"):
+            t.add_column(c, justify="left" if c == "query" else "right")
+        for r in rows:
+            bl = ("—" if r["scale"] not in ("RR", "RD", "NNT", "NNH") else
+                  "mean of studies (per draw)" if r["baseline_risk"] is None else f"{r['baseline_risk']:.3f}")
+            t.add_row(f"P({r['query']})", f"{r['probability']:.4f}", "exact" if r["mcse"] == 0 and r["draws"] is None
+                      else f"{r['mcse']:.4f}", "—" if r["draws"] is None else str(r["draws"]), bl)
+        out.print(t)
+
+
+# ---------------------------------------------------------------------------------------------------
+# reanalyze
+# ---------------------------------------------------------------------------------------------------
+
+@app.command()
+def reanalyze(
+    measure: Optional[RatioMeasure] = typer.Option(None, "--measure", help="RR or OR."),
+    estimate: Optional[float] = typer.Option(None, "--estimate", help="The published ratio."),
+    ci: Optional[tuple[float, float]] = typer.Option(None, "--ci", help="Its 95% CI: LOW HIGH."),
+    from_abstract: bool = typer.Option(False, "--from-abstract", help="Every RR/OR line of the abstract file."),
+    abstract: Path = typer.Option(DEFAULT_ABSTRACT, "--abstract", help="The abstract's printed estimates."),
+    prior: Optional[list[str]] = typer.Option(None, "--prior", help="neutral, skeptical, enthusiastic, pessimistic "
+                                              "or normal(m, s) on the log ratio; repeatable [default: the four "
+                                              "named priors]."),
+    threshold: Optional[list[float]] = typer.Option(None, "--threshold", help="Report P(ratio < T); repeatable "
+                                                    "[default: 1, 0.9, 0.8]."),
+    important: Optional[float] = typer.Option(None, "--important", help="Clinically important ratio for the "
+                                              "skeptical/enthusiastic/pessimistic priors [default: 0.8, or 1.25 "
+                                              "for outcomes where more events are better]."),
+    center: str = typer.Option("estimate", "--center", help="Centre the likelihood on the printed 'estimate' or "
+                               "on the CI's log 'midpoint'."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Bayesian re-analysis of a published pooled RR/OR (exact, conjugate normal on the log scale)."""
+    from .reanalyze import DEFAULT_THRESHOLDS, NAMED_PRIORS, PublishedEstimate, default_important, reanalyze as run
+
+    with guard():
+        priors = list(prior) if prior else list(NAMED_PRIORS)
+        th = list(threshold) if threshold else list(DEFAULT_THRESHOLDS)
+        inputs = []
+        if from_abstract:
+            if measure is not None or estimate is not None or ci is not None:
+                raise InputError("--from-abstract takes its estimates from the file; drop --measure/--estimate/--ci")
+            for a in load_abstract(abstract):
+                if a.quantity in ("RR", "OR"):
+                    inputs.append((a.outcome, PublishedEstimate(a.quantity, a.estimate, a.ci_low, a.ci_high, center,
+                                                                label=f"{a.outcome} {a.quantity}")))
+            if not inputs:
+                raise InputError("no RR or OR lines in the abstract file", file=abstract)
+        else:
+            missing = [n for n, v in (("--measure", measure), ("--estimate", estimate), ("--ci", ci)) if v is None]
+            if missing:
+                raise InputError(f"give {', '.join(missing)} (or --from-abstract)")
+            inputs.append((None, PublishedEstimate(measure.value, estimate, ci[0], ci[1], center,
+                                                   label=f"{measure.value} {estimate:g} ({ci[0]:g}-{ci[1]:g})")))
+        rows = []
+        for oc, est in inputs:
+            r = run(est, priors, th, important if important is not None else default_important(oc))
+            for x in r["results"]:
+                rows.append({**x, "outcome": oc, "input": r["input"]})
+        if as_json:
+            emit_json(rows)
+            return
+        t = Table(title="Bayesian re-analysis of published pooled estimates (exact, normal on the log scale)",
+                  caption="Each posterior combines the printed line (SE from its 95% CI) with the prior; the abstract "
+                          "pooled 30 studies.", caption_justify="left")
+        for c in ["input", "prior", "posterior median (95% CrI)"] + [f"P(ratio < {x:g})" for x in th]:
+            t.add_column(c, justify="left" if c in ("input", "prior") else "right")
+        last = None
+        for r in rows:
+            lab = r["input"]["label"] if r["input"]["label"] != last else ""
+            last = r["input"]["label"]
+            t.add_row(lab, r["prior"], f"{r['median']:.3f} ({r['ci_low']:.3f}–{r['ci_high']:.3f})",
+                      *[f"{p['probability']:.3f}" for p in r["probabilities"]])
+        out.print(t)
+        seen = set()
+        for r in rows:
+            inp = r["input"]
+            if inp["label"] in seen:
+                continue
+            seen.add(inp["label"])
+            for f in inp["flags"]:
+                err.print(f"[yellow]warning[/] {inp['label']}: {f}", highlight=False)
+
+
 def main():  # console-script entry point
     app()
 

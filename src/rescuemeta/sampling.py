@@ -17,6 +17,9 @@ from .models import ModelData, build_model, observed_data, padded_size, prior_da
 from .priors import Prior
 
 RHAT_MAX = 1.01
+# NUTS target acceptance. 0.95 rather than PyMC's 0.8: in simulation-based calibration (tests/test_sbc.py,
+# k = 5) 25 of 100 fits had divergent transitions at 0.8 and none at 0.95; sampling stays well under 1 s.
+TARGET_ACCEPT = 0.95
 ESS_MIN = 400
 EXIT_CONVERGENCE = 3
 
@@ -105,7 +108,7 @@ class Sampler:
 
     def sample(self, data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None = None,
                *, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 1,
-               target_accept: float = 0.8, guard: bool = True, ess_min: float = ESS_MIN):
+               target_accept: float = TARGET_ACCEPT, guard: bool = True, ess_min: float = ESS_MIN):
         """Sample the posterior; if the guard fails, retry once with target_accept 0.99 and 2x the draws
         (up to 4x when the ESS fell further short).
 

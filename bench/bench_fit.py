@@ -1,0 +1,184 @@
+"""Benchmark: every outcome of the primary analysis with rescuemeta (nutpie, compile cache, padded models)
+against the same models with plain ``pm.sample`` defaults, side by side in one run; and the marginal cost of
+one more prior configuration on a compiled model.
+
+    .venv/bin/python bench/bench_fit.py [--draws 1000] [--out BENCHMARKS.md]
+
+Writes the results table into BENCHMARKS.md between the markers ``<!-- bench_fit:begin -->`` and
+``<!-- bench_fit:end -->``. Timing belongs here, not in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from rescuemeta.data import load_studies  # noqa: E402
+from rescuemeta.errors import InputError  # noqa: E402
+from rescuemeta.fit import FitConfig, prepare  # noqa: E402
+from rescuemeta.models import build_model  # noqa: E402
+from rescuemeta.sampling import Sampler  # noqa: E402
+from rescuemeta.spec import load_primary  # noqa: E402
+
+
+def ess_min(idata, var):
+    return float(np.min(az.ess(idata, var_names=[var], method="bulk")[var].values))
+
+
+def configs(draws):
+    table = load_studies(ROOT / "data" / "studies.csv")
+    spec = load_primary(ROOT / "models" / "primary.toml")
+    out = []
+    for cfg in spec.configs(table.outcomes, draws=draws):
+        try:
+            out.append((cfg, prepare(table, cfg)))
+        except InputError:
+            pass  # e.g. no control arms for the contrast model
+    return out
+
+
+def run_rescuemeta(items, draws):
+    sampler = Sampler(backend="nutpie")
+    rows = []
+    t_all = time.perf_counter()
+    for cfg, prep in items:
+        p = cfg.priors()
+        t0 = time.perf_counter()
+        idata, diag = sampler.sample(prep.model_data, p["tau"], p["effect"],
+                                     p["baseline"] if cfg.model == "contrast" else None,
+                                     draws=draws, tune=1000, chains=4, seed=cfg.seed)
+        wall = time.perf_counter() - t0
+        rows.append({"fit": f"{cfg.outcome}/{cfg.model}", "wall": wall, "sampling": idata.attrs["sampling_seconds"],
+                     "ess_mu": ess_min(idata, "mu"), "ess_tau": ess_min(idata, "tau"), "div": diag.divergences,
+                     "attempts": diag.attempts})
+    return rows, time.perf_counter() - t_all, sampler.compiles
+
+
+def run_pm_sample(items, draws):
+    import pymc as pm
+
+    rows = []
+    t_all = time.perf_counter()
+    for cfg, prep in items:
+        p = cfg.priors()
+        t0 = time.perf_counter()
+        model = build_model(prep.model_data, p["tau"], p["effect"], p["baseline"] if cfg.model == "contrast" else None)
+        with model:
+            idata = pm.sample(draws=draws, tune=1000, chains=4, cores=2, random_seed=cfg.seed, progressbar=False,
+                              compute_convergence_checks=False)
+        wall = time.perf_counter() - t0
+        rows.append({"fit": f"{cfg.outcome}/{cfg.model}", "wall": wall,
+                     "sampling": float(idata.sample_stats.attrs.get("sampling_time", float("nan"))),
+                     "ess_mu": ess_min(idata, "mu"), "ess_tau": ess_min(idata, "tau"),
+                     "div": int(idata.sample_stats["diverging"].sum()), "attempts": 1})
+    return rows, time.perf_counter() - t_all
+
+
+def marginal_prior_cost(items, draws, n=10):
+    """A warm sampler: one fit per new tau-prior value on an already compiled structure."""
+    cfg, prep = next((c, p) for c, p in items if c.model == "contrast")
+    sampler = Sampler()
+    p = cfg.priors()
+    sampler.sample(prep.model_data, p["tau"], p["effect"], p["baseline"], draws=draws, chains=4, seed=1)
+    from rescuemeta.priors import parse
+
+    times = []
+    for i, scale in enumerate(np.linspace(0.2, 1.5, n)):
+        t0 = time.perf_counter()
+        sampler.sample(prep.model_data, parse(f"halfnormal({scale:.3f})"), p["effect"], p["baseline"], draws=draws,
+                       chains=4, seed=2 + i, guard=False)
+        times.append(time.perf_counter() - t0)
+    assert sampler.compiles == 1
+    return cfg.outcome, float(np.median(times)), float(np.max(times))
+
+
+def versions():
+    import nutpie
+    import pymc
+    import pytensor
+
+    return (f"Python {platform.python_version()}, PyMC {pymc.__version__}, PyTensor {pytensor.__version__}, "
+            f"nutpie {nutpie.__version__}, ArviZ {az.__version__}, NumPy {np.__version__}")
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--draws", type=int, default=1000)
+    ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    import logging
+
+    logging.getLogger("pymc").setLevel(logging.ERROR)
+    items = configs(args.draws)
+    ours, ours_total, compiles = run_rescuemeta(items, args.draws)
+    plain, plain_total = run_pm_sample(items, args.draws)
+    outcome, marg_med, marg_max = marginal_prior_cost(items, args.draws)
+
+    lines = [f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}.", "", versions() + ".", "",
+             f"All {len(items)} fits of `models/primary.toml` (every outcome: contrast where control arms exist, "
+             f"proportion on stent arms), 4 chains x {args.draws} draws after 1000 tuning steps, run one after "
+             "the other in one process; wall time includes model compilation.", "",
+             "| fit | rescuemeta wall s | ESS/s mu | ESS/s tau | pm.sample wall s | ESS/s mu | ESS/s tau | speed-up |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for a, b in zip(ours, plain):
+        lines.append(f"| {a['fit']} | {a['wall']:.2f} | {a['ess_mu'] / a['wall']:.0f} | {a['ess_tau'] / a['wall']:.0f} | "
+                     f"{b['wall']:.2f} | {b['ess_mu'] / b['wall']:.0f} | {b['ess_tau'] / b['wall']:.0f} | "
+                     f"{b['wall'] / a['wall']:.1f}x |")
+    ess_ours = sum(r["ess_tau"] for r in ours) / ours_total
+    ess_plain = sum(r["ess_tau"] for r in plain) / plain_total
+    lines += [f"| **all fits** | **{ours_total:.1f}** | | {ess_ours:.0f} | **{plain_total:.1f}** | | {ess_plain:.0f} | "
+              f"**{plain_total / ours_total:.1f}x** |", "",
+              f"- rescuemeta compiled {compiles} model(s) for the {len(items)} fits (one per model kind: models are "
+              "compiled for 16 padded studies, observations and prior values are `pm.Data`); sampling itself took "
+              f"{sum(r['sampling'] for r in ours):.1f} s of the {ours_total:.1f} s.",
+              f"- Divergences: rescuemeta {sum(r['div'] for r in ours)} (target_accept 0.95; fits needing the "
+              f"guard's retry: {sum(r['attempts'] > 1 for r in ours)}), plain pm.sample (target_accept 0.8) "
+              f"{sum(r['div'] for r in plain)}.",
+              f"- ESS/s for tau over all fits (sum of min bulk ESS / total wall time): rescuemeta {ess_ours:.0f}, "
+              f"pm.sample {ess_plain:.0f} ({ess_ours / ess_plain:.1f}x).",
+              f"- Marginal cost of one more prior configuration ({outcome} contrast model, new half-normal scale, "
+              f"warm compile cache, 4 x {args.draws} draws): median {marg_med:.2f} s, max {marg_max:.2f} s.",
+              "- pm.sample's C code is cached on disk by PyTensor between runs, so its compile share is smaller on a "
+              "second run; nutpie's numba compilation is redone per process."]
+    block = "\n".join(lines)
+    print(block)
+    path = Path(args.out)
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    begin, end = "<!-- bench_fit:begin -->", "<!-- bench_fit:end -->"
+    new = f"{begin}\n{block}\n{end}"
+    if begin in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda m: new, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n## Fitting every outcome (issue 3)\n\n`bench/bench_fit.py`\n\n" + new + "\n"
+    tmp = path.with_suffix(".md.part")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()

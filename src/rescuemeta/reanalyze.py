@@ -1,0 +1,179 @@
+"""Bayesian re-analysis of a published pooled ratio (RR or OR with a 95% CI) under explicit priors.
+
+The published line becomes a normal likelihood on the log scale: ``y = log(estimate)``, ``se = (log(high) -
+log(low)) / (2 x 1.959964)``. With a normal prior N(m, s^2) on the log ratio the posterior is normal
+(conjugate), so medians, intervals and probabilities are exact.
+
+Named priors (log-ratio scale), following Spiegelhalter, Freedman & Parmar (1994, J R Stat Soc A 157:357-416)
+and their use for re-analysing trials by Zampieri et al. (2021, Am J Respir Crit Care Med 203:543-552):
+
+* ``neutral``: N(0, (log 2 / 1.96)^2): centred on no effect, 95% of prior mass between ratio 0.5 and 2.
+* ``skeptical``: N(0, s^2) with P(ratio beyond the clinically important effect R) = 5%:
+  s = |log R| / 1.645.
+* ``enthusiastic``: N(log R, s^2), same s: centred on the important effect, P(no benefit) = 5%.
+* ``pessimistic``: N(-log R, s^2), same s: centred on harm of the same size, P(benefit) = 5%.
+
+R (``important``) defaults to 0.8 for outcomes where fewer events are better and 1.25 where more are better.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from .errors import InputError
+from .priors import parse
+
+Z975 = float(stats.norm.ppf(0.975))
+Z95 = float(stats.norm.ppf(0.95))
+NAMED_PRIORS = ("neutral", "skeptical", "enthusiastic", "pessimistic")
+DEFAULT_THRESHOLDS = (1.0, 0.9, 0.8)
+
+
+@dataclass(frozen=True)
+class LogNormalPrior:
+    name: str
+    mean: float
+    sd: float
+    definition: str
+
+
+def named_prior(name: str, important: float = 0.8) -> LogNormalPrior:
+    """A named prior on the log ratio (see module docstring), or ``normal(m, s)`` given on the log scale."""
+    if not (important > 0 and important != 1):
+        raise InputError(f"--important must be a ratio > 0 and != 1, got {important}")
+    key = name.strip().lower()
+    lr = math.log(important)
+    s_sk = abs(lr) / Z95
+    if key == "neutral":
+        return LogNormalPrior("neutral", 0.0, math.log(2) / Z975, "N(0, (log 2/1.96)^2): 95% between 0.5 and 2")
+    if key in ("skeptical", "sceptical"):
+        return LogNormalPrior("skeptical", 0.0, s_sk, f"N(0, {s_sk:.3f}^2): P(ratio beyond {important:g}) = 5%")
+    if key in ("enthusiastic", "optimistic"):
+        return LogNormalPrior("enthusiastic", lr, s_sk,
+                              f"N(log {important:g}, {s_sk:.3f}^2): P(no benefit) = 5%")
+    if key == "pessimistic":
+        return LogNormalPrior("pessimistic", -lr, s_sk,
+                              f"N(log {1 / important:.3g}, {s_sk:.3f}^2): P(benefit) = 5%")
+    try:
+        p = parse(name, "effect")
+    except InputError as e:
+        raise InputError(f"--prior {name!r}: not one of {', '.join(NAMED_PRIORS)} and not normal(m, s) on the log "
+                         f"scale ({e.message})") from None
+    if p.family != "normal":
+        raise InputError(f"--prior {name!r}: the conjugate re-analysis takes normal(m, s) priors only")
+    return LogNormalPrior(p.spec, p.params[0], p.params[1], f"{p.spec} on the log ratio")
+
+
+@dataclass
+class PublishedEstimate:
+    """A printed ratio and its 95% CI, turned into a normal likelihood on the log scale."""
+
+    measure: str
+    estimate: float
+    ci_low: float
+    ci_high: float
+    center: str = "estimate"
+    label: str = ""
+
+    def __post_init__(self):
+        if self.measure not in ("RR", "OR"):
+            raise InputError(f"--measure must be RR or OR, got {self.measure!r}")
+        for name in ("estimate", "ci_low", "ci_high"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise InputError(f"{self.label or 'input'}: {name} must be a positive ratio, got {v!r}")
+        if not self.ci_low < self.ci_high:
+            raise InputError(f"{self.label or 'input'}: the CI must have low < high, got {self.ci_low}-{self.ci_high}")
+        if self.center not in ("estimate", "midpoint"):
+            raise InputError(f"--center must be 'estimate' or 'midpoint', got {self.center!r}")
+
+    @property
+    def se(self) -> float:
+        return (math.log(self.ci_high) - math.log(self.ci_low)) / (2 * Z975)
+
+    @property
+    def midpoint(self) -> float:
+        return (math.log(self.ci_high) + math.log(self.ci_low)) / 2
+
+    @property
+    def y(self) -> float:
+        return math.log(self.estimate) if self.center == "estimate" else self.midpoint
+
+    def flags(self) -> list[str]:
+        """Warnings about the printed line: estimate outside its CI, or a CI far from symmetric on the log scale
+        (|log estimate - CI midpoint| > 10% of the half-width)."""
+        out = []
+        le, half = math.log(self.estimate), (math.log(self.ci_high) - math.log(self.ci_low)) / 2
+        if not (self.ci_low <= self.estimate <= self.ci_high):
+            out.append(f"the estimate {self.estimate:g} lies outside its CI {self.ci_low:g}-{self.ci_high:g}")
+        elif self.estimate in (self.ci_low, self.ci_high):
+            out.append(f"the estimate {self.estimate:g} equals a CI limit ({self.ci_low:g}-{self.ci_high:g})")
+        if abs(le - self.midpoint) > 0.1 * half:
+            out.append(f"the CI is asymmetric on the log scale around the estimate (CI midpoint {math.exp(self.midpoint):.3g}"
+                       f" vs estimate {self.estimate:g})")
+        if out:
+            used = (f"log({self.estimate:g})" if self.center == "estimate" else
+                    f"the CI's log midpoint (ratio {math.exp(self.midpoint):.3g})")
+            out.append(f"used: centre {used}, SE {self.se:.4f} from the CI width "
+                       f"(log({self.ci_high:g}/{self.ci_low:g}) / 3.92); --center midpoint uses the CI midpoint")
+        return out
+
+
+def posterior(est: PublishedEstimate, prior: LogNormalPrior) -> tuple[float, float]:
+    """Conjugate normal posterior (mean, sd) of the log ratio."""
+    prec = 1 / prior.sd**2 + 1 / est.se**2
+    mean = (prior.mean / prior.sd**2 + est.y / est.se**2) / prec
+    return mean, math.sqrt(1 / prec)
+
+
+def reanalyze(est: PublishedEstimate, priors: list[str], thresholds=DEFAULT_THRESHOLDS, important: float = 0.8) -> dict:
+    """Posterior of the published ratio under each prior.
+
+    Returns
+    -------
+    dict
+        ``input`` (the line, its log-scale centre and SE, ``flags``) and ``results``: per prior ``prior``,
+        ``definition``, ``prior_mean``/``prior_sd`` (log scale), ``median``, ``ci_low``, ``ci_high`` (posterior
+        median and 95% credible interval on the ratio scale) and ``probabilities``: ``[{threshold,
+        probability}]`` with probability = P(ratio < threshold | data), exact.
+    """
+    th = [float(t) for t in thresholds]
+    if not th or any(not (t > 0 and math.isfinite(t)) for t in th):
+        raise InputError(f"--threshold values must be positive ratios, got {thresholds}")
+    results = []
+    for name in priors:
+        pr = named_prior(name, important)
+        m, s = posterior(est, pr)
+        results.append({
+            "prior": pr.name, "definition": pr.definition, "prior_mean": pr.mean, "prior_sd": pr.sd,
+            "median": math.exp(m), "ci_low": math.exp(m - Z975 * s), "ci_high": math.exp(m + Z975 * s),
+            "log_mean": m, "log_sd": s,
+            "probabilities": [{"threshold": t, "probability": float(stats.norm.cdf((math.log(t) - m) / s))} for t in th],
+        })
+    return {"input": {"label": est.label, "measure": est.measure, "estimate": est.estimate, "ci_low": est.ci_low,
+                      "ci_high": est.ci_high, "log_center": est.y, "center": est.center, "se": est.se,
+                      "flags": est.flags()},
+            "results": results}
+
+
+def default_important(outcome: str | None) -> float:
+    from .queries import HIGHER_IS_BETTER
+
+    return 1.25 if outcome in HIGHER_IS_BETTER else 0.8
+
+
+def check_against_nuts(est: PublishedEstimate, prior: LogNormalPrior, draws: int = 4000, seed: int = 1) -> np.ndarray:
+    """Posterior draws of the log ratio from NUTS (nutpie) on the same normal-normal model (for tests)."""
+    import nutpie
+    import pymc as pm
+
+    with pm.Model() as model:
+        b = pm.Normal("log_ratio", prior.mean, prior.sd)
+        pm.Normal("y", b, est.se, observed=est.y)
+    compiled = nutpie.compile_pymc_model(model)
+    idata = nutpie.sample(compiled, draws=draws // 4, tune=1000, chains=4, seed=seed, progress_bar=False)
+    return idata.posterior["log_ratio"].values

@@ -1,0 +1,124 @@
+"""`rescuemeta reanalyze`: conjugate normal re-analysis of published pooled ratios (Spiegelhalter, Freedman &
+Parmar 1994 priors), checked against the closed form, against NUTS on the same model, and on the abstract."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from typer.testing import CliRunner
+
+from conftest import ROOT
+from rescuemeta.cli import app
+from rescuemeta.errors import InputError
+from rescuemeta.reanalyze import PublishedEstimate, check_against_nuts, named_prior, posterior, reanalyze
+
+runner = CliRunner()
+ABSTRACT = str(ROOT / "data" / "abstract_estimates.csv")
+
+
+def test_named_priors_match_their_definitions():
+    n = named_prior("neutral")
+    assert stats.norm.cdf(math.log(2), n.mean, n.sd) - stats.norm.cdf(math.log(0.5), n.mean, n.sd) == pytest.approx(0.95)
+    sk = named_prior("skeptical", 0.8)
+    assert stats.norm.cdf(math.log(0.8), sk.mean, sk.sd) == pytest.approx(0.05)
+    en = named_prior("enthusiastic", 0.8)
+    assert en.mean == pytest.approx(math.log(0.8)) and 1 - stats.norm.cdf(0, en.mean, en.sd) == pytest.approx(0.05)
+    pe = named_prior("pessimistic", 0.8)
+    assert pe.mean == pytest.approx(-math.log(0.8)) and stats.norm.cdf(0, pe.mean, pe.sd) == pytest.approx(0.05)
+    # for an outcome where more events are better, the important effect is > 1 and the same definitions hold
+    en2 = named_prior("enthusiastic", 1.25)
+    assert stats.norm.cdf(0, en2.mean, en2.sd) == pytest.approx(0.05)
+    c = named_prior("normal(0.1, 0.3)")
+    assert (c.mean, c.sd) == (0.1, 0.3)
+
+
+def test_posterior_is_the_conjugate_normal():
+    est = PublishedEstimate("RR", 0.72, 0.63, 0.82)
+    se = (math.log(0.82) - math.log(0.63)) / (2 * 1.959963984540054)
+    assert est.se == pytest.approx(se)
+    r = reanalyze(est, ["normal(0, 0.5)"], thresholds=[1, 0.8])["results"][0]
+    w = 1 / se**2 / (1 / se**2 + 1 / 0.25)
+    m, s = w * math.log(0.72), math.sqrt(1 / (1 / se**2 + 4))
+    assert r["median"] == pytest.approx(math.exp(m))
+    assert r["ci_low"] == pytest.approx(math.exp(m - 1.959963984540054 * s))
+    assert r["probabilities"][1]["probability"] == pytest.approx(stats.norm.cdf((math.log(0.8) - m) / s))
+    # a very vague prior returns the published line itself
+    flat = reanalyze(est, ["normal(0, 1000)"])["results"][0]
+    assert flat["median"] == pytest.approx(0.72, rel=1e-6)
+    assert (flat["ci_low"], flat["ci_high"]) == pytest.approx((0.72 * 0.63 / math.sqrt(0.63 * 0.82),
+                                                               0.72 * 0.82 / math.sqrt(0.63 * 0.82)), rel=1e-5)
+
+
+def test_nuts_on_the_same_model_agrees():
+    est = PublishedEstimate("RR", 0.75, 0.75, 0.99)
+    pr = named_prior("skeptical")
+    m, s = posterior(est, pr)
+    draws = check_against_nuts(est, pr, draws=4000, seed=3).ravel()
+    mcse = s / math.sqrt(len(draws) / 2)  # conservative: ESS >= half the draws on this 1-D model
+    assert np.mean(draws) == pytest.approx(m, abs=4 * mcse)
+    assert np.std(draws) == pytest.approx(s, rel=0.05)
+    for t in (1.0, 0.9, 0.8):
+        p = stats.norm.cdf((math.log(t) - m) / s)
+        assert np.mean(draws < math.log(t)) == pytest.approx(p, abs=4 * math.sqrt(p * (1 - p) / 2000) + 1e-3)
+
+
+def test_flags_the_sich_line():
+    est = PublishedEstimate("RR", 0.75, 0.75, 0.99, label="sich RR")
+    f = est.flags()
+    assert any("equals a CI limit" in x for x in f)
+    assert any("asymmetric" in x for x in f)
+    assert any("SE 0.0708" in x for x in f)  # says which SE was used
+    assert PublishedEstimate("RR", 0.72, 0.63, 0.82).flags() == []
+    outside = PublishedEstimate("OR", 2.0, 0.5, 1.5).flags()
+    assert any("outside" in x for x in outside)
+    mid = PublishedEstimate("RR", 0.75, 0.75, 0.99, center="midpoint")
+    assert mid.y == pytest.approx(math.log(math.sqrt(0.75 * 0.99)))
+
+
+def test_cli_from_abstract():
+    r = runner.invoke(app, ["reanalyze", "--from-abstract", "--abstract", ABSTRACT, "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert len(rows) == 4 * 4  # FI RR, mortality RR, sICH RR, recanalization OR x four named priors
+    assert {x["outcome"] for x in rows} == {"functional_independence", "mortality", "sich", "recanalization"}
+    for x in rows:
+        assert {"prior", "median", "ci_low", "ci_high", "probabilities"} <= set(x)
+        assert [p["threshold"] for p in x["probabilities"]] == [1.0, 0.9, 0.8]
+        assert x["ci_low"] < x["median"] < x["ci_high"]
+    sich = [x for x in rows if x["outcome"] == "sich"][0]
+    assert sich["input"]["flags"]
+    r = runner.invoke(app, ["reanalyze", "--from-abstract", "--abstract", ABSTRACT])
+    assert "warning" in r.stderr and "sich RR" in r.stderr
+
+
+def test_cli_single_line_with_priors_and_thresholds():
+    r = runner.invoke(app, ["reanalyze", "--measure", "RR", "--estimate", "0.72", "--ci", "0.63", "0.82", "--prior",
+                            "skeptical", "--prior", "normal(0, 0.2)", "--threshold", "1", "--threshold", "0.7", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [x["prior"] for x in rows] == ["skeptical", "normal(0, 0.2)"]
+    assert [p["threshold"] for p in rows[0]["probabilities"]] == [1.0, 0.7]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--measure", "RR", "--estimate", "0.72"], "--ci"),
+    (["--measure", "RR", "--estimate", "0.72", "--ci", "0.9", "0.6"], "low < high"),
+    (["--measure", "RR", "--estimate", "-1", "--ci", "0.6", "0.9"], "positive ratio"),
+    (["--measure", "RR", "--estimate", "0.7", "--ci", "0.6", "0.9", "--prior", "cauchy(0, 1)"], "not one of"),
+    (["--measure", "RR", "--estimate", "0.7", "--ci", "0.6", "0.9", "--prior", "student_t(3, 0, 1)"], "normal(m, s)"),
+    (["--measure", "RR", "--estimate", "0.7", "--ci", "0.6", "0.9", "--threshold", "-1"], "--threshold"),
+    (["--measure", "RR", "--estimate", "0.7", "--ci", "0.6", "0.9", "--important", "1"], "--important"),
+    (["--from-abstract", "--estimate", "0.7"], "--from-abstract"),
+    (["--measure", "HR", "--estimate", "0.7", "--ci", "0.6", "0.9"], "HR"),
+])
+def test_cli_bad_input(args, needle):
+    r = runner.invoke(app, ["reanalyze", *args])
+    assert r.exit_code == 2, r.output
+    assert needle in r.output
+
+
+def test_input_error_type():
+    with pytest.raises(InputError):
+        PublishedEstimate("RR", 0.7, 0.6, 0.9, center="mean")
