@@ -104,6 +104,25 @@ def marginal_prior_cost(items, draws, n=10):
     return cfg.outcome, float(np.median(times)), float(np.max(times))
 
 
+def grid_config_cost(n=10):
+    """Whole sensitivity configurations (fit + summaries + psense + tau density) on one warm structure."""
+    from rescuemeta import sensitivity as sens
+
+    cfg = {"outcome": "mortality", "model": "contrast", "measure": "OR", "effect_prior": "normal(0, 4)",
+           "baseline_prior": "normal(0, 10)", "inclusion": "dedup", "draws": 1000, "tune": 1000, "chains": 4,
+           "seed": 1, "thresholds": [1.0, 0.8]}
+    data = str(ROOT / "data" / "studies.csv")
+    t0 = time.perf_counter()
+    sens.run_one({**cfg, "tau_prior": "halfnormal(0.5)"}, data)
+    cold = time.perf_counter() - t0
+    times = []
+    for scale in np.linspace(0.2, 1.5, n):
+        t0 = time.perf_counter()
+        sens.run_one({**cfg, "tau_prior": f"halfnormal({scale:.3f})"}, data)
+        times.append(time.perf_counter() - t0)
+    return cold, float(np.median(times)), float(np.max(times))
+
+
 def versions():
     import nutpie
     import pymc
@@ -138,6 +157,7 @@ def main():
     ours, ours_total, compiles = run_rescuemeta(items, args.draws)
     plain, plain_total = run_pm_sample(items, args.draws)
     outcome, marg_med, marg_max = marginal_prior_cost(items, args.draws)
+    g_cold, g_med, g_max = grid_config_cost()
 
     lines = [f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}.", "", versions() + ".", "",
              f"All {len(items)} fits of `models/primary.toml` (every outcome: contrast where control arms exist, "
@@ -163,6 +183,9 @@ def main():
               f"pm.sample {ess_plain:.0f} ({ess_ours / ess_plain:.1f}x).",
               f"- Marginal cost of one more prior configuration ({outcome} contrast model, new half-normal scale, "
               f"warm compile cache, 4 x {args.draws} draws): median {marg_med:.2f} s, max {marg_max:.2f} s.",
+              f"- One sensitivity-grid configuration (mortality contrast model; fit + summaries + probabilities + "
+              f"psense + tau density, `rescuemeta.sensitivity.run_one`): cold (compiling) {g_cold:.1f} s; each further "
+              f"prior on the same structure median {g_med:.2f} s, max {g_max:.2f} s.",
               "- pm.sample's C code is cached on disk by PyTensor between runs, so its compile share is smaller on a "
               "second run; nutpie's numba compilation is redone per process."]
     block = "\n".join(lines)
