@@ -12,10 +12,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-## The main job: the abstract check and the frequentist table for every outcome.
+## The main job: the abstract check in the terminal, then the report (fits, probabilities, sensitivity, check)
+## in report/index.html, driven by models/primary.toml.
 analysis: $(STAMP)
 	$(BIN)/rescuemeta check
-	$(BIN)/rescuemeta freq --all
+	$(BIN)/rescuemeta analyze --spec models/primary.toml --out report
 
 ## The test suite (reduced draws under CI=true; `slow` checks are excluded there).
 test: $(STAMP)

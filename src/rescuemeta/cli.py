@@ -713,6 +713,36 @@ def sensitivity(
                   f"({cache}); {res.seconds:.1f} s. Written: {', '.join(files[:2])} and {max(len(files) - 2, 0)} figures.")
 
 
+# ---------------------------------------------------------------------------------------------------
+# analyze (the main job)
+# ---------------------------------------------------------------------------------------------------
+
+@app.command()
+def analyze(
+    spec_path: Path = typer.Option(DEFAULT_PRIMARY, "--spec", help="Analysis spec."),
+    data: Path = DataOpt,
+    abstract: Path = typer.Option(DEFAULT_ABSTRACT, "--abstract", help="The abstract's printed estimates."),
+    out_dir: Path = typer.Option(Path("report"), "--out", help="Where index.html, figures/ and tables/ go."),
+    draws: Optional[int] = typer.Option(None, "--draws", help="Override the spec's draws per chain."),
+):
+    """The main job: fits, probabilities, a small sensitivity grid and the abstract check, as an HTML report."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .report import analyze as run_analyze
+
+    with guard():
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as bar:
+            task = bar.add_task("starting", total=None)
+            res = run_analyze(spec_path, data, abstract, out_dir, draws=draws,
+                              progress=lambda msg: bar.update(task, description=msg))
+        out.print(f"Report: {res['index']} ({res['fits']} fits, {res['figures']} figures; sensitivity grid "
+                  f"{res['grid_computed']} computed, {res['grid_cached']} cached; {res['seconds']:.1f} s).")
+        for f in res["failures"]:
+            err.print(f"[bold red]convergence failure:[/] {f['outcome']} ({f['model']}): {f['reason']}")
+        if res["failures"]:
+            raise typer.Exit(EXIT_CONVERGENCE)
+
+
 def main():  # console-script entry point
     app()
 

@@ -448,3 +448,41 @@ def fit(table: StudyTable, cfg: FitConfig, sampler: Sampler | None = None) -> Fi
                                  draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, seed=cfg.seed)
     idata = _augment(idata, prep, cfg, priors, table)
     return FitResult(cfg, prep, idata, None, diag, time.perf_counter() - t0, table.path, table.sha256)
+
+
+def fit_key(cfg: FitConfig, table: StudyTable) -> str:
+    """Cache key of a fit: data hash + every config field + package version."""
+    import hashlib
+
+    blob = json.dumps({"cfg": asdict(cfg), "data": table.sha256, "version": __version__}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def fit_cached(table: StudyTable, cfg: FitConfig, cache_dir, sampler: Sampler | None = None) -> FitResult:
+    """:func:`fit`, with the result kept in ``cache_dir`` (NetCDF + diagnostics JSON, written atomically) and
+    re-loaded on the next call with the same data, config and package version."""
+    import arviz as az
+
+    from .atomic import ensure_dir, write_text
+
+    cfg.validate()
+    if cfg.is_exact:
+        return fit(table, cfg, sampler)  # quadrature takes well under a second: nothing to cache
+    d = ensure_dir(cache_dir)
+    key = fit_key(cfg, table)
+    nc, meta = d / f"{key}.nc", d / f"{key}.json"
+    if nc.exists() and meta.exists():
+        try:
+            info = json.loads(meta.read_text())
+            idata = az.from_netcdf(str(nc))
+            diag = Diagnostics(**info["diagnostics"])
+            return FitResult(cfg, prepare(table, cfg), idata, None, diag, info["seconds"], table.path, table.sha256)
+        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed, never trusted
+            pass
+    res = fit(table, cfg, sampler)
+    res.to_netcdf(nc)
+    dd = res.diagnostics
+    write_text(meta, json.dumps({"diagnostics": {k: getattr(dd, k) for k in (
+        "rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "ess_required", "attempts", "target_accept", "draws")},
+        "seconds": res.seconds}))
+    return res

@@ -18,6 +18,8 @@ the file and the key (exit code 2). ``tomllib`` (standard library) parses the fi
 ``exclude_basis``    list of count_basis values to drop (default none)
 ``queries``          probability queries, e.g. ``["RR < 1", "RR < 0.8"]``
 ``thresholds``       ratio thresholds for P(ratio < t) tables (default [1, 0.9, 0.8])
+``sensitivity_tau_priors``  the small sensitivity grid of the report (default halfnormal 0.25/0.5/1,
+                     halfcauchy(0.5), turner(matched))
 ``[outcome.NAME]``   per-outcome overrides of the prior keys (e.g. a Turner prior matching the outcome)
 ===================  ===============================================================================
 """
@@ -37,11 +39,12 @@ from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PR
 DEFAULT_PRIMARY = Path("models/primary.toml")
 DEFAULT_QUERIES = ("RR < 1", "RR < 0.8", "RD < -0.05")
 DEFAULT_THRESHOLDS = (1.0, 0.9, 0.8)
+DEFAULT_SENSITIVITY_TAU = ("halfnormal(0.25)", "halfnormal(0.5)", "halfnormal(1)", "halfcauchy(0.5)", "turner(matched)")
 
 _PRIOR_KEYS = {"tau_prior": str, "effect_prior": str, "baseline_prior": str}
 _PRIMARY_KEYS = {"outcomes": list, "models": list, "measure": str, **_PRIOR_KEYS, "draws": int, "tune": int,
                  "chains": int, "seed": int, "all_studies": bool, "exclude_basis": list, "queries": list,
-                 "thresholds": list, "outcome": dict}
+                 "thresholds": list, "outcome": dict, "sensitivity_tau_priors": list}
 
 
 def read_toml(path: str | Path) -> dict:
@@ -108,6 +111,7 @@ class PrimarySpec:
     queries: list[str] = field(default_factory=lambda: list(DEFAULT_QUERIES))
     thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
     outcome: dict = field(default_factory=dict)
+    sensitivity_tau_priors: list[str] = field(default_factory=lambda: list(DEFAULT_SENSITIVITY_TAU))
 
     def resolve_outcomes(self, available: list[str]) -> list[str]:
         if self.outcomes == ["*"]:
@@ -163,6 +167,18 @@ def load_primary(path: str | Path = DEFAULT_PRIMARY) -> PrimarySpec:
         setattr(spec, key, value)
     for key in _PRIOR_KEYS:
         _check_prior(getattr(spec, key), "tau" if key == "tau_prior" else "effect", key, path)
+    for i, tp in enumerate(spec.sensitivity_tau_priors):
+        if not isinstance(tp, str):
+            raise InputError("key 'sensitivity_tau_priors' must be a list of prior specs", file=path)
+        if not tp.replace(" ", "").lower().startswith("turner(matched"):
+            _check_prior(tp, "tau", f"sensitivity_tau_priors[{i}]", path)
+    for q in spec.queries if isinstance(spec.queries, list) else []:
+        from .queries import parse_query
+
+        try:
+            parse_query(q)
+        except InputError as e:
+            raise InputError(f"key 'queries': {e.message}", file=path) from None
     for key in ("outcomes", "models", "exclude_basis", "queries"):
         v = getattr(spec, key)
         if not all(isinstance(x, str) for x in v):

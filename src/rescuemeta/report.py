@@ -1,0 +1,434 @@
+"""The report stage: ``rescuemeta analyze`` runs the primary analysis of ``models/primary.toml`` (Bayesian fits,
+probability queries, a small prior-sensitivity grid, the frequentist check against the abstract) and writes
+``report/index.html`` with figures (PNG and SVG) and tables (CSV). Fits and grid rows are cached in
+``.cache/`` so a re-run with unchanged data and spec takes seconds.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+from . import __version__
+from .atomic import atomic_path, ensure_dir, write_text
+from .check import ABSTRACT_K, check as run_check, load_abstract
+from .data import COUNT_BASIS, load_studies, select
+from .effects import ContinuityCorrection, escalc
+from .errors import InputError
+from .fit import EVIDENCE_NOTE, FitResult, fit_cached
+from .freq import meta_analyze
+from .queries import HIGHER_IS_BETTER, parse_query, probability
+from .sampling import ConvergenceError, default_sampler
+from .spec import load_primary
+
+CACHE_DIR = Path(".cache")
+
+
+def mirror_query(text: str) -> str:
+    """``RR < 0.8`` -> ``RR > 1.25`` (and RD < -x -> RD > x): the same benefit for an outcome where more events
+    are better."""
+    q = parse_query(text)
+    op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}[q.op]
+    if q.scale in ("OR", "RR"):
+        return f"{q.scale} {op} {1 / q.value:.4g}"
+    if q.scale == "RD":
+        return f"RD {op} {-q.value:.4g}"
+    return text
+
+
+# ---------------------------------------------------------------------------------------------------
+# figures
+# ---------------------------------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "svg.fonttype": "none"})
+    return plt
+
+
+def _save(fig, out_dir: Path, stem: str) -> list[str]:
+    paths = []
+    for ext in ("png", "svg"):
+        p = out_dir / f"{stem}.{ext}"
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight")
+        paths.append(p.name)
+    return paths
+
+
+def _study_effects(res: FitResult, measure: str):
+    """Observed (escalc, 95% CI) and shrunken (posterior median, 95% CrI) study effects on the natural scale."""
+    sel = res.data.selection
+    ai, n1i, ci, n2i = sel.counts()
+    post = res.idata.posterior
+    theta = post["theta"].values
+    rows = []
+    if res.config.model == "proportion":
+        from statsmodels.stats.proportion import proportion_confint
+
+        lo, hi = proportion_confint(ai, n1i, alpha=0.05, method="wilson")
+        shr = expit(theta)
+        for i, sid in enumerate(res.data.study_ids):
+            q = np.quantile(shr[..., i], [0.025, 0.5, 0.975])
+            rows.append((sid, ai[i] / n1i[i], lo[i], hi[i], *q, f"{int(ai[i])}/{int(n1i[i])}"))
+        return rows
+    es = escalc(measure, ai, n1i, ci, n2i, ContinuityCorrection())
+    alpha = post["alpha"].values
+    for i, sid in enumerate(res.data.study_ids):
+        if measure == "OR":
+            shr = np.exp(theta[..., i])
+        else:
+            shr = expit(alpha[..., i] + theta[..., i]) / expit(alpha[..., i])
+        q = np.quantile(shr, [0.025, 0.5, 0.975])
+        y, v = es.yi[i], es.vi[i]
+        obs = (math.exp(y), math.exp(y - 1.96 * math.sqrt(v)), math.exp(y + 1.96 * math.sqrt(v))) if np.isfinite(y) \
+            else (np.nan, np.nan, np.nan)
+        rows.append((sid, *obs, *q, f"{int(ai[i])}/{int(n1i[i])} vs {int(ci[i])}/{int(n2i[i])}"))
+    return rows
+
+
+def forest(res: FitResult, measure: str, freq: dict | None, abstract_row, out_dir: Path) -> list[str]:
+    """metafor/bayesmeta-style forest plot: observed and shrunken study estimates, the pooled estimate, the
+    prediction for a new study, and the frequentist and abstract estimates as reference rows."""
+    plt = _plt()
+    s = res.summary()
+    rows = _study_effects(res, measure)
+    key = "rate" if res.config.model == "proportion" else measure.lower()
+    new_key = f"{key}_new"
+    n = len(rows)
+    fig, ax = plt.subplots(figsize=(8.5, 0.42 * (n + 6) + 1.2))
+    y = np.arange(n + 5)[::-1].astype(float)
+    labels = []
+    for j, (sid, o, ol, oh, sl, sm, sh, counts) in enumerate(rows):
+        yy = y[j]
+        if np.isfinite(o):
+            ax.errorbar(o, yy + 0.15, xerr=[[o - ol], [oh - o]], fmt="s", color="0.55", ms=4, capsize=2,
+                        label="observed (95% CI)" if j == 0 else None)
+        ax.errorbar(sm, yy - 0.15, xerr=[[sm - sl], [sh - sm]], fmt="o", color="C0", ms=4, capsize=2,
+                    label="Bayesian shrunken (95% CrI)" if j == 0 else None)
+        labels.append(f"{sid}  ({counts})")
+    base = n
+    pooled, pred = s[key], s[new_key]
+    ax.fill([pooled["q025"], pooled["q50"], pooled["q975"], pooled["q50"]],
+            [y[base], y[base] + 0.25, y[base], y[base] - 0.25], color="C3", label="Bayesian pooled")
+    labels.append("Bayesian pooled" + (" (at mean control risk)" if key == "rr" else ""))
+    ax.errorbar(pred["q50"], y[base + 1], xerr=[[pred["q50"] - pred["q025"]], [pred["q975"] - pred["q50"]]], fmt="d",
+                color="C3", mfc="white", capsize=3)
+    labels.append("prediction, new study")
+    if freq is not None:
+        f = freq
+        ax.errorbar(f["estimate"], y[base + 2], xerr=[[f["estimate"] - f["ci_low"]], [f["ci_high"] - f["estimate"]]],
+                    fmt="^", color="C2", capsize=3)
+        labels.append(f"frequentist {f['label']}")
+    else:
+        labels.append("frequentist: not estimable")
+    if abstract_row is not None:
+        a = abstract_row
+        ax.errorbar(a.estimate, y[base + 3], xerr=[[max(a.estimate - a.ci_low, 0)], [a.ci_high - a.estimate]], fmt="v",
+                    color="C1", capsize=3)
+        labels.append(f"abstract (k={ABSTRACT_K})")
+    else:
+        labels.append("abstract: not printed")
+    labels.append("")
+    ax.set_yticks(y[: len(labels)], labels)
+    ax.axhline(y[base] + 0.6, color="0.8", lw=0.8)
+    if key != "rate":
+        ax.set_xscale("log")
+        ax.axvline(1, color="0.5", lw=0.8, ls="--")
+    xl = {"rate": "event rate (stent arm)", "or": "odds ratio (stent vs medical)", "rr": "risk ratio (stent vs medical)"}
+    ax.set_xlabel(xl[key])
+    ax.set_title(f"{res.config.outcome}: {res.config.model} model, k = {res.k}, tau ~ {res.config.tau_prior}")
+    ax.legend(loc="lower right", fontsize=7)
+    fig.text(0.01, -0.01, f"Evidence: {res.k} studies from data/studies.csv (20 studies compiled from abstracts), "
+             f"not the abstract's {ABSTRACT_K}.", fontsize=7)
+    out = _save(fig, out_dir, f"forest_{res.config.outcome}_{res.config.model}")
+    plt.close(fig)
+    return out
+
+
+def densities(res: FitResult, out_dir: Path) -> list[str]:
+    """Posterior densities of mu and tau with the prior overlaid."""
+    import arviz as az
+
+    plt = _plt()
+    pri = res.config.priors()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    for ax, name, prior in ((axes[0], "mu", pri["effect"]), (axes[1], "tau", pri["tau"])):
+        x = res.idata.posterior[name].values.ravel()
+        kx, ky = az.kde(x, bound_correction=(name == "tau"))
+        ax.plot(kx, ky, color="C0", label="posterior")
+        lo, hi = (max(kx[0] - 0.5 * (kx[-1] - kx[0]), 0 if name == "tau" else -np.inf), kx[-1] + 0.5 * (kx[-1] - kx[0]))
+        g = np.linspace(lo if np.isfinite(lo) else kx[0] - 1, hi, 300)
+        if name == "tau":
+            g = g[g > 0]
+        ax.plot(g, np.nan_to_num(np.exp(prior.logpdf(g)), posinf=0.0), color="C1", ls="--", label=f"prior {prior.spec}")
+        ax.set_xlabel({"mu": "mu (log OR)" if res.config.model == "contrast" else "mu (logit rate)", "tau": "tau"}[name])
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{res.config.outcome} ({res.config.model}): posterior and prior")
+    fig.tight_layout()
+    out = _save(fig, out_dir, f"density_{res.config.outcome}_{res.config.model}")
+    plt.close(fig)
+    return out
+
+
+def benefit_curve(res: FitResult, measure: str, out_dir: Path) -> list[str]:
+    """P(ratio < x) against x, for the pooled effect and for a new study."""
+    plt = _plt()
+    key = measure.lower()
+    x = np.geomspace(0.2, 5, 200)
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for pred, style in ((False, "-"), (True, "--")):
+        d = res.draws(key, predictive=pred).ravel()
+        ax.plot(x, (d[:, None] < x[None, :]).mean(axis=0), style, color="C0",
+                label="new study" if pred else "pooled effect")
+    ax.set_xscale("log")
+    ax.axvline(1, color="0.5", lw=0.8)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(f"{measure} threshold x" + (" (at mean control risk)" if key == "rr" else ""))
+    ax.set_ylabel(f"P({measure} < x | data)")
+    ax.set_title(f"{res.config.outcome}: probability of the {measure} being below x")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = _save(fig, out_dir, f"benefit_curve_{res.config.outcome}")
+    plt.close(fig)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------------
+
+def _abstract_row(abstract, outcome, quantity):
+    return next((a for a in abstract if a.outcome == outcome and a.quantity == quantity), None)
+
+
+def _fmt_ci(est, lo, hi, nd=3):
+    if est is None or lo is None:
+        return "—"
+    return f"{est:.{nd}f} ({lo:.{nd}f}–{hi:.{nd}f})"
+
+
+def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None = None, progress=None,
+            cache_dir: Path = CACHE_DIR) -> dict:
+    """Run the primary analysis and write the report. Returns a dict of what was written and counts."""
+    from . import sensitivity as sens
+
+    t0 = time.perf_counter()
+    step = progress or (lambda *a, **k: None)
+    spec = load_primary(spec_path)
+    table = load_studies(data_path)
+    abstract = load_abstract(abstract_path)
+    out = ensure_dir(out_dir)
+    figs = ensure_dir(out / "figures")
+    tables = ensure_dir(out / "tables")
+    configs = spec.configs(table.outcomes, draws=draws)
+    sampler = default_sampler()
+
+    # 1. Bayesian fits
+    fits, unavailable, failures = [], [], []
+    for cfg in configs:
+        step(f"fitting {cfg.outcome} ({cfg.model})")
+        try:
+            fits.append(fit_cached(table, cfg, cache_dir / "fits", sampler))
+        except InputError as e:
+            unavailable.append({"outcome": cfg.outcome, "model": cfg.model, "reason": e.message})
+        except ConvergenceError as e:
+            failures.append({"outcome": cfg.outcome, "model": cfg.model, "reason": str(e), **e.diagnostics})
+    # 2. frequentist check against the abstract
+    step("frequentist check")
+    check_rows = run_check(table, abstract, all_studies=spec.all_studies, exclude_basis=tuple(spec.exclude_basis))
+    # 3. queries
+    step("probability queries")
+    prob_rows = []
+    for res in fits:
+        if res.config.model != "contrast":
+            continue
+        higher = res.config.outcome in HIGHER_IS_BETTER
+        for qtext in spec.queries:
+            q = mirror_query(qtext) if higher else qtext
+            for pred in (False, True):
+                r = probability(res, q, predictive=pred)
+                prob_rows.append({"outcome": res.config.outcome, "query": q, "predictive": pred,
+                                  "probability": r["probability"], "mcse": r["mcse"], "draws": r["draws"]})
+    # 4. small sensitivity grid
+    step("prior sensitivity grid")
+    sspec = sens.SensitivitySpec(path=str(spec_path), outcomes=["*"], models=["contrast", "proportion"],
+                                 tau_priors=list(spec.sensitivity_tau_priors), effect_priors=[spec.effect_prior],
+                                 inclusion=["dedup"], thresholds=[1.0, 0.8], baseline_prior=spec.baseline_prior,
+                                 draws=draws or spec.draws, tune=spec.tune, chains=spec.chains, seed=spec.seed)
+    grid_cfgs = sens.grid(sspec, table.outcomes)
+    grid = sens.run_grid(grid_cfgs, str(data_path), cache_dir=str(cache_dir / "sensitivity"))
+    # 5. figures
+    step("figures")
+    fig_files = {}
+    cc = ContinuityCorrection()
+    summary_rows, diag_rows = [], []
+    for res in fits:
+        oc, m = res.config.outcome, res.config.model
+        if m == "proportion":
+            measure, a = "PLO", _abstract_row(abstract, oc, "pooled_rate_treat")
+            fmeas, fmeth = "PLO", "GLMM"
+        else:
+            a = _abstract_row(abstract, oc, "RR") or _abstract_row(abstract, oc, "OR")
+            measure = a.quantity if a is not None else "OR"
+            fmeas, fmeth = measure, "REML"
+        try:
+            sel = select(table, oc, arms="one" if m == "proportion" else "two", all_studies=spec.all_studies,
+                         exclude_basis=tuple(spec.exclude_basis))
+            fr = meta_analyze(fmeas, fmeth, *sel.counts(), cc=cc)
+            nat = fr.natural
+            freq = {"estimate": nat["estimate"], "ci_low": nat["ci_low"], "ci_high": nat["ci_high"],
+                    "label": f"{'rate' if fmeas == 'PLO' else fmeas} {fmeth} (k={fr.k})", "k": fr.k}
+        except (InputError, ValueError):
+            freq = None
+        names = forest(res, "OR" if measure == "PLO" else measure, freq, a, figs)
+        names += densities(res, figs)
+        if m == "contrast":
+            names += benefit_curve(res, measure, figs)
+        fig_files[(oc, m)] = names
+        s = res.summary()
+        key = "rate" if m == "proportion" else measure.lower()
+        summary_rows.append({
+            "outcome": oc, "model": m, "quantity": key.upper() if key != "rate" else "stent-arm rate",
+            "abstract (k=30)": "—" if a is None else f"{a.estimate:g} ({a.ci_low:g}–{a.ci_high:g})",
+            "frequentist": "—" if freq is None else f"{_fmt_ci(freq['estimate'], freq['ci_low'], freq['ci_high'])} "
+                                                   f"[{freq['label']}]",
+            "Bayesian median (95% CrI)": _fmt_ci(s[key]["q50"], s[key]["q025"], s[key]["q975"]),
+            "new study (95% PrI)": _fmt_ci(s[f"{key}_new"]["q50"], s[f"{key}_new"]["q025"], s[f"{key}_new"]["q975"]),
+            "tau median (95% CrI)": _fmt_ci(s["tau"]["q50"], s["tau"]["q025"], s["tau"]["q975"]),
+            "k": s["k"], "inclusion rule": s["inclusion"]["rule"], "studies": ", ".join(s["inclusion"]["included"])})
+        d = s["diagnostics"]
+        diag_rows.append({"outcome": oc, "model": m, "R-hat max": round(d["rhat_max"], 4),
+                          "ESS bulk min": round(d["ess_bulk_min"]), "ESS tail min": round(d["ess_tail_min"]),
+                          "divergences": d["divergences"], "attempts": d["attempts"],
+                          "target_accept": d["target_accept"], "draws per chain": d["draws"], "ok": d["ok"]})
+    sens_figs = [Path(p).name for p in sens.plot(grid.rows, out)]
+    # 6. tables
+    step("tables")
+    audit_rows = []
+    for r in check_rows:
+        ab, au = r["abstract"], r["audit"]
+        audit_rows.append({"outcome": r["outcome"], "quantity": r["quantity"],
+                           "printed": f"{ab['estimate']:g} ({ab['ci_low']:g}–{ab['ci_high']:g}) {ab['p'] or ''}".strip(),
+                           "flags": "; ".join(f"{f['severity']}: {f['message']}" for f in au["flags"]) or "consistent"})
+    prov = (table.frame.groupby(["outcome", "count_basis"]).size().unstack(fill_value=0)
+            .reindex(columns=list(COUNT_BASIS), fill_value=0).reset_index())
+    frames = {"summary": pd.DataFrame(summary_rows), "probabilities": pd.DataFrame(prob_rows),
+              "diagnostics": pd.DataFrame(diag_rows), "audit": pd.DataFrame(audit_rows), "provenance": prov,
+              "sensitivity": sens.tidy(grid.rows), "unavailable": pd.DataFrame(unavailable + failures)}
+    for name, df in frames.items():
+        with atomic_path(tables / f"{name}.csv") as tmp:
+            df.to_csv(tmp, index=False)
+    # 7. HTML
+    step("HTML")
+    page = _html(spec, table, frames, fig_files, sens_figs, unavailable, failures, check_rows)
+    write_text(out / "index.html", page)
+    return {"index": str(out / "index.html"), "fits": len(fits), "unavailable": unavailable, "failures": failures,
+            "grid_computed": grid.computed, "grid_cached": grid.cached, "seconds": time.perf_counter() - t0,
+            "figures": sum(len(v) for v in fig_files.values()) + len(sens_figs)}
+
+
+def _table_html(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, escape=True, border=0, classes="t", na_rep="—")
+
+
+def _html(spec, table, frames, fig_files, sens_figs, unavailable, failures, check_rows) -> str:
+    e = html.escape
+    n_rows, n_studies = len(table.frame), table.frame["study_id"].nunique()
+    parts = [f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>rescuemeta: rescue intracranial stenting after failed thrombectomy</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
+table.t{{border-collapse:collapse;font-size:13px;margin:0.5em 0 1.5em}} table.t td,table.t th{{border-bottom:1px solid #ddd;
+padding:3px 8px;text-align:left;vertical-align:top}} .note{{background:#fff4e0;border-left:4px solid #e0a030;padding:0.6em 1em}}
+img{{max-width:100%;border:1px solid #eee;margin:0.3em 0}} h2{{border-bottom:2px solid #333;padding-bottom:2px}}
+code{{background:#f3f3f3;padding:0 3px}}</style></head><body>
+<h1>Rescue intracranial stenting after failed mechanical thrombectomy: Bayesian re-analysis</h1>
+<p>Generated by rescuemeta {e(__version__)} from <code>{e(table.path)}</code> (sha256 {e(table.sha256[:16])}…) and
+<code>{e(spec.path)}</code>.</p>
+<div class="note"><b>How this evidence base differs from the abstract's.</b> The seed abstract pooled {ABSTRACT_K}
+studies. Our table has {n_studies} studies ({n_rows} study-outcome rows) compiled from conference abstracts only; some
+were published after the abstract's search, and which of its {ABSTRACT_K} studies overlap ours is unknown. Most rows are
+single-arm series; only 1–5 comparative studies per outcome have a control arm (none for reocclusion). Differences
+between our estimates and the abstract's can therefore come from different studies, not only from different
+methods; our comparative effects are non-randomised comparisons and the between-study SD is barely estimable.
+{e(EVIDENCE_NOTE)}</div>
+<h2>Summary: abstract vs frequentist vs Bayesian</h2>
+<p>Bayesian: contrast model (exact binomial likelihood, study baselines) for ratios, RR evaluated at the mean
+control-arm risk of the included studies; proportion model for stent-arm rates. Priors: tau ~ {e(spec.tau_prior)},
+mu ~ {e(spec.effect_prior)}, alpha_i ~ {e(spec.baseline_prior)}. Frequentist: REML (ratios), GLMM (rates).</p>
+{_table_html(frames['summary'])}"""]
+    if unavailable or failures:
+        parts.append("<p><b>Not estimated:</b> " + "; ".join(
+            e(f"{u['outcome']} ({u['model']}): {u['reason']}") for u in unavailable + failures) + "</p>")
+    parts.append("<h2>Probability of benefit</h2><p>Pooled effect and the effect in a new study (predictive). For "
+                 "functional independence and recanalization (more events are better) the queries are mirrored.</p>"
+                 + _table_html(frames["probabilities"]))
+    parts.append("<h2>Per outcome</h2>")
+    for (oc, m), names in fig_files.items():
+        parts.append(f"<h3>{e(oc)} — {e(m)} model</h3>")
+        for nm in names:
+            if nm.endswith(".png"):
+                svg = nm[:-4] + ".svg"
+                parts.append(f'<p><a href="figures/{e(svg)}"><img src="figures/{e(nm)}" alt="{e(nm)}"></a></p>')
+    parts.append("<h2>Prior sensitivity</h2><p>Tau priors: " + e(", ".join(spec.sensitivity_tau_priors)) +
+                 ". psense: power-scaling sensitivity (Kallioinen et al. 2023); ≥ 0.05 flags an informative prior or "
+                 "likelihood; k-hat > 0.7 means the importance weights are unreliable.</p>")
+    for nm in sens_figs:
+        if nm.endswith(".png"):
+            parts.append(f'<p><img src="figures/{e(nm)}" alt="{e(nm)}"></p>')
+    cols = ["outcome", "model", "tau_prior", "k", "effect", "effect_median", "effect_low", "effect_high", "tau_median",
+            "psens_prior_tau", "psens_lik_tau", "psens_diag_tau", "psens_khat", "status"]
+    sdf = frames["sensitivity"]
+    parts.append(_table_html(sdf[[c for c in cols if c in sdf.columns]].round(3)))
+    parts.append("<h2>Consistency of the abstract's printed numbers</h2>" + _table_html(frames["audit"]))
+    parts.append("<h2>Convergence diagnostics</h2><p>Guard: R-hat ≤ 1.01, bulk and tail ESS ≥ 400, no divergences "
+                 "(one retry with target_accept 0.99 and more draws).</p>" + _table_html(frames["diagnostics"]))
+    parts.append("<h2>Data provenance</h2><p>Rows per outcome by how the counts were obtained (reported, from a "
+                 "printed percent, fitted denominator, approximate).</p>" + _table_html(frames["provenance"]))
+    parts.append("""<p>Tables as CSV: <a href="tables/">tables/</a>. Figures as SVG: click a figure.</p>
+<div id="img-check" data-status="pending"></div>
+<script>window.addEventListener('load',function(){var imgs=document.images,bad=[];for(var i=0;i<imgs.length;i++){
+if(!(imgs[i].complete&&imgs[i].naturalWidth>0)){bad.push(imgs[i].getAttribute('src'));}}
+var d=document.getElementById('img-check');d.setAttribute('data-status',bad.length?'broken':'ok');
+d.setAttribute('data-images',String(imgs.length));d.textContent=bad.join(' ');});</script>
+</body></html>""")
+    return "\n".join(parts)
+
+
+def browser_check(index_path, chromium: str | None = None, timeout: float = 120) -> dict:
+    """Open the report in headless Chromium, as a user would from disk, and report what the page saw.
+
+    Returns
+    -------
+    dict
+        ``images`` (number of <img> on the page), ``broken`` (src of images that did not load),
+        ``status`` (``ok`` when every image loaded), ``console`` (console messages and uncaught errors; an
+        empty list is what a clean page gives). Raises FileNotFoundError when no Chromium is installed.
+    """
+    import re
+    import shutil
+    import subprocess
+
+    exe = chromium or shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if exe is None:
+        raise FileNotFoundError("no chromium on PATH (Debian: apt-get install chromium)")
+    url = Path(index_path).resolve().as_uri()
+    p = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+                        "--virtual-time-budget=10000", "--dump-dom", url], capture_output=True, text=True,
+                       timeout=timeout)
+    m = re.search(r'<div id="img-check" data-status="(\w+)" data-images="(\d+)">([^<]*)</div>', p.stdout)
+    console = [ln for ln in p.stderr.splitlines() if ":CONSOLE" in ln]
+    if m is None:
+        return {"status": "no-result", "images": 0, "broken": [], "console": console, "returncode": p.returncode}
+    return {"status": m.group(1), "images": int(m.group(2)), "broken": m.group(3).split(), "console": console,
+            "returncode": p.returncode}
