@@ -173,8 +173,8 @@ def main():
     ess_plain = sum(r["ess_tau"] for r in plain) / plain_total
     lines += [f"| **all fits** | **{ours_total:.1f}** | | {ess_ours:.0f} | **{plain_total:.1f}** | | {ess_plain:.0f} | "
               f"**{plain_total / ours_total:.1f}x** |", "",
-              f"- rescuemeta compiled {compiles} model(s) for the {len(items)} fits (one per model kind: models are "
-              "compiled for 16 padded studies, observations and prior values are `pm.Data`); sampling itself took "
+              f"- rescuemeta compiled {compiles} model(s) for the {len(items)} fits (contrast and proportion share one graph, "
+              "compiled for 16 padded studies; observations and prior values are `pm.Data`); sampling itself took "
               f"{sum(r['sampling'] for r in ours):.1f} s of the {ours_total:.1f} s.",
               f"- Divergences: rescuemeta {sum(r['div'] for r in ours)} (target_accept 0.95; fits needing the "
               f"guard's retry: {sum(r['attempts'] > 1 for r in ours)}), plain pm.sample (target_accept 0.8) "

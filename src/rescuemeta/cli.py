@@ -97,7 +97,7 @@ def _clean(o):
 
 
 def emit_json(obj) -> None:
-    sys.stdout.write(json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
+    sys.stdout.write(json.dumps(_clean(obj), indent=2, allow_nan=False, ensure_ascii=False) + "\n")
 
 
 def _fmt(x, nd=3):
@@ -731,6 +731,11 @@ def analyze(
     from .report import analyze as run_analyze
 
     with guard():
+        # fail fast on bad input, before any progress display or output
+        load_primary(spec_path)
+        load_studies(data)
+        load_abstract(abstract)
+        ensure_dir(out_dir)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as bar:
             task = bar.add_task("starting", total=None)
             res = run_analyze(spec_path, data, abstract, out_dir, draws=draws,

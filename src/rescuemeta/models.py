@@ -50,9 +50,19 @@ def padded_size(k: int, minimum: int = 16) -> int:
     return size
 
 
-def structure_key(kind: str, k: int, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None) -> tuple:
+# The compiled (nutpie) form of the proportion model is the contrast graph with the study baselines switched
+# off (``use_baseline`` = 0, no control arms): logit p_treat,i = theta_i exactly, and alpha_i only follows its
+# prior (it is dropped from the results). One compiled model then serves both kinds: half the compile time.
+SHARED_BINOMIAL_BASELINE = "normal(0, 10)"
+
+
+def structure_key(kind: str, k: int, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None,
+                  shared_binomial: bool = False) -> tuple:
     """What fixes the compiled graph: the model kind, the (padded) size, and the prior *families* (not their
-    values)."""
+    values). With ``shared_binomial``, contrast and proportion share one key (see SHARED_BINOMIAL_BASELINE)."""
+    if shared_binomial and kind in ("contrast", "proportion"):
+        fam = baseline_prior.family if (baseline_prior is not None and kind == "contrast") else "normal"
+        return ("binomial", k, tau_prior.family, effect_prior.family, fam)
     return (kind, k, tau_prior.family, effect_prior.family,
             baseline_prior.family if (baseline_prior is not None and kind == "contrast") else None)
 
@@ -70,7 +80,7 @@ def prior_data(tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | No
 PAD_SE = 1e8  # standard error given to padded studies of the normal model (likelihood gradient ~1e-16)
 
 
-def observed_data(data: ModelData, size: int | None = None) -> dict:
+def observed_data(data: ModelData, size: int | None = None, shared_binomial: bool = False) -> dict:
     """The ``pm.Data`` values holding the observations, padded to ``size`` studies."""
     size = data.k if size is None else size
     pad = size - data.k
@@ -82,10 +92,15 @@ def observed_data(data: ModelData, size: int | None = None) -> dict:
         return np.concatenate([np.asarray(x, dtype="int64"), np.zeros(pad, dtype="int64")])
 
     if data.kind == "contrast":
-        return {"events_treat": ints(a["ai"]), "n_treat": ints(a["n1i"]), "events_control": ints(a["ci"]),
-                "n_control": ints(a["n2i"])}
+        d = {"events_treat": ints(a["ai"]), "n_treat": ints(a["n1i"]), "events_control": ints(a["ci"]),
+             "n_control": ints(a["n2i"])}
+        return {**d, "use_baseline": np.array(1.0)} if shared_binomial else d
     if data.kind == "proportion":
-        return {"events_treat": ints(a["ai"]), "n_treat": ints(a["n1i"])}
+        d = {"events_treat": ints(a["ai"]), "n_treat": ints(a["n1i"])}
+        if shared_binomial:
+            zeros = np.zeros(size, dtype="int64")
+            d.update(events_control=zeros, n_control=zeros.copy(), use_baseline=np.array(0.0))
+        return d
     return {"y_obs": np.concatenate([np.asarray(a["y"], dtype=float), np.zeros(pad)]),
             "se": np.concatenate([np.asarray(a["s"], dtype=float), np.full(pad, PAD_SE)])}
 
@@ -122,7 +137,7 @@ def _location(name: str, prior: Prior, par, dims=None):
 
 
 def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None = None,
-                size: int | None = None) -> pm.Model:
+                size: int | None = None, shared_binomial: bool = False) -> pm.Model:
     """Build the PyMC model.
 
     Parameters
@@ -132,6 +147,8 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
         ``baseline_prior`` is used by ``contrast`` only.
     size : int, optional
         Number of studies to compile for (``>= data.k``; see :func:`padded_size`); default ``data.k``.
+    shared_binomial : bool
+        Build ``contrast`` and ``proportion`` as one graph (see SHARED_BINOMIAL_BASELINE).
 
     Returns
     -------
@@ -144,8 +161,13 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model {kind!r}; choose from {', '.join(MODEL_KINDS)}")
     size = data.k if size is None else size
-    pdat = prior_data(tau_prior, effect_prior, baseline_prior if kind == "contrast" else None)
-    obs = observed_data(data, size)
+    shared = shared_binomial and kind in ("contrast", "proportion")
+    if shared and kind == "proportion":
+        from .priors import parse
+
+        baseline_prior = parse(SHARED_BINOMIAL_BASELINE, "effect")
+    pdat = prior_data(tau_prior, effect_prior, baseline_prior if (kind == "contrast" or shared) else None)
+    obs = observed_data(data, size, shared_binomial=shared)
     with pm.Model(coords={"study": np.arange(size)}) as model:
         tau_par = pm.Data("tau_par", pdat["tau_par"])
         mu_par = pm.Data("mu_par", pdat["mu_par"])
@@ -153,8 +175,14 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
         tau = _tau(tau_prior, tau_par)
         z = pm.Normal("z", 0.0, 1.0, dims="study")
         theta = pm.Deterministic("theta", mu + tau * z, dims="study")
-        d = {name: pm.Data(name, value, dims="study") for name, value in obs.items()}
-        if kind == "contrast":
+        d = {name: pm.Data(name, value, dims="study" if np.ndim(value) else None) for name, value in obs.items()}
+        if shared:
+            alpha_par = pm.Data("alpha_par", pdat["alpha_par"])
+            alpha = _location("alpha", baseline_prior, alpha_par, dims="study")
+            pm.Binomial("y_control", n=d["n_control"], logit_p=alpha, observed=d["events_control"], dims="study")
+            pm.Binomial("y_treat", n=d["n_treat"], logit_p=d["use_baseline"] * alpha + theta,
+                        observed=d["events_treat"], dims="study")
+        elif kind == "contrast":
             alpha_par = pm.Data("alpha_par", pdat["alpha_par"])
             alpha = _location("alpha", baseline_prior, alpha_par, dims="study")
             pm.Binomial("y_control", n=d["n_control"], logit_p=alpha, observed=d["events_control"], dims="study")

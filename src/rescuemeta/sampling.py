@@ -97,17 +97,24 @@ class Sampler:
         import nutpie
 
         size = self._size(data)
-        key = structure_key(data.kind, size, tau_prior, effect_prior, baseline_prior)
+        shared = self.pad  # padded nutpie models also share one binomial graph for contrast and proportion
+        key = structure_key(data.kind, size, tau_prior, effect_prior, baseline_prior, shared_binomial=shared)
         if key not in self._cache:
             t0 = time.perf_counter()
-            model = build_model(data, tau_prior, effect_prior, baseline_prior, size=size)
+            model = build_model(data, tau_prior, effect_prior, baseline_prior, size=size, shared_binomial=shared)
             self._cache[key] = nutpie.compile_pymc_model(model, freeze_model=False)
             self.compiles += 1
             self.compile_seconds += time.perf_counter() - t0
         compiled = self._cache[key]
-        return compiled.with_data(**prior_data(tau_prior, effect_prior,
-                                               baseline_prior if data.kind == "contrast" else None),
-                                  **observed_data(data, size))
+        if shared and data.kind == "proportion":
+            from .models import SHARED_BINOMIAL_BASELINE
+            from .priors import parse
+
+            bp = parse(SHARED_BINOMIAL_BASELINE, "effect")
+        else:
+            bp = baseline_prior if data.kind == "contrast" else None
+        return compiled.with_data(**prior_data(tau_prior, effect_prior, bp),
+                                  **observed_data(data, size, shared_binomial=shared and data.kind != "normal"))
 
     def sample(self, data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None = None,
                *, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 1,
@@ -152,8 +159,14 @@ class Sampler:
 
             compiled = self._compiled(data, tau_prior, effect_prior, baseline_prior)
             idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed,
-                                  progress_bar=False, target_accept=target_accept, cores=min(chains, 2))
-            return _unpad(idata, data.k)
+                                  progress_bar=False, target_accept=target_accept, cores=min(chains, 2),
+                                  save_warmup=False)
+            idata = _unpad(idata, data.k)
+            if data.kind == "proportion" and "alpha" in idata.posterior:  # prior-only in the shared graph
+                idata.posterior = idata.posterior.drop_vars("alpha")
+                for g in [g for g in idata.groups() if g.startswith("warmup_posterior")]:
+                    setattr(idata, g, idata[g].drop_vars("alpha", errors="ignore"))
+            return idata
         if self.backend == "pymc":
             model = build_model(data, tau_prior, effect_prior, baseline_prior)
             with model:

@@ -205,7 +205,7 @@ def _structure(cfg: dict, k_hint: int = 16) -> tuple:
                 parse(cfg["effect_prior"], "effect").family)
     fc = _fit_config(cfg)
     p = fc.priors()
-    return structure_key(cfg["model"], padded_size(k_hint), p["tau"], p["effect"], p["baseline"])
+    return structure_key(cfg["model"], padded_size(k_hint), p["tau"], p["effect"], p["baseline"], shared_binomial=True)
 
 
 # ---------------------------------------------------------------------------------------------------
