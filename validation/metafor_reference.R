@@ -36,6 +36,22 @@ single_arm <- list(
   bcg_treated = with(dat.bcg, data.frame(study_id = paste0(author, " ", year), xi = tpos, ni = tpos + tneg))
 )
 
+# Extreme but legal data (issue: hardening): zero cells and double zeros, 100% arms, two studies, one study,
+# very large n; single-arm 0% and 100% rates and a single rate. Cases where metafor refuses are recorded with
+# its error message, and the tests require rescuemeta to refuse them too.
+two_arm$extreme_zero_cells <- data.frame(study_id = paste0("Z", 1:5), ai = c(0, 0, 0, 2, 0),
+  n1i = c(20, 30, 25, 40, 15), ci = c(0, 3, 1, 5, 0), n2i = c(20, 28, 30, 40, 15))
+two_arm$extreme_full_arms <- data.frame(study_id = paste0("F", 1:4), ai = c(20, 30, 18, 10),
+  n1i = c(20, 30, 25, 12), ci = c(15, 30, 20, 9), n2i = c(20, 30, 25, 12))
+two_arm$extreme_two_studies <- data.frame(study_id = c("A", "B"), ai = c(12, 30), n1i = c(50, 80),
+  ci = c(20, 35), n2i = c(50, 85))
+two_arm$extreme_single_study <- data.frame(study_id = "S", ai = 12, n1i = 50, ci = 20, n2i = 50)
+two_arm$extreme_large_n <- data.frame(study_id = paste0("L", 1:3), ai = c(1200, 3400, 2100),
+  n1i = c(1e6, 2e6, 1.5e6), ci = c(1500, 3900, 2500), n2i = c(1e6, 2e6, 1.5e6))
+single_arm$extreme_zero_rates <- data.frame(study_id = paste0("R", 1:3), xi = c(0, 0, 0), ni = c(10, 20, 15))
+single_arm$extreme_full_rates <- data.frame(study_id = paste0("R", 1:3), xi = c(10, 20, 15), ni = c(10, 20, 15))
+single_arm$extreme_single_rate <- data.frame(study_id = "R1", xi = 5, ni = 40)
+
 # The project's own evidence base, every row with the needed arms (no inclusion rule): pins the engine
 # on the real data, zero cells and 100% arms included.
 studies <- read.csv(file.path("data", "studies.csv"), stringsAsFactors = FALSE)
@@ -80,9 +96,15 @@ collect <- function(res, pi = TRUE) {
 
 cases <- list()
 add_case <- function(dataset, measure, method, hksj, drop00, res, pi = TRUE) {
+  if (inherits(res, "error")) {
+    cases[[length(cases) + 1]] <<- list(dataset = dataset, measure = measure, method = method,
+                                        hksj = hksj, drop00 = drop00, error = conditionMessage(res))
+    return(invisible())
+  }
   cases[[length(cases) + 1]] <<- list(dataset = dataset, measure = measure, method = method,
                                       hksj = hksj, drop00 = drop00, values = collect(res, pi))
 }
+try_fit <- function(expr) tryCatch(suppressWarnings(expr), error = function(e) e)
 
 for (nm in names(two_arm)) {
   d <- two_arm[[nm]]
@@ -90,16 +112,16 @@ for (nm in names(two_arm)) {
     for (method in c("DL", "REML", "PM")) {
       for (hksj in c(FALSE, TRUE)) {
         for (drop00 in c(TRUE, FALSE)) {
-          res <- rma(measure = measure, ai = ai, n1i = n1i, ci = ci, n2i = n2i, data = d, method = method,
-                     test = if (hksj) "knha" else "z", drop00 = drop00, control = ctrl)
+          res <- try_fit(rma(measure = measure, ai = ai, n1i = n1i, ci = ci, n2i = n2i, data = d, method = method,
+                     test = if (hksj) "knha" else "z", drop00 = drop00, control = ctrl))
           add_case(nm, measure, method, hksj, drop00, res)
         }
       }
     }
-    res <- rma.mh(measure = measure, ai = ai, n1i = n1i, ci = ci, n2i = n2i, data = d)
+    res <- try_fit(rma.mh(measure = measure, ai = ai, n1i = n1i, ci = ci, n2i = n2i, data = d))
     add_case(nm, measure, "MH", FALSE, TRUE, res, pi = FALSE)
   }
-  res <- rma.peto(ai = ai, n1i = n1i, ci = ci, n2i = n2i, data = d)
+  res <- try_fit(rma.peto(ai = ai, n1i = n1i, ci = ci, n2i = n2i, data = d))
   add_case(nm, "OR", "PETO", FALSE, TRUE, res, pi = FALSE)
 }
 
@@ -107,12 +129,12 @@ for (nm in names(single_arm)) {
   d <- single_arm[[nm]]
   for (method in c("DL", "REML", "PM")) {
     for (hksj in c(FALSE, TRUE)) {
-      res <- rma(measure = "PLO", xi = xi, ni = ni, data = d, method = method,
-                 test = if (hksj) "knha" else "z", control = ctrl)
+      res <- try_fit(rma(measure = "PLO", xi = xi, ni = ni, data = d, method = method,
+                 test = if (hksj) "knha" else "z", control = ctrl))
       add_case(nm, "PLO", method, hksj, TRUE, res)
     }
   }
-  res <- rma.glmm(measure = "PLO", xi = xi, ni = ni, data = d, method = "ML")
+  res <- try_fit(rma.glmm(measure = "PLO", xi = xi, ni = ni, data = d, method = "ML"))
   add_case(nm, "PLO", "GLMM", FALSE, TRUE, res)
 }
 

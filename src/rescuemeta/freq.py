@@ -170,8 +170,10 @@ def rma_iv(yi, vi, *, method: str = "REML", hksj: bool = False, level: float = 0
     k = len(yi)
     if k == 0:
         raise ValueError("no study has a usable estimate")
-    if hksj and k < 2:
-        raise ValueError("the Hartung-Knapp-Sidik-Jonkman adjustment needs at least 2 studies")
+    notes = []
+    if hksj and k < 2:  # as metafor: 'Setting argument test="z" since k=1'
+        hksj = False
+        notes.append("one study: the Hartung-Knapp-Sidik-Jonkman adjustment needs k >= 2; z-test used (as metafor)")
     if method not in IV_METHODS:
         raise ValueError(f"unknown tau^2 method {method!r}")
     if k == 1 or method == "EE":
@@ -200,7 +202,7 @@ def rma_iv(yi, vi, *, method: str = "REML", hksj: bool = False, level: float = 0
     pse = math.sqrt(se**2 + tau2)
     return FreqResult(measure=measure, method=method, hksj=hksj, estimate=mu, se=se,
                       ci_low=mu - crit * se, ci_high=mu + crit * se, pval=pval, tau2=tau2, i2=i2, q=q,
-                      k=k, pi_low=mu - crit * pse, pi_high=mu + crit * pse, level=level)
+                      k=k, pi_low=mu - crit * pse, pi_high=mu + crit * pse, level=level, notes=notes)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -365,6 +367,13 @@ def rma_glmm_plo(xi, ni, *, n_agq: int = 7, level: float = 0.95) -> FreqResult:
     xi = np.asarray(xi, dtype=float)
     ni = np.asarray(ni, dtype=float)
     k = len(xi)
+    # the cases metafor/lme4 refuse: the ML estimate does not exist or tau is not identified
+    if k < 2:
+        raise ValueError("the GLMM needs at least 2 studies (with one, mu and tau are not both estimable)")
+    if np.all(xi == 0) or np.all(xi == ni):
+        raise ValueError("every study has " + ("no events" if np.all(xi == 0) else "only events")
+                         + ": the ML pooled logit is infinite; use the Bayesian proportion model or PLO with a "
+                           "continuity correction")
     nodes, weights = np.polynomial.hermite.hermgauss(n_agq)
 
     def nll(par):
