@@ -54,3 +54,14 @@ def write_text(target: str | Path, text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(target)
+
+
+def clean_stale_parts(directory: str | Path) -> int:
+    """Delete ``.*.part`` files that a killed writer (SIGKILL) left in ``directory``; returns how many."""
+    d = Path(directory)
+    n = 0
+    if d.is_dir():
+        for p in d.glob(".*.part"):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n

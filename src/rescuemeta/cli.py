@@ -748,7 +748,15 @@ def analyze(
             raise typer.Exit(EXIT_CONVERGENCE)
 
 
+def _terminate(signum, frame):  # noqa: ARG001
+    # SIGTERM becomes SystemExit, so that every atomic writer deletes its temporary file on the way out
+    raise SystemExit(128 + signum)
+
+
 def main():  # console-script entry point
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     app()
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from scipy.special import expit
 
 from . import __version__
-from .atomic import atomic_path, ensure_dir, write_text
+from .atomic import atomic_path, clean_stale_parts, ensure_dir, write_text
 from .check import ABSTRACT_K, check as run_check, load_abstract
 from .data import COUNT_BASIS, load_studies, select
 from .effects import ContinuityCorrection, escalc
@@ -231,6 +231,8 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
     out = ensure_dir(out_dir)
     figs = ensure_dir(out / "figures")
     tables = ensure_dir(out / "tables")
+    for d in (out, figs, tables, Path(cache_dir) / "fits"):
+        clean_stale_parts(d)  # temp files of a run that was killed mid-write
     configs = spec.configs(table.outcomes, draws=draws)
     sampler = default_sampler()
 

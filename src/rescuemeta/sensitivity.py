@@ -35,7 +35,7 @@ import numpy as np
 from scipy import stats
 
 from . import __version__
-from .atomic import atomic_path, ensure_dir, write_text
+from .atomic import atomic_path, clean_stale_parts, ensure_dir, write_text
 from .data import load_studies
 from .errors import InputError
 from .fit import FitConfig, fit
@@ -444,8 +444,7 @@ def run_grid(cfgs: list[dict], data_path: str, *, cache_dir: str | None, workers
     sha = load_studies(data_path).sha256 if not cfgs or "simulation" not in cfgs[0] else "simulation"
     if cache_dir is not None:
         ensure_dir(cache_dir)
-        for stale in Path(cache_dir).glob(".*.part"):  # left by a writer that was killed mid-write
-            stale.unlink(missing_ok=True)
+        clean_stale_parts(cache_dir)  # left by a writer that was killed mid-write
     keys = [config_hash(c, sha) for c in cfgs]
     rows: dict[str, dict] = {}
     for key in keys:
