@@ -740,6 +740,18 @@ def analyze(
             task = bar.add_task("starting", total=None)
             res = run_analyze(spec_path, data, abstract, out_dir, draws=draws,
                               progress=lambda msg: bar.update(task, description=msg))
+        import pandas as pd
+
+        summ = pd.read_csv(Path(out_dir) / "tables" / "summary.csv", keep_default_na=False)
+        t = Table(title="Abstract vs frequentist vs Bayesian (posterior median, 95% CrI)", caption=EVIDENCE_NOTE,
+                  caption_justify="left")
+        cols = ["outcome", "model", "quantity", "k", "abstract (k=30)", "frequentist", "Bayesian median (95% CrI)",
+                "new study (95% PrI)", "tau median (95% CrI)"]
+        for c in cols:
+            t.add_column(c, overflow="fold")
+        for _, r in summ.iterrows():
+            t.add_row(*[str(r[c]) for c in cols])
+        out.print(t)
         out.print(f"Report: {res['index']} ({res['fits']} fits, {res['figures']} figures; sensitivity grid "
                   f"{res['grid_computed']} computed, {res['grid_cached']} cached; {res['seconds']:.1f} s).")
         for f in res["failures"]:

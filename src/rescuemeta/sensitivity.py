@@ -619,7 +619,7 @@ def write_tables(rows: list[dict], out_dir: str | Path, stem: str = "sensitivity
 
 def plot(rows: list[dict], out_dir: str | Path) -> list[str]:
     """Per outcome x model: the forest of priors (effect median and 95% CrI per configuration), P(ratio < t) per
-    prior, and prior vs posterior densities of tau. PNG files, written atomically."""
+    prior, and prior vs posterior densities of tau. PNG and SVG files, written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -662,7 +662,7 @@ def plot(rows: list[dict], out_dir: str | Path) -> list[str]:
         fig.text(0.01, 0.005, "Evidence base: data file studies (20 compiled from abstracts), not the abstract's 30.",
                  fontsize=7)
         fig.tight_layout(rect=(0, 0.02, 1, 1))
-        written.append(_save(fig, out_dir / f"sensitivity_{oc}_{m}.png"))
+        written += _save(fig, out_dir / f"sensitivity_{oc}_{m}")
         plt.close(fig)
         # prior vs posterior density of tau, one panel per tau prior (first inclusion / effect prior)
         first = {}
@@ -683,15 +683,20 @@ def plot(rows: list[dict], out_dir: str | Path) -> list[str]:
         axes[0, 0].legend(fontsize=8)
         fig.suptitle(f"{oc} ({m}): prior and posterior of tau", fontsize=10)
         fig.tight_layout()
-        written.append(_save(fig, out_dir / f"tau_prior_posterior_{oc}_{m}.png"))
+        written += _save(fig, out_dir / f"tau_prior_posterior_{oc}_{m}")
         plt.close(fig)
     return written
 
 
-def _save(fig, path: Path) -> str:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=110)
-    return str(path)
+def _save(fig, stem: Path) -> list[str]:
+    """PNG and SVG, each written atomically."""
+    out = []
+    for ext in ("png", "svg"):
+        path = stem.with_name(f"{stem.name}.{ext}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=110)
+        out.append(str(path))
+    return out
 
 
 def default_cache_dir(out_dir: str | Path) -> str:
