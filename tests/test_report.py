@@ -66,6 +66,17 @@ def test_warm_rerun_recomputes_nothing(report):
     assert default_sampler().compiles == compiles  # fits were loaded from the NetCDF cache
 
 
+def test_stale_or_missing_outputs_are_rebuilt(report):
+    _, out, spec, tmp = report
+    fig = next((out / "figures").glob("forest_mortality_contrast.png"))
+    fig.unlink()
+    res = analyze(spec, DATA, ABSTRACT, out, cache_dir=tmp / "cache")
+    assert not res.get("up_to_date") and fig.exists()  # a missing file: rebuilt (from the caches)
+    assert analyze(spec, DATA, ABSTRACT, out, cache_dir=tmp / "cache").get("up_to_date")
+    spec.write_text(spec.read_text() + "\n# an edit\n")
+    assert not analyze(spec, DATA, ABSTRACT, out, cache_dir=tmp / "cache").get("up_to_date")
+
+
 def test_queries_are_mirrored_for_outcomes_where_more_is_better():
     assert mirror_query("RR < 0.8") == "RR > 1.25"
     assert mirror_query("RD < -0.05") == "RD > 0.05"

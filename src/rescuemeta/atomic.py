@@ -65,3 +65,21 @@ def clean_stale_parts(directory: str | Path) -> int:
             p.unlink(missing_ok=True)
             n += 1
     return n
+
+
+_CODE_HASH: str | None = None
+
+
+def code_fingerprint() -> str:
+    """sha256 (16 hex digits) of the package's source files: part of every cache key, so that results computed
+    by other code (a different version or an edited checkout) are never re-used."""
+    global _CODE_HASH
+    if _CODE_HASH is None:
+        import hashlib
+
+        h = hashlib.sha256()
+        for f in sorted(Path(__file__).parent.glob("*.py")):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+        _CODE_HASH = h.hexdigest()[:16]
+    return _CODE_HASH

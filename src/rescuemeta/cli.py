@@ -752,6 +752,8 @@ def analyze(
         for _, r in summ.iterrows():
             t.add_row(*[str(r[c]) for c in cols])
         out.print(t)
+        if res.get("up_to_date"):
+            out.print("The report is up to date (same spec, data, abstract and code); nothing was recomputed.")
         out.print(f"Report: {res['index']} ({res['fits']} fits, {res['figures']} figures; sensitivity grid "
                   f"{res['grid_computed']} computed, {res['grid_cached']} cached; {res['seconds']:.1f} s).")
         for f in res["failures"]:

@@ -451,10 +451,13 @@ def fit(table: StudyTable, cfg: FitConfig, sampler: Sampler | None = None) -> Fi
 
 
 def fit_key(cfg: FitConfig, table: StudyTable) -> str:
-    """Cache key of a fit: data hash + every config field + package version."""
+    """Cache key of a fit: data hash + every config field + package version + source fingerprint."""
     import hashlib
 
-    blob = json.dumps({"cfg": asdict(cfg), "data": table.sha256, "version": __version__}, sort_keys=True, default=str)
+    from .atomic import code_fingerprint
+
+    blob = json.dumps({"cfg": asdict(cfg), "data": table.sha256, "version": __version__, "code": code_fingerprint()},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 

@@ -35,7 +35,7 @@ import numpy as np
 from scipy import stats
 
 from . import __version__
-from .atomic import atomic_path, clean_stale_parts, ensure_dir, write_text
+from .atomic import atomic_path, clean_stale_parts, code_fingerprint, ensure_dir, write_text
 from .data import load_studies
 from .errors import InputError
 from .fit import FitConfig, fit
@@ -186,8 +186,10 @@ def _resolve_turner(spec: str, outcome: str) -> str:
 
 
 def config_hash(cfg: dict, data_sha256: str) -> str:
-    """Cache key: data hash + model + priors + inclusion + sampler settings + package version."""
-    blob = json.dumps({"cfg": cfg, "data": data_sha256, "version": __version__}, sort_keys=True)
+    """Cache key: data hash + model + priors + inclusion + sampler settings + package version + source
+    fingerprint (:func:`rescuemeta.atomic.code_fingerprint`)."""
+    blob = json.dumps({"cfg": cfg, "data": data_sha256, "version": __version__, "code": code_fingerprint()},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
