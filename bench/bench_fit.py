@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from rescuemeta.data import load_studies  # noqa: E402
 from rescuemeta.errors import InputError  # noqa: E402
-from rescuemeta.fit import FitConfig, prepare  # noqa: E402
+from rescuemeta.fit import prepare  # noqa: E402
 from rescuemeta.models import build_model  # noqa: E402
 from rescuemeta.sampling import Sampler  # noqa: E402
 from rescuemeta.spec import load_primary  # noqa: E402
@@ -144,6 +144,21 @@ def machine():
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
+def write_block(path: Path, name: str, block: str, heading: str) -> None:
+    """Replace the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in ``path`` (or append it under
+    ``heading``), atomically."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    new = f"{begin}\n{block}\n{end}"
+    if begin in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda m: new, text, flags=re.S)
+    else:
+        text = text.rstrip() + f"\n\n{heading}\n\n" + new + "\n"
+    tmp = path.with_suffix(".md.part")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--draws", type=int, default=1000)
@@ -190,17 +205,7 @@ def main():
               "second run; nutpie's numba compilation is redone per process."]
     block = "\n".join(lines)
     print(block)
-    path = Path(args.out)
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    begin, end = "<!-- bench_fit:begin -->", "<!-- bench_fit:end -->"
-    new = f"{begin}\n{block}\n{end}"
-    if begin in text:
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda m: new, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n## Fitting every outcome (issue 3)\n\n`bench/bench_fit.py`\n\n" + new + "\n"
-    tmp = path.with_suffix(".md.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_block(Path(args.out), "bench_fit", block, "## Fitting every outcome (issue 3)\n\n`bench/bench_fit.py`")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import shutil
 import subprocess
 import sys
@@ -28,14 +26,13 @@ import time
 import warnings
 from pathlib import Path
 
-import arviz as az
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from bench_fit import configs, ess_min, machine, versions  # noqa: E402
+from bench_fit import configs, ess_min, machine, versions, write_block  # noqa: E402
 from rescuemeta.models import build_model  # noqa: E402
 from rescuemeta.sampling import Sampler  # noqa: E402
 
@@ -214,18 +211,8 @@ def main():
               "the one-time model compilation."]
     block = "\n".join(lines)
     print(block)
-    path = Path(args.out)
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    begin, end = "<!-- bench_tools:begin -->", "<!-- bench_tools:end -->"
-    new = f"{begin}\n{block}\n{end}"
-    if begin in text:
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda m: new, text, flags=re.S)
-    else:
-        text = text.rstrip() + ("\n\n## Against the tools users would pick instead (issue 7)\n\n`bench/bench_tools.py` "
-                                "(+ `bench/brms_fit.R`)\n\n") + new + "\n"
-    tmp = path.with_suffix(".md.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_block(Path(args.out), "bench_tools", block, "## Against the tools users would pick instead (issue 7)\n\n"
+                "`bench/bench_tools.py` (+ `bench/brms_fit.R`)")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 after SIGKILL), a local process pool and a Dask LocalCluster giving the same rows, the simulation mode, CLI."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

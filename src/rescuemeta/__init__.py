@@ -36,9 +36,9 @@ __all__ = ["__version__", *_API]
 
 # names shared by a module and its main function: bound eagerly, because importing the submodule would
 # otherwise set the package attribute to the module
-from .check import check  # noqa: E402
-from .fit import fit  # noqa: E402
-from .reanalyze import reanalyze  # noqa: E402
+from .check import check  # noqa: E402,F401
+from .fit import fit  # noqa: E402,F401
+from .reanalyze import reanalyze  # noqa: E402,F401
 
 
 def __getattr__(name):

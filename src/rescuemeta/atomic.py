@@ -49,6 +49,25 @@ def atomic_path(target: str | Path):
         raise
 
 
+def to_jsonable(o):
+    """Plain JSON types for numpy scalars and containers; non-finite floats become None (JSON null)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(o, dict):
+        return {k: to_jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [to_jsonable(v) for v in o]
+    if isinstance(o, (np.floating, float)):
+        return float(o) if math.isfinite(float(o)) else None
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return o
+
+
 def write_text(target: str | Path, text: str) -> Path:
     """Write ``text`` to ``target`` atomically."""
     with atomic_path(target) as tmp:

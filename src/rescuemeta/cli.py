@@ -14,7 +14,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -25,7 +24,7 @@ from .data import DEFAULT_DATA, load_studies, parse_exclude_basis, select
 from .effects import CC_TARGETS, ContinuityCorrection
 from .errors import EXIT_INPUT, InputError, RescueMetaError
 from .freq import meta_analyze
-from .atomic import ensure_dir, write_text
+from .atomic import ensure_dir, to_jsonable, write_text
 from .errors import EXIT_CONVERGENCE
 from .fit import FitConfig, fit as run_fit
 from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR
@@ -82,18 +81,7 @@ def guard():
 
 
 def _clean(o):
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, (np.floating, float)):
-        o = float(o)
-        return o if math.isfinite(o) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    return o
+    return to_jsonable(o)
 
 
 def emit_json(obj) -> None:

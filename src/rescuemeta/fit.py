@@ -13,7 +13,7 @@ from functools import cached_property
 import numpy as np
 import xarray as xr
 from scipy import stats
-from scipy.special import expit, logit
+from scipy.special import expit
 
 from . import __version__
 from .atomic import atomic_path

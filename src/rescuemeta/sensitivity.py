@@ -35,7 +35,7 @@ import numpy as np
 from scipy import stats
 
 from . import __version__
-from .atomic import atomic_path, clean_stale_parts, code_fingerprint, ensure_dir, write_text
+from .atomic import atomic_path, clean_stale_parts, code_fingerprint, ensure_dir, to_jsonable, write_text
 from .data import load_studies
 from .errors import InputError
 from .fit import FitConfig, fit
@@ -365,7 +365,7 @@ def run_group(cfgs: list[dict], data_path: str, cache_dir: str | None, data_sha2
 # ---------------------------------------------------------------------------------------------------
 
 def _cache_put(cache_dir: str, key: str, row: dict) -> None:
-    write_text(Path(cache_dir) / f"{key}.json", json.dumps(_jsonable(row)) + "\n")
+    write_text(Path(cache_dir) / f"{key}.json", json.dumps(to_jsonable(row)) + "\n")
 
 
 def _cache_get(cache_dir: str, key: str) -> dict | None:
@@ -376,20 +376,6 @@ def _cache_get(cache_dir: str, key: str) -> dict | None:
         return json.loads(p.read_text())
     except (OSError, json.JSONDecodeError):
         return None  # never trust an unreadable entry: recompute it
-
-
-def _jsonable(o):
-    if isinstance(o, dict):
-        return {k: _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, (np.floating, float)):
-        return float(o) if math.isfinite(float(o)) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    return o
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -498,7 +484,7 @@ def run_grid(cfgs: list[dict], data_path: str, *, cache_dir: str | None, workers
                     done += 1
                     if progress:
                         progress(done)
-    ordered = [_jsonable(rows[k]) for k in keys]
+    ordered = [to_jsonable(rows[k]) for k in keys]
     return GridResult(ordered, computed=len(todo), cached=cached, seconds=time.perf_counter() - t0)
 
 
