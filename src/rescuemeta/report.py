@@ -251,8 +251,8 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
 
     # 1. Bayesian fits
     fits, unavailable, failures = [], [], []
-    for cfg in configs:
-        step(f"fitting {cfg.outcome} ({cfg.model})")
+    for i, cfg in enumerate(configs, 1):
+        step(f"fitting {cfg.outcome} ({cfg.model}) [{i}/{len(configs)}]")
         try:
             fits.append(fit_cached(table, cfg, cache_dir / "fits", sampler))
         except InputError as e:
@@ -282,7 +282,8 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
                                  inclusion=["dedup"], thresholds=[1.0, 0.8], baseline_prior=spec.baseline_prior,
                                  draws=draws or spec.draws, tune=spec.tune, chains=spec.chains, seed=spec.seed)
     grid_cfgs = sens.grid(sspec, table.outcomes)
-    grid = sens.run_grid(grid_cfgs, str(data_path), cache_dir=str(cache_dir / "sensitivity"))
+    grid = sens.run_grid(grid_cfgs, str(data_path), cache_dir=str(cache_dir / "sensitivity"),
+                         progress=lambda n: step(f"prior sensitivity grid [{n}/{len(grid_cfgs)}]"))
     # 5. figures
     step("figures")
     fig_files = {}
