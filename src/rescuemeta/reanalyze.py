@@ -171,9 +171,11 @@ def check_against_nuts(est: PublishedEstimate, prior: LogNormalPrior, draws: int
     import nutpie
     import pymc as pm
 
+    from .compiled import compile_pymc_model
+
     with pm.Model() as model:
         b = pm.Normal("log_ratio", prior.mean, prior.sd)
         pm.Normal("y", b, est.se, observed=est.y)
-    compiled = nutpie.compile_pymc_model(model)
+    compiled = compile_pymc_model(model)
     idata = nutpie.sample(compiled, draws=draws // 4, tune=1000, chains=4, seed=seed, progress_bar=False)
     return idata.posterior["log_ratio"].values

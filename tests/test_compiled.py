@@ -1,0 +1,147 @@
+"""The disk-cached nutpie compilation (rescuemeta.compiled): the same draws as nutpie's own compiler, the user_data
+layout it reads, reuse from disk by a new process, recovery from a corrupt cache entry, and the fallback."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import nutpie
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from rescuemeta import compiled
+from rescuemeta.data import load_studies
+from rescuemeta.fit import FitConfig, prepare
+from rescuemeta.models import build_model, observed_data, padded_size, prior_data
+from rescuemeta.priors import parse
+
+DATA = ROOT / "data" / "studies.csv"
+
+
+def _model(outcome="mortality", kind="contrast", measure="OR", size=None, shared=True):
+    table = load_studies(DATA)
+    cfg = FitConfig(outcome=outcome, model=kind, measure=measure)
+    prep = prepare(table, cfg)
+    p = cfg.priors()
+    base = p["baseline"] if kind == "contrast" else None
+    size = padded_size(prep.model_data.k) if size is None else size
+    return build_model(prep.model_data, p["tau"], p["effect"], base, size=size,
+                       shared_binomial=shared and kind != "normal"), prep, p
+
+
+def _draws(c, seed=5):
+    idata = nutpie.sample(c, draws=200, tune=200, chains=2, cores=2, seed=seed, progress_bar=False)
+    return {v: idata.posterior[v].values for v in idata.posterior.data_vars}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("outcome,kind,shared", [("mortality", "contrast", True), ("sich", "proportion", True),
+                                                 ("mortality", "normal", False)])
+def test_same_draws_as_nutpie_compile(outcome, kind, shared):
+    """Bit-for-bit the draws of nutpie.compile_pymc_model(model, freeze_model=False) for the same seed."""
+    model, _, _ = _model(outcome, kind, shared=shared)
+    ours = compiled.compile_pymc_model(model)
+    assert compiled.last_path == "fast"
+    theirs = nutpie.compile_pymc_model(model, freeze_model=False)
+    assert _same(_draws(ours), _draws(theirs))
+
+
+def test_with_data_matches_nutpie():
+    """Swapping prior values and counts (with_data) reads the new values through the user_data record."""
+    model, prep, p = _model("mortality", "contrast")
+    ours = compiled.compile_pymc_model(model)
+    theirs = nutpie.compile_pymc_model(model, freeze_model=False)
+    size = padded_size(prep.model_data.k)
+    new = {**prior_data(parse("halfnormal(1.5)", "tau"), parse("normal(0.5, 2)", "effect"), p["baseline"]),
+           **observed_data(prep.model_data, size, shared_binomial=True)}
+    new["events_treat"] = np.asarray(new["events_treat"]) // 2  # other counts of the same shape
+    a, b = _draws(ours.with_data(**new)), _draws(theirs.with_data(**new))
+    assert _same(a, b)
+    assert not _same(a, _draws(ours))  # and the new values did change the posterior
+
+
+def test_user_data_layout_matches_nutpie_record():
+    """Our offsets into nutpie's user_data record equal the structured dtype's field offsets."""
+    model, _, _ = _model()
+    c = compiled.compile_pymc_model(model)
+    rec = c.user_data.dtype["shared"]
+    names = list(c.shared_data)
+    layout, words = compiled.user_data_layout(names, c.shared_data)
+    assert c.user_data.dtype.itemsize == 8 * words
+    for name, (i_ptr, i_size, i_shape, ndim, _) in layout.items():
+        assert rec["data"].fields[name][1] == 8 * i_ptr
+        assert rec.fields["size"][1] + rec["size"].fields[name][1] == 8 * i_size
+        assert rec.fields["shape"][1] + rec["shape"].fields[name][1] == 8 * i_shape
+        assert ndim == c.shared_data[name].ndim
+    raw = c.user_data.view(np.uint64) if c.user_data.ndim else np.frombuffer(c.user_data.tobytes(), np.uint64)
+    for name, (i_ptr, i_size, i_shape, ndim, _) in layout.items():
+        arr = c.shared_data[name]
+        assert raw[i_ptr] == arr.ctypes.data and raw[i_size] == arr.size
+        assert tuple(raw[i_shape:i_shape + ndim]) == arr.shape
+
+
+_CHILD = """
+import json, sys
+from rescuemeta import compiled
+from rescuemeta.data import load_studies
+from rescuemeta.fit import FitConfig, prepare
+from rescuemeta.models import build_model
+table = load_studies(sys.argv[1])
+cfg = FitConfig(outcome="mortality", model="contrast")
+prep = prepare(table, cfg); p = cfg.priors()
+m = build_model(prep.model_data, p["tau"], p["effect"], p["baseline"], size=16, shared_binomial=True)
+c = compiled.compile_pymc_model(m)
+import nutpie
+idata = nutpie.sample(c, draws=100, tune=100, chains=2, cores=2, seed=1, progress_bar=False)
+print(json.dumps({"path": compiled.last_path, "hits": [c.compiled_logp_func._cache_hits,
+                  c.compiled_expand_func._cache_hits], "mu": float(idata.posterior["mu"].mean())}))
+"""
+
+
+def _child(compiledir):
+    env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={compiledir}"}
+    r = subprocess.run([sys.executable, "-c", _CHILD, str(DATA)], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_new_process_loads_from_disk_and_survives_a_corrupt_entry(tmp_path):
+    """A fresh compile directory: the first process compiles and saves, the second loads both callbacks from
+    disk (and samples the same numbers); a corrupted entry is dropped and rebuilt, then loads again."""
+    first = _child(tmp_path)
+    assert first["path"] == "fast" and first["hits"] == [0, 0]
+    second = _child(tmp_path)
+    assert second["hits"] == [1, 1]
+    assert second["mu"] == first["mu"]
+    entries = list((tmp_path / "numba").glob("string.logp_c-*.nbc"))
+    assert entries
+    for f in entries:
+        f.write_bytes(b"not a numba cache entry")
+    third = _child(tmp_path)
+    assert third["mu"] == first["mu"]
+    fourth = _child(tmp_path)
+    assert fourth["hits"][0] == 1
+
+
+def test_falls_back_to_nutpie_when_internals_change(monkeypatch):
+    """If nutpie's private helpers change (simulated: one is missing), nutpie's own compiler is used, with a
+    warning, and sampling still works."""
+    model, _, _ = _model("sich", "proportion")
+
+    def missing(model):
+        raise AttributeError("module 'nutpie.compile_pymc' has no attribute '_make_functions'")
+
+    monkeypatch.setattr(compiled, "_compile_fast", missing)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        c = compiled.compile_pymc_model(model)
+    assert compiled.last_path == "nutpie"
+    assert any("cached nutpie compilation is unavailable" in str(x.message) for x in w)
+    assert np.isfinite(_draws(c)["mu"]).all()
