@@ -113,3 +113,18 @@ def test_study_shrinkage_at_known_tau():
         assert got_mean == pytest.approx(mean, abs=1e-4)
         assert got_sd == pytest.approx(math.sqrt(var), abs=1e-4)
         assert post.quantile(i, 0.5) == pytest.approx(mean, abs=1e-4)
+
+
+def test_ratio_moments_that_do_not_exist_are_inf_without_warnings():
+    """Two studies and a heavy-tailed tau prior: the predictive OR has no finite mean (E exp(theta_new) grows as
+    exp(tau^2 / 2) under a prior reaching tau = 100s). We return inf, silently (JSON writes null), not overflow
+    warnings; mu's ratio-scale moments stay finite."""
+    import warnings
+
+    post = NormalNormalPosterior(np.array([-0.4, 0.3]), np.array([0.5, 0.6]), parse("halfcauchy(5)"), 0.0, 4.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mean, sd = post.moments("theta_new", "exp")
+        mu_mean, mu_sd = post.moments("mu", "exp")
+    assert mean == math.inf and sd == math.inf
+    assert math.isfinite(mu_mean) and math.isfinite(mu_sd)

@@ -253,14 +253,21 @@ class NormalNormalPosterior:
 
     def moments(self, which: str = "mu", transform: str = "identity") -> tuple[float, float]:
         """Posterior mean and SD of ``mu``, the predictive effect (``theta_new``) or study ``i`` (int), on the log scale
-        (``identity``) or the ratio scale (``exp``: lognormal moments per node)."""
+        (``identity``) or the ratio scale (``exp``: lognormal moments per node). On the ratio scale the mean and SD
+        are ``inf`` when they do not exist numerically (a heavy-tailed tau prior gives the predictive ratio
+        moments beyond exp(709)); JSON output writes them as null."""
         w, m, v = self._mv(which)
         if transform == "identity":
             mean = float(np.sum(w * m))
             var = float(np.sum(w * (v + m**2))) - mean**2
         elif transform == "exp":
-            mean = float(np.sum(w * np.exp(m + v / 2)))
-            var = float(np.sum(w * np.exp(2 * m + 2 * v))) - mean**2
+            with np.errstate(over="ignore", invalid="ignore"):
+                mean = float(np.sum(w * np.exp(m + v / 2)))
+                var = float(np.sum(w * np.exp(2 * m + 2 * v))) - mean**2
+            if not math.isfinite(mean):
+                return math.inf, math.inf
+            if not math.isfinite(var):
+                return mean, math.inf
         else:
             raise ValueError(transform)
         return mean, math.sqrt(max(var, 0.0))

@@ -70,17 +70,20 @@ def ratio_scales(log_effect, measure: str, p0=None) -> dict:
     """
     le = np.asarray(log_effect, dtype=float)
     if measure == "OR":
-        out = {"or": np.exp(le)}
+        with np.errstate(over="ignore"):  # a predictive draw under a heavy-tailed tau prior can exceed exp(709)
+            out = {"or": np.exp(le)}
         if p0 is not None:
             p0 = np.asarray(p0, dtype=float)
             p1 = expit(logit(p0) + le)
             out.update(rr=p1 / p0, rd=p1 - p0, p1=p1)
         return out
     if measure == "RR":
-        out = {"rr": np.exp(le)}
+        with np.errstate(over="ignore"):
+            out = {"rr": np.exp(le)}
         if p0 is not None:
             p0 = np.asarray(p0, dtype=float)
-            p1 = p0 * np.exp(le)
+            with np.errstate(over="ignore"):
+                p1 = p0 * np.exp(le)
             out.update(rd=p1 - p0, p1=p1)
         return out
     raise ValueError(f"ratio scales need OR or RR, not {measure!r}")
