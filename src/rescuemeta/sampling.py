@@ -153,7 +153,7 @@ class Sampler:
         raise ConvergenceError(
             f"sampling did not converge after {attempts} attempts: R-hat max {diag.rhat_max:.3f} (<= {RHAT_MAX}), "
             f"ESS bulk/tail min {diag.ess_bulk_min:.0f}/{diag.ess_tail_min:.0f} (>= {diag.ess_required:.0f}), "
-            f"{diag.divergences} divergences", diag.to_dict())
+            f"{diag.divergences} divergences{_advice(diag, data.kind)}", diag.to_dict())
 
     def _run(self, data, tau_prior, effect_prior, baseline_prior, *, draws, tune, chains, seed, target_accept):
         if self.backend == "nutpie":
@@ -175,6 +175,19 @@ class Sampler:
                 return pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=False,
                                  target_accept=target_accept, cores=min(chains, 2), compute_convergence_checks=False)
         raise ValueError(f"unknown backend {self.backend!r}; choose nutpie or pymc")
+
+
+def _advice(diag: Diagnostics, kind: str) -> str:
+    """What a user can do about a failed guard (appended to the error message)."""
+    tips = []
+    if diag.divergences:
+        tips.append("divergent transitions persisted at target_accept 0.99: with few studies the posterior of tau "
+                    "near 0 (or a very heavy-tailed tau prior) has regions NUTS cannot explore reliably; a tau prior "
+                    "with lighter tails helps" + ("" if kind == "normal" else
+                                                   ", or --model normal, computed exactly without sampling"))
+    if min(diag.ess_bulk_min, diag.ess_tail_min) < diag.ess_required or diag.rhat_max > RHAT_MAX:
+        tips.append("more --draws (and --tune) raise the effective sample size")
+    return (". " + "; ".join(tips)[0].upper() + "; ".join(tips)[1:]) if tips else ""
 
 
 def _unpad(idata, k: int):
