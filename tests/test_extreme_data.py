@@ -21,10 +21,9 @@ EXPECTED = {
     "extreme_full_arms": {"contrast": "ok", "proportion": "ok", "normal": "ok"},
     "extreme_two_studies": {"contrast": "ok", "proportion": "ok", "normal": "ok"},
     "extreme_single_study": {"contrast": "ok", "proportion": "ok", "normal": "ok"},
-    # n = 1e6 per arm: the non-centred contrast model meets divergences even at target_accept 0.99 -> refused,
-    # and the message points to the exact normal model (a centred or partially centred parameterisation was
-    # tried in session 3: it had more divergences on these data, not fewer)
-    "extreme_large_n": {"contrast": (3, "did not converge"), "proportion": "ok", "normal": "ok"},
+    # n = 1e6 per arm: fits with margin since mu and theta_i are standardised by their conditional posteriors
+    # (models._pooled_effect / _study_effects); the ESS margin is checked below
+    "extreme_large_n": {"contrast": "ok", "proportion": "ok", "normal": "ok"},
     "extreme_zero_rates": {"contrast": (2, "no usable rows"), "proportion": "ok", "normal": (2, "no usable rows")},
     "extreme_full_rates": {"contrast": (2, "no usable rows"), "proportion": "ok", "normal": (2, "no usable rows")},
     "extreme_single_rate": {"contrast": (2, "no usable rows"), "proportion": "ok", "normal": (2, "no usable rows")},
@@ -44,9 +43,13 @@ def test_fit_or_refuse_clearly(name, tmp_path):
     path = _csv(tmp_path, name)
     for model, want in EXPECTED[name].items():
         if want == "ok":
-            res = fit(load_studies(path), FitConfig("x", model, seed=1))
+            res = fit(load_studies(path), FitConfig("x", model, method="nuts", seed=1))
             s = res.summary()
-            assert s["diagnostics"]["ok"], (name, model, s["diagnostics"])
+            d = s["diagnostics"]
+            assert d["ok"], (name, model, d)
+            # off the knife edge: the first attempt passes with room to spare (at least 1.5x the ESS the guard
+            # needs), so a machine whose floating point differs cannot tip it over
+            assert d["attempts"] == 1 and min(d["ess_bulk_min"], d["ess_tail_min"]) >= 1.5 * d["ess_required"], d
             if model == "proportion":
                 d = load_dataset(name)
                 obs = d["events_treat"].sum() / d["total_treat"].sum()

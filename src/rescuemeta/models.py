@@ -1,10 +1,16 @@
-"""The models stage: PyMC hierarchical models (non-centred), one per outcome.
+"""The models stage: PyMC hierarchical models, one per outcome.
 
 * ``contrast`` (two arms, exact binomial likelihood; Smith, Spiegelhalter & Thomas 1995):
-  logit p_control,i = alpha_i, logit p_treat,i = alpha_i + theta_i, theta_i = mu + tau z_i, z_i ~ N(0, 1);
+  logit p_control,i = alpha_i, logit p_treat,i = alpha_i + theta_i, theta_i ~ N(mu, tau^2);
   alpha_i ~ baseline prior; ``mu`` is the pooled log odds ratio.
-* ``proportion`` (one arm): logit p_i = mu + tau z_i.
-* ``normal``: y_i ~ N(mu + tau z_i, s_i^2) on study log OR / log RR.
+* ``proportion`` (one arm): logit p_i = theta_i ~ N(mu, tau^2).
+* ``normal``: y_i ~ N(theta_i, s_i^2), theta_i ~ N(mu, tau^2) on study log OR / log RR.
+
+The sampler sees a parameterisation chosen to be well conditioned from very weak to very informative data
+(see :func:`build_model`): each theta_i is standardised by its conditional posterior given (mu, tau) under a
+normal approximation of its study's likelihood, and the baseline alpha_i is replaced by a combination that the
+likelihood makes independent of theta_i. Both are exact reparameterisations: the posterior is that of the
+model above, whatever the quality of the approximation; only the sampler's efficiency depends on it.
 
 Prior parameters enter as ``pm.Data``: a model compiled once per *structure* (model kind, prior
 families, number of studies) can be re-used for other prior parameters and other counts of the same
@@ -80,29 +86,63 @@ def prior_data(tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | No
 PAD_SE = 1e8  # standard error given to padded studies of the normal model (likelihood gradient ~1e-16)
 
 
+def _logit_cc(events, total):
+    """Empirical logit with 1/2 added to both cells, and its approximate variance."""
+    e, n = np.asarray(events, dtype=float), np.asarray(total, dtype=float)
+    return np.log((e + 0.5) / (n - e + 0.5)), 1 / (e + 0.5) + 1 / (n - e + 0.5)
+
+
+def approximation(data: ModelData) -> dict:
+    """A normal approximation of each study's likelihood, used only to parameterise the sampler.
+
+    Returns
+    -------
+    dict of ndarray
+        ``approx_y``, ``approx_prec``: the study effect's estimate and precision on the model scale (log OR
+        with 1/2 added to every cell, logit rate likewise, or ``y`` and ``1/s^2`` for the normal model);
+        ``base_shift`` c_i and ``base_center``: the baseline combination b_i = alpha_i + c_i theta_i that the
+        approximate likelihood makes independent of theta_i (c_i = v_control / (v_control + v_treat)), and its
+        estimate. Single-arm data have c_i = 0 and centre 0.
+    """
+    a = data.arrays
+    k = data.k
+    if data.kind == "normal":
+        return {"approx_y": np.asarray(a["y"], dtype=float), "approx_prec": 1 / np.asarray(a["s"], dtype=float) ** 2}
+    yt, vt = _logit_cc(a["ai"], a["n1i"])
+    if data.kind == "proportion":
+        return {"approx_y": yt, "approx_prec": 1 / vt, "base_shift": np.zeros(k), "base_center": np.zeros(k)}
+    yc, vc = _logit_cc(a["ci"], a["n2i"])
+    c = vc / (vc + vt)
+    return {"approx_y": yt - yc, "approx_prec": 1 / (vc + vt), "base_shift": c, "base_center": yc + c * (yt - yc)}
+
+
 def observed_data(data: ModelData, size: int | None = None, shared_binomial: bool = False) -> dict:
-    """The ``pm.Data`` values holding the observations, padded to ``size`` studies."""
+    """The ``pm.Data`` values holding the observations and their normal approximation (:func:`approximation`),
+    padded to ``size`` studies (padded studies: no data, precision 0)."""
     size = data.k if size is None else size
     pad = size - data.k
     if pad < 0:
         raise ValueError(f"cannot pad {data.k} studies to {size}")
     a = data.arrays
+    approx = {name: np.concatenate([v, np.zeros(pad)]) for name, v in approximation(data).items()}
+    if shared_binomial and data.kind == "proportion":
+        approx.update(base_shift=np.zeros(size), base_center=np.zeros(size))
 
     def ints(x):
         return np.concatenate([np.asarray(x, dtype="int64"), np.zeros(pad, dtype="int64")])
 
     if data.kind == "contrast":
         d = {"events_treat": ints(a["ai"]), "n_treat": ints(a["n1i"]), "events_control": ints(a["ci"]),
-             "n_control": ints(a["n2i"])}
+             "n_control": ints(a["n2i"]), **approx}
         return {**d, "use_baseline": np.array(1.0)} if shared_binomial else d
     if data.kind == "proportion":
-        d = {"events_treat": ints(a["ai"]), "n_treat": ints(a["n1i"])}
+        d = {"events_treat": ints(a["ai"]), "n_treat": ints(a["n1i"]), **approx}
         if shared_binomial:
             zeros = np.zeros(size, dtype="int64")
             d.update(events_control=zeros, n_control=zeros.copy(), use_baseline=np.array(0.0))
         return d
     return {"y_obs": np.concatenate([np.asarray(a["y"], dtype=float), np.zeros(pad)]),
-            "se": np.concatenate([np.asarray(a["s"], dtype=float), np.full(pad, PAD_SE)])}
+            "se": np.concatenate([np.asarray(a["s"], dtype=float), np.full(pad, PAD_SE)]), **approx}
 
 
 def _tau(tau_prior: Prior, par):
@@ -128,14 +168,6 @@ def _tau(tau_prior: Prior, par):
     raise ValueError(f"no PyMC form for tau prior family {f!r}")  # pragma: no cover
 
 
-def _location(name: str, prior: Prior, par, dims=None):
-    if prior.family == "normal":
-        return pm.Normal(name, mu=par[0], sigma=par[1], dims=dims)
-    if prior.family == "student_t":
-        return pm.StudentT(name, nu=par[0], mu=par[1], sigma=par[2], dims=dims)
-    raise ValueError(f"no PyMC form for effect prior family {prior.family!r}")  # pragma: no cover
-
-
 def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None = None,
                 size: int | None = None, shared_binomial: bool = False) -> pm.Model:
     """Build the PyMC model.
@@ -153,9 +185,10 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
     Returns
     -------
     pymc.Model
-        Free variables ``mu``, ``tau`` (or ``tau2``), ``z`` (and ``alpha`` for ``contrast``); observed
-        ``y_treat`` (+ ``y_control``) or ``y``; deterministic ``theta`` (study effects). Observations and prior
-        parameters are ``pm.Data``, so both can be swapped without recompiling.
+        Free variables ``tau`` (or ``tau2``), ``u``, ``z`` (and ``b`` for ``contrast``; see
+        :func:`_pooled_effect`, :func:`_study_effects` and :func:`_baselines`); observed ``y_treat``
+        (+ ``y_control``) or ``y``; deterministic ``mu``, ``theta`` (study effects) and ``alpha`` (baselines). Observations and prior parameters
+        are ``pm.Data``, so both can be swapped without recompiling.
     """
     kind = data.kind
     if kind not in MODEL_KINDS:
@@ -171,24 +204,81 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
     with pm.Model(coords={"study": np.arange(size)}) as model:
         tau_par = pm.Data("tau_par", pdat["tau_par"])
         mu_par = pm.Data("mu_par", pdat["mu_par"])
-        mu = _location("mu", effect_prior, mu_par)
         tau = _tau(tau_prior, tau_par)
-        z = pm.Normal("z", 0.0, 1.0, dims="study")
-        theta = pm.Deterministic("theta", mu + tau * z, dims="study")
         d = {name: pm.Data(name, value, dims="study" if np.ndim(value) else None) for name, value in obs.items()}
-        if shared:
+        mu = _pooled_effect(tau, effect_prior, mu_par, d["approx_y"], d["approx_prec"])
+        theta = _study_effects(mu, tau, d["approx_y"], d["approx_prec"])
+        if shared or kind == "contrast":
             alpha_par = pm.Data("alpha_par", pdat["alpha_par"])
-            alpha = _location("alpha", baseline_prior, alpha_par, dims="study")
+            alpha = _baselines(theta, baseline_prior, alpha_par, d["base_shift"], d["base_center"])
             pm.Binomial("y_control", n=d["n_control"], logit_p=alpha, observed=d["events_control"], dims="study")
-            pm.Binomial("y_treat", n=d["n_treat"], logit_p=d["use_baseline"] * alpha + theta,
-                        observed=d["events_treat"], dims="study")
-        elif kind == "contrast":
-            alpha_par = pm.Data("alpha_par", pdat["alpha_par"])
-            alpha = _location("alpha", baseline_prior, alpha_par, dims="study")
-            pm.Binomial("y_control", n=d["n_control"], logit_p=alpha, observed=d["events_control"], dims="study")
-            pm.Binomial("y_treat", n=d["n_treat"], logit_p=alpha + theta, observed=d["events_treat"], dims="study")
+            lp_treat = (d["use_baseline"] * alpha if shared else alpha) + theta
+            pm.Binomial("y_treat", n=d["n_treat"], logit_p=lp_treat, observed=d["events_treat"], dims="study")
         elif kind == "proportion":
             pm.Binomial("y_treat", n=d["n_treat"], logit_p=theta, observed=d["events_treat"], dims="study")
         else:
             pm.Normal("y", mu=theta, sigma=d["se"], observed=d["y_obs"], dims="study")
     return model
+
+
+def _pooled_effect(tau, prior: Prior, par, y_hat, prec):
+    """mu ~ ``prior``, parameterised by u = (mu - m) / s, where m and s^2 are the mean and variance of mu given tau
+    under the normal approximation of the likelihood (and a normal proxy of the prior with its location and
+    scale): 1/s^2 = 1/scale^2 + sum_i W_i, m = s^2 (loc/scale^2 + sum_i W_i y_hat_i), W_i = prec_i/(1 + tau^2 prec_i).
+    With few studies mu's posterior scale grows with tau (the (mu, tau) funnel); standardised, it does not.
+    The density of u is the prior's density of mu times the Jacobian s (a potential on a flat u): exact."""
+    loc_i, scale_i = _LOCATION_SCALE[prior.family]
+    w = prec / (1.0 + tau**2 * prec)
+    precision = 1.0 / par[scale_i] ** 2 + pm.math.sum(w)
+    sd = 1.0 / pm.math.sqrt(precision)
+    u = pm.Flat("u")
+    mu = pm.Deterministic("mu", (par[loc_i] / par[scale_i] ** 2 + pm.math.sum(w * y_hat)) / precision + sd * u)
+    pm.Potential("mu_prior", pm.logp(_location_dist(prior, par), mu) + pm.math.log(sd))
+    return mu
+
+
+def _study_effects(mu, tau, y_hat, prec):
+    """theta_i ~ N(mu, tau^2), parameterised by z_i = (theta_i - m_i) / s_i, where m_i and s_i^2 are the mean and
+    variance of theta_i given (mu, tau) under the normal approximation N(y_hat_i, 1/prec_i) of its likelihood:
+
+        s_i^2 = tau^2 / (1 + tau^2 prec_i),   m_i = (mu + tau^2 prec_i y_hat_i) / (1 + tau^2 prec_i).
+
+    For weak data (tau^2 prec_i -> 0) this is the non-centred form theta_i = mu + tau z_i; for very informative
+    data (tau^2 prec_i >> 1) it is centred on the data, theta_i ~ y_hat_i + z_i / sqrt(prec_i), and it moves
+    between the two with tau itself, so neither the funnel at small tau (centred) nor the narrow curved ridge
+    at large tau (non-centred) appears. For a normal likelihood z is a posteriori N(0, 1) independent of
+    (mu, tau). The density of z is N(theta_i | mu, tau^2) times the Jacobian s_i (a potential on a flat z),
+    so the posterior is exactly the model's.
+    """
+    z = pm.Flat("z", dims="study")
+    t2 = tau**2
+    denom = 1.0 + t2 * prec
+    root = pm.math.sqrt(denom)
+    theta = pm.Deterministic("theta", (mu + t2 * prec * y_hat) / denom + tau / root * z, dims="study")
+    r = tau * prec * (y_hat - mu) / denom + z / root  # (theta_i - mu) / tau, without dividing by tau
+    pm.Potential("theta_prior", pm.math.sum(-0.5 * r**2 - 0.5 * pm.math.log(denom) - 0.5 * np.log(2 * np.pi)))
+    return theta
+
+
+def _baselines(theta, prior: Prior, par, shift, center):
+    """alpha_i ~ ``prior``, sampled as b_i = alpha_i + c_i theta_i - centre_i (flat, with alpha's prior density
+    as a potential; the map (b, theta) -> (alpha, theta) has Jacobian 1). With c_i from the normal
+    approximation, the likelihood makes b_i and theta_i independent: a large study no longer ties its
+    baseline and its effect into a narrow diagonal ridge."""
+    b = pm.Flat("b", dims="study")
+    alpha = pm.Deterministic("alpha", b + center - shift * theta, dims="study")
+    pm.Potential("alpha_prior", pm.math.sum(pm.logp(_location_dist(prior, par), alpha)))
+    return alpha
+
+
+def _location_dist(prior: Prior, par):
+    return _LOCATION_DISTS[prior.family](par)
+
+
+# where the location and the scale of each location family sit in its parameter vector
+_LOCATION_SCALE = {"normal": (0, 1), "student_t": (1, 2)}
+
+_LOCATION_DISTS = {
+    "normal": lambda par: pm.Normal.dist(mu=par[0], sigma=par[1]),
+    "student_t": lambda par: pm.StudentT.dist(nu=par[0], mu=par[1], sigma=par[2]),
+}

@@ -63,7 +63,7 @@ class Diagnostics:
 
 
 def diagnose(idata, ess_min: float = ESS_MIN) -> Diagnostics:
-    var_names = [v for v in ("mu", "tau", "z", "alpha") if v in idata.posterior]
+    var_names = [v for v in ("mu", "tau", "theta", "alpha") if v in idata.posterior]
     rhat = az.rhat(idata, var_names=var_names)
     ess_b = az.ess(idata, var_names=var_names, method="bulk")
     ess_t = az.ess(idata, var_names=var_names, method="tail")
@@ -165,9 +165,9 @@ class Sampler:
                                   save_warmup=False)
             idata = _unpad(idata, data.k)
             if data.kind == "proportion" and "alpha" in idata.posterior:  # prior-only in the shared graph
-                idata.posterior = idata.posterior.drop_vars("alpha")
+                idata.posterior = idata.posterior.drop_vars(["alpha", "b"], errors="ignore")
                 for g in [g for g in idata.groups() if g.startswith("warmup_posterior")]:
-                    setattr(idata, g, idata[g].drop_vars("alpha", errors="ignore"))
+                    setattr(idata, g, idata[g].drop_vars(["alpha", "b"], errors="ignore"))
             return idata
         if self.backend == "pymc":
             model = build_model(data, tau_prior, effect_prior, baseline_prior)
