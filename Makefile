@@ -16,7 +16,7 @@ $(STAMP): requirements.lock pyproject.toml
 ## in report/index.html, driven by models/primary.toml.
 analysis: $(STAMP)
 	$(BIN)/rescuemeta check
-	$(BIN)/rescuemeta analyze --spec models/primary.toml --out report
+	$(BIN)/rescuemeta analyze --spec models/primary.toml --abstract data/abstract_estimates.csv --out report
 
 ## The test suite (reduced draws under CI=true; `slow` checks are excluded there).
 test: $(STAMP)

@@ -8,7 +8,8 @@ Pipeline stages, one module each: :mod:`~rescuemeta.data` (loading, schema, incl
 :mod:`~rescuemeta.reanalyze` (probability statements), :mod:`~rescuemeta.sensitivity`,
 :mod:`~rescuemeta.report`, and :mod:`~rescuemeta.cli` on top.
 
-The public API below is imported on first use, except ``fit``, ``check`` and ``reanalyze``.
+The public API below is imported on first use, so that ``import rescuemeta`` (and the CLI's ``--help``,
+``check`` and ``freq``) never load PyMC, ArviZ, numba or matplotlib.
 """
 
 from importlib import import_module
@@ -33,12 +34,23 @@ _API = {
 
 __all__ = ["__version__", *_API]
 
+# ``fit``, ``check`` and ``reanalyze`` name both a module and its main function. Importing a submodule sets the
+# package attribute to the module, so each of these modules makes itself callable (``_callable_module``):
+# ``rescuemeta.fit(table, cfg)`` calls the function whichever of the two the attribute holds.
 
-# names shared by a module and its main function: bound eagerly, because importing the submodule would
-# otherwise set the package attribute to the module
-from .check import check  # noqa: E402,F401
-from .fit import fit  # noqa: E402,F401
-from .reanalyze import reanalyze  # noqa: E402,F401
+
+def _callable_module(module_name: str, function_name: str) -> None:
+    """Let the module ``module_name`` be called as its function ``function_name``."""
+    import sys
+    import types
+
+    module = sys.modules[module_name]
+
+    class _Module(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            return getattr(self, function_name)(*args, **kwargs)
+
+    module.__class__ = _Module
 
 
 def __getattr__(name):

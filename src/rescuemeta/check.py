@@ -1,9 +1,9 @@
-"""The abstract check: the seed abstract's printed estimates against our reproduction, and an audit of
-the printed numbers' internal consistency.
+"""The check against published estimates: pooled estimates printed elsewhere (e.g. an abstract's) against our
+reproduction from the study table, and an audit of the printed numbers' internal consistency.
 
-Our evidence base (``data/studies.csv``) has 20 studies compiled from abstracts; the seed abstract
-pooled 30. The comparison therefore tests whether our smaller, overlapping-but-unknown subset points
-the same way, not whether the abstract's arithmetic can be reproduced exactly.
+When the study table is not the published meta-analysis's own set of studies (the number of studies it pooled
+is in the estimates' description, :func:`rescuemeta.description.load_source`), the comparison tests whether our
+set points the same way, not whether the published arithmetic can be reproduced exactly.
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from scipy import special, stats
+from scipy import special
 
 from .data import StudyTable, select
+from .description import SourceDescription, load_source
 from .effects import ContinuityCorrection
 from .errors import InputError
 from .freq import FreqResult, meta_analyze
 
-ABSTRACT_K = 30
 DEFAULT_ABSTRACT = Path("data/abstract_estimates.csv")
 QUANTITIES = ("pooled_rate_treat", "RR", "OR", "RD")
-Z975 = float(stats.norm.ppf(0.975))
+Z975 = float(special.ndtri(0.975))
 
 # our reproduction of each kind of printed estimate: (measure, method) pairs
 REPRODUCTIONS = {
@@ -146,7 +146,7 @@ def audit(e: PrintedEstimate) -> dict:
     mid_t = (lo_t + hi_t) / 2
     inv = math.exp if e.quantity in ("RR", "OR") else (special.expit if null is None else (lambda x: x))
     midpoint = float(inv(mid_t))
-    # can some unrounded (est, lo, hi) consistent with the printed digits be exactly symmetric?
+    # can some unrounded (est, lo, hi) that rounds to the printed digits be exactly symmetric?
     gaps = [f(est) - (f(lo) + f(hi)) / 2 for est, lo, hi in _corners(e)]
     symmetric_possible = bool(gaps) and min(gaps) <= 0 <= max(gaps)
     if not symmetric_possible:
@@ -157,12 +157,12 @@ def audit(e: PrintedEstimate) -> dict:
     out = {"midpoint": midpoint, "implied_p": None, "implied_p_midpoint": None, "printed_p": e.p_text or None}
     if null is not None:
         se = (hi_t - lo_t) / (2 * Z975)
-        out["implied_p"] = float(2 * stats.norm.sf(abs(f(e.estimate) - null) / se))
-        out["implied_p_midpoint"] = float(2 * stats.norm.sf(abs(mid_t - null) / se))
+        out["implied_p"] = float(2 * special.ndtr(-abs(f(e.estimate) - null) / se))
+        out["implied_p_midpoint"] = float(2 * special.ndtr(-abs(mid_t - null) / se))
         ps = []
         for est, lo, hi in _corners(e):
             s = (f(hi) - f(lo)) / (2 * Z975)
-            ps.append(2 * stats.norm.sf(abs(f(est) - null) / s))
+            ps.append(2 * special.ndtr(-abs(f(est) - null) / s))
         p_min, p_max = min(ps), max(ps)
         significant = not (e.ci_low <= (1.0 if e.quantity in ("RR", "OR") else 0.0) <= e.ci_high)
         parsed = parse_p(e.p_text)
@@ -177,11 +177,11 @@ def audit(e: PrintedEstimate) -> dict:
                               "message": f"'{e.p_text}' says p is larger than {val:g}, an impossible way to "
                                          f"report a result whose CI excludes the null (implied p "
                                          f"{out['implied_p']:.2g}); probably a typo for '<'"})
-            consistent = {
+            coherent = {
                 "<": p_min < val, "<=": p_min <= val, ">": p_max > val, ">=": p_max >= val,
                 "=": p_min - 0.5 * 10 ** _decimals_exp(e.p_text) <= val <= p_max + 0.5 * 10 ** _decimals_exp(e.p_text),
             }[op]
-            if not consistent and not impossible:
+            if not coherent and not impossible:
                 flags.append({"severity": "warning", "check": "p_value",
                               "message": f"printed '{e.p_text}' does not match the p-value its CI implies "
                                          f"({out['implied_p']:.2g}; {out['implied_p_midpoint']:.2g} from the CI "
@@ -204,13 +204,14 @@ def _natural(res: FreqResult) -> dict:
 
 
 def check(table: StudyTable, estimates: list[PrintedEstimate], *, all_studies: bool = False,
-          exclude_basis: tuple[str, ...] = ()) -> list[dict]:
+          exclude_basis: tuple[str, ...] = (), source: SourceDescription | None = None) -> list[dict]:
     """Reproduce each printed estimate from the study table and audit it.
 
     Returns
     -------
     list of dict
-        One per printed estimate: the abstract's numbers (``abstract``), ``k_abstract`` (its 30 studies),
+        One per printed estimate: the printed numbers (``abstract``), ``k_abstract`` (how many studies they
+        pooled, from ``source``; null when not described), ``source`` (its label),
         ``reproductions`` (one per method: ``estimate``/``ci_low``/``ci_high`` on the natural scale, ``k``,
         ``rule``, ``ratio`` ours/abstract for ratios or ``difference`` ours - abstract for rates, and
         ``abstract_inside_our_ci``), and ``audit`` (see :func:`audit`). A reproduction that the data cannot
@@ -221,7 +222,8 @@ def check(table: StudyTable, estimates: list[PrintedEstimate], *, all_studies: b
         item = {"outcome": e.outcome, "quantity": e.quantity,
                 "abstract": {"estimate": e.estimate, "ci_low": e.ci_low, "ci_high": e.ci_high,
                              "p": e.p_text or None},
-                "k_abstract": ABSTRACT_K, "reproductions": [], "audit": audit(e)}
+                "k_abstract": source.k if source is not None else None,
+                "source": source.label if source is not None else None, "reproductions": [], "audit": audit(e)}
         for measure, method in REPRODUCTIONS[e.quantity]:
             rep = {"measure": measure, "method": method}
             arms = "one" if measure == "PLO" else "two"
@@ -250,3 +252,8 @@ def check(table: StudyTable, estimates: list[PrintedEstimate], *, all_studies: b
             item["reproductions"].append(rep)
         rows.append(item)
     return rows
+
+
+from . import _callable_module  # noqa: E402
+
+_callable_module(__name__, "check")

@@ -18,21 +18,67 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+# Only light modules at the top: --help, --version, check and freq must not load PyMC, ArviZ, numba or
+# matplotlib (tests/test_cli_startup.py). The Bayesian commands import them when they run.
 from . import __version__
-from .check import ABSTRACT_K, DEFAULT_ABSTRACT, check as run_check, load_abstract
-from .data import DEFAULT_DATA, load_studies, parse_exclude_basis, select
-from .effects import CC_TARGETS, ContinuityCorrection
-from .errors import EXIT_INPUT, InputError, RescueMetaError
-from .freq import meta_analyze
 from .atomic import ensure_dir, to_jsonable, write_text
-from .errors import EXIT_CONVERGENCE
-from .fit import FitConfig, fit as run_fit
+from .description import load_source
+from .effects import CC_TARGETS, ContinuityCorrection
+from .errors import EXIT_CONVERGENCE, EXIT_INPUT, ConvergenceError, InputError, RescueMetaError
 from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR
-from .sampling import ConvergenceError, default_sampler
-from .spec import DEFAULT_PRIMARY, load_primary
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Meta-analysis of binary outcomes: rescue intracranial stenting and your own data.")
+DEFAULT_DATA = Path("data/studies.csv")
+DEFAULT_ABSTRACT = Path("data/abstract_estimates.csv")
+
+
+def _default_exists(path: Path, default: Path, option: str) -> None:
+    """A default path is relative to the working directory: when it is not there, say which option to pass."""
+    if Path(path) == default and not Path(path).exists():
+        raise InputError(f"no such file in the working directory ({Path.cwd()}); the default {default} is "
+                         f"relative to it: pass {option} FILE", file=path)
+
+
+# pandas, pandera and scipy load when a command reads data, not for --help or --version
+def load_studies(path, *args, **kwargs):
+    from .data import load_studies as f
+
+    _default_exists(path, DEFAULT_DATA, "--data")
+    return f(path, *args, **kwargs)
+
+
+def select(*args, **kwargs):
+    from .data import select as f
+
+    return f(*args, **kwargs)
+
+
+def parse_exclude_basis(*args, **kwargs):
+    from .data import parse_exclude_basis as f
+
+    return f(*args, **kwargs)
+
+
+def meta_analyze(*args, **kwargs):
+    from .freq import meta_analyze as f
+
+    return f(*args, **kwargs)
+
+
+def run_check(*args, **kwargs):
+    from .check import check as f
+
+    return f(*args, **kwargs)
+
+
+def load_abstract(path, *args, **kwargs):
+    from .check import load_abstract as f
+
+    _default_exists(path, DEFAULT_ABSTRACT, "--abstract")
+    return f(path, *args, **kwargs)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Bayesian and frequentist meta-analysis of binary outcomes.")
 def _console(stderr: bool = False) -> Console:
     # a pipe or file gets 160 columns instead of rich's 80, so that the tables stay readable in logs
     c = Console(stderr=stderr, soft_wrap=True)
@@ -44,8 +90,6 @@ def _console(stderr: bool = False) -> Console:
 out = _console()
 err = _console(stderr=True)
 
-EVIDENCE_NOTE = (f"Evidence base: the studies in the data file (data/studies.csv: 20 studies compiled from "
-                 f"abstracts), not the seed abstract's {ABSTRACT_K}; which of its studies overlap ours is unknown.")
 
 
 class Measure(str, Enum):
@@ -122,6 +166,8 @@ ALL_ONE_ARM = [("PLO", "REML"), ("PLO", "GLMM")]
 
 
 def _freq_row(table, outcome, measure, method, *, hksj, all_studies, exclude, cc):
+    from .freq import study_table
+
     arms = "one" if measure == "PLO" else "two"
     sel = select(table, outcome, arms=arms, all_studies=all_studies, exclude_basis=exclude)
     ai, n1i, ci, n2i = sel.counts()
@@ -129,14 +175,18 @@ def _freq_row(table, outcome, measure, method, *, hksj, all_studies, exclude, cc
     d = res.to_dict()
     d["outcome"] = outcome
     d["inclusion"] = sel.describe()
+    d["studies"] = [{"study_id": s, **r} for s, r in zip(sel.study_ids, study_table(measure, ai, n1i, ci, n2i,
+                                                                                  res.tau2, cc))]
+    d["evidence_note"] = table.description.evidence_note
     return d
 
 
 @app.command()
 def freq(
     data: Path = DataOpt,
-    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome to pool (see the data file)."),
-    measure: Measure = typer.Option(Measure.OR, "--measure", help="OR, RR, RD (two-arm) or PLO (stent arm)."),
+    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome to pool [default: the file's only "
+                                          "outcome]."),
+    measure: Measure = typer.Option(Measure.OR, "--measure", help="OR, RR, RD (two-arm) or PLO (treatment arm)."),
     method: Method = typer.Option(Method.REML, "--method", help="tau^2 estimator or pooling method."),
     hksj: bool = typer.Option(False, "--hksj", help="Hartung-Knapp-Sidik-Jonkman adjustment."),
     all_studies: bool = AllStudiesOpt,
@@ -146,6 +196,8 @@ def freq(
     keep_double_zero: bool = typer.Option(False, "--keep-double-zero",
                                           help="Keep double-zero studies (metafor rma()'s default)."),
     all_outcomes: bool = typer.Option(False, "--all", help="A table of standard analyses for every outcome."),
+    studies: bool = typer.Option(False, "--studies", help="Also print the per-study table (effect, 95% CI, "
+                                 "weight)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Frequentist pooled estimate (metafor-compatible)."""
@@ -169,36 +221,62 @@ def freq(
             if as_json:
                 emit_json(rows)
             else:
-                _print_freq_table(rows)
+                _print_freq_table(rows, table.description.evidence_note)
             return
-        if outcome is None:
-            raise InputError("--outcome is required (or use --all); outcomes in the file: "
-                             + ", ".join(table.outcomes))
+        outcome = table.resolve_outcome(outcome, hint="--outcome NAME (or --all)")
         d = _freq_row(table, outcome, measure.value, method.value, hksj=hksj, all_studies=all_studies,
                       exclude=exclude, cc=cc)
         if as_json:
             emit_json(d)
         else:
-            _print_freq_table([d])
+            _print_freq_table([d], table.description.evidence_note, studies=studies)
 
 
-def _print_freq_table(rows):
-    t = Table(title="Frequentist pooled estimates", caption=EVIDENCE_NOTE, caption_justify="left")
-    for c in ["outcome", "measure", "method", "k", "estimate (natural)", "95% CI", "tau²", "I² %", "Q",
+def _nat(measure):
+    if measure in ("OR", "RR"):
+        return math.exp
+    if measure == "PLO":
+        return lambda x: 1 / (1 + math.exp(-x))
+    return lambda x: x
+
+
+def _fmt_p(p) -> str:
+    if p is None or (isinstance(p, float) and not math.isfinite(p)):
+        return "—"
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def _print_freq_table(rows, note=None, studies=False):
+    t = Table(title="Frequentist pooled estimates", caption=note, caption_justify="left")
+    for c in ["outcome", "measure", "method", "k", "estimate (natural)", "95% CI", "p", "tau²", "I² %", "Q",
               "95% PI (natural)"]:
         t.add_column(c, justify="right" if c not in ("outcome", "measure", "method") else "left")
     for r in rows:
         if "unavailable" in r:
-            t.add_row(r["outcome"], r["measure"], r["method"], "0", "—", r["unavailable"][:60], "", "", "", "")
+            t.add_row(r["outcome"], r["measure"], r["method"], "0", "—", r["unavailable"][:60], "", "", "", "", "")
             continue
         nat = r["natural"]
-        f = (lambda x: math.exp(x)) if r["measure"] in ("OR", "RR") else (
-            (lambda x: 1 / (1 + math.exp(-x))) if r["measure"] == "PLO" else (lambda x: x))
+        f = _nat(r["measure"])
         pi = "—" if r["pi_low"] is None else f"{_fmt(f(r['pi_low']))} to {_fmt(f(r['pi_high']))}"
         t.add_row(r["outcome"], r["measure"] + (" (HKSJ)" if r["hksj"] else ""), r["method"], str(r["k"]),
-                  _fmt(nat["estimate"]), f"{_fmt(nat['ci_low'])} to {_fmt(nat['ci_high'])}", _fmt(r["tau2"]),
-                  _fmt(r["i2"], 1), _fmt(r["q"], 2), pi)
+                  _fmt(nat["estimate"]), f"{_fmt(nat['ci_low'])} to {_fmt(nat['ci_high'])}", _fmt_p(r["pval"]),
+                  _fmt(r["tau2"]), _fmt(r["i2"], 1), _fmt(r["q"], 2), pi)
     out.print(t)
+    if len(rows) == 1 and rows[0].get("k") == 1:
+        out.print("k = 1: a single study, so nothing is pooled: the estimate is that study's own, and there is no "
+                  "between-study variance and no prediction interval.")
+    if studies and len(rows) == 1 and rows[0].get("studies"):
+        r = rows[0]
+        f = _nat(r["measure"])
+        st = Table(title=f"Studies ({r['outcome']}, {r['measure']})")
+        for c in ("study", f"{r['measure']} (natural)", "95% CI", "weight % (inverse variance)"):
+            st.add_column(c, justify="left" if c == "study" else "right")
+        for s in r["studies"]:
+            ok = s["yi"] is not None
+            st.add_row(s["study_id"], _fmt(f(s["yi"])) if ok else "—",
+                       f"{_fmt(f(s['ci_low']))} to {_fmt(f(s['ci_high']))}" if ok else "not estimable",
+                       _fmt(s["weight"], 1) if s["weight"] is not None else "—")
+        out.print(st)
     if len(rows) == 1 and "inclusion" in rows[0]:
         inc = rows[0]["inclusion"]
         out.print(f"Inclusion: {inc['rule']}. Included: {', '.join(inc['included'])}.")
@@ -220,18 +298,21 @@ def check(
     exclude_basis: Optional[str] = ExcludeOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
-    """The abstract's nine printed estimates next to our reproduction, and an audit of the printed numbers."""
+    """Published pooled estimates (e.g. an abstract's) next to our reproduction, and an audit of the printed
+    numbers."""
     with guard():
         exclude = parse_exclude_basis(exclude_basis)
         table = load_studies(data)
-        rows = run_check(table, load_abstract(abstract), all_studies=all_studies, exclude_basis=exclude)
+        source = load_source(abstract)
+        rows = run_check(table, load_abstract(abstract), all_studies=all_studies, exclude_basis=exclude,
+                         source=source)
         if as_json:
             emit_json(rows)
             return
-        t = Table(title="The abstract's estimates against our reproduction", caption=EVIDENCE_NOTE,
-                  caption_justify="left")
-        for c in ["outcome", "quantity", "abstract (k=30)", "ours: method", "k", "ours", "ours/abstract",
-                  "abstract in our CI"]:
+        t = Table(title=f"The {source.label}'s estimates against our reproduction",
+                  caption=table.description.evidence_note, caption_justify="left")
+        for c in ["outcome", "quantity", source.short(), "ours: method", "k", "ours", f"ours/{source.label}",
+                  f"{source.label} in our CI"]:
             t.add_column(c)
         for r in rows:
             a = r["abstract"]
@@ -257,7 +338,7 @@ def check(
             ab = r["abstract"]
             p_impl = "—" if au["implied_p"] is None else f"{au['implied_p']:.2g} (midpoint: {au['implied_p_midpoint']:.2g})"
             flags = "\n".join(f"[{'red' if f['severity'] == 'error' else 'yellow'}]{f['severity']}[/]: {f['message']}"
-                              for f in au["flags"]) or "[green]consistent[/]"
+                              for f in au["flags"]) or "[green]no flag[/]"
             a.add_row(r["outcome"], r["quantity"], f"{ab['estimate']:g} ({ab['ci_low']:g}–{ab['ci_high']:g})"
                       + (f" {ab['p']}" if ab["p"] else ""), f"{au['midpoint']:.3g}", p_impl, flags)
         out.print(a)
@@ -292,8 +373,14 @@ BaselinePriorOpt = typer.Option(DEFAULT_BASELINE_PRIOR, "--baseline-prior",
 
 
 def _config_from_options(outcome, model, measure, tau_prior, effect_prior, baseline_prior, draws, tune, chains,
-                         seed, all_studies, exclude_basis, nuts, backend) -> FitConfig:
-    cfg = FitConfig(outcome=outcome, model=model.value, measure=measure.value, tau_prior=tau_prior,
+                         seed, all_studies, exclude_basis, nuts, backend):
+    from .fit import FitConfig
+
+    if measure is not None and model.value != "normal":
+        raise InputError(f"--measure applies to the normal model only: the {model.value} model "
+                         + ("estimates the OR (RR and RD are derived at a baseline risk)" if model.value == "contrast"
+                            else "estimates an event rate") + "; drop --measure or use --model normal")
+    cfg = FitConfig(outcome=outcome, model=model.value, measure=(measure or RatioMeasure.OR).value, tau_prior=tau_prior,
                     effect_prior=effect_prior, baseline_prior=baseline_prior, all_studies=all_studies,
                     exclude_basis=parse_exclude_basis(exclude_basis), method="nuts" if nuts else "auto",
                     draws=draws, tune=tune, chains=chains, seed=seed, backend=backend.value)
@@ -313,10 +400,12 @@ def _write_fit(res, out_dir: Path) -> list[str]:
 @app.command()
 def fit(
     data: Path = DataOpt,
-    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome to analyse."),
+    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome to analyse [default: the file's only "
+                                          "outcome]."),
     model: ModelKind = typer.Option(ModelKind.contrast, "--model", help="contrast (two arms), proportion "
-                                    "(stent arm) or normal (normal-normal on log OR/RR, exact)."),
-    measure: RatioMeasure = typer.Option(RatioMeasure.OR, "--measure", help="OR or RR (normal model)."),
+                                    "(treatment arm) or normal (normal-normal on log OR/RR, exact)."),
+    measure: Optional[RatioMeasure] = typer.Option(None, "--measure", help="OR or RR: the scale of the normal "
+                                                   "model [default: OR]; the binomial models take none."),
     tau_prior: str = TauPriorOpt,
     effect_prior: str = EffectPriorOpt,
     baseline_prior: str = BaselinePriorOpt,
@@ -331,20 +420,24 @@ def fit(
     backend: Backend = typer.Option(Backend.nutpie, "--backend", help="NUTS implementation."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Write <outcome>_<model>.json and .nc here."),
     all_outcomes: bool = typer.Option(False, "--all", help="Every outcome and model of the spec."),
-    spec_path: Path = typer.Option(DEFAULT_PRIMARY, "--spec", help="Analysis spec used by --all."),
+    spec_path: Optional[Path] = typer.Option(None, "--spec", help="Analysis spec used by --all [default: the "
+                                             "built-in defaults]."),
+    abstract: Optional[Path] = typer.Option(None, "--abstract", help="Published estimates to show beside the "
+                                            "fits (--all)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Bayesian hierarchical model: posterior of the pooled effect, tau, natural scales and a new study."""
+    from .fit import fit as run_fit
+
     with guard():
         if all_outcomes:
-            _fit_all(data, spec_path, draws, seed, backend.value, out_dir, as_json)
+            _fit_all(data, spec_path, abstract, draws, seed, backend.value, out_dir, as_json)
             return
-        if outcome is None:
-            raise InputError("--outcome is required (or use --all)")
+        table = load_studies(data)
+        outcome = table.resolve_outcome(outcome, hint="--outcome NAME (or --all)")
         cfg = _config_from_options(outcome, model, measure, tau_prior, effect_prior, baseline_prior,
                                    1000 if draws is None else draws, tune, chains, 1 if seed is None else seed,
                                    all_studies, exclude_basis, nuts, backend)
-        table = load_studies(data)
         if out_dir is not None:
             ensure_dir(out_dir)
         res = run_fit(table, cfg)
@@ -363,8 +456,8 @@ def _stat(s: dict | None, nd: int = 3) -> str:
 
 
 def _print_fit(s: dict) -> None:
-    t = Table(title=f"{s['outcome']}: {s['model']} model ({s['method']}), k = {s['k']}", caption=EVIDENCE_NOTE,
-              caption_justify="left")
+    t = Table(title=f"{s['outcome_label']}: {s['model']} model ({s['method']}), k = {s['k']}",
+              caption=s.get("evidence_note"), caption_justify="left")
     for c in ("quantity", "median (95% CrI)", "mean", "sd", "95% HDI"):
         t.add_column(c, justify="left" if c == "quantity" else "right")
     for key in ("mu", "tau", "or", "rr", "rd", "baseline_risk", "rate", "theta_new", "or_new", "rr_new", "rd_new",
@@ -394,12 +487,17 @@ def _abstract_for(abstract, outcome: str, quantity: str):
     return None
 
 
-def _fit_all(data, spec_path, draws, seed, backend, out_dir, as_json):
+def _fit_all(data, spec_path, abstract_path, draws, seed, backend, out_dir, as_json):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .fit import fit as run_fit
+    from .sampling import default_sampler
+    from .spec import load_primary
 
     spec = load_primary(spec_path)
     table = load_studies(data)
-    abstract = load_abstract(DEFAULT_ABSTRACT) if Path(DEFAULT_ABSTRACT).exists() else []
+    abstract = load_abstract(abstract_path) if abstract_path is not None else []
+    source = load_source(abstract_path) if abstract_path is not None else None
     configs = spec.configs(table.outcomes, draws=draws, seed=seed, backend=backend)
     if out_dir is not None:
         ensure_dir(out_dir)
@@ -428,23 +526,24 @@ def _fit_all(data, spec_path, draws, seed, backend, out_dir, as_json):
     if as_json:
         emit_json(results + failures)
     else:
-        _print_fit_table(results, table, spec, abstract)
+        _print_fit_table(results, table, spec, abstract, source)
         for f in failures:
             err.print(f"[bold red]convergence failure:[/] {f['outcome']} ({f['model']}): {f['error']}")
     if failures:
         raise typer.Exit(EXIT_CONVERGENCE)
 
 
-def _print_fit_table(results, table, spec, abstract):
-    t = Table(title="Bayesian posterior beside the frequentist estimate and the abstract's", caption=EVIDENCE_NOTE,
-              caption_justify="left")
-    for c in ("outcome", "model", "k", "quantity", "Bayes median (95% CrI)", "tau median", "frequentist (method, k)",
-              "abstract (k=30)", "R-hat / ESS / div"):
+def _print_fit_table(results, table, spec, abstract, source):
+    title = "Bayesian posterior beside the frequentist estimate" + (f" and the {source.label}'s" if source else "")
+    t = Table(title=title, caption=table.description.evidence_note, caption_justify="left")
+    cols = ["outcome", "model", "k", "quantity", "Bayes median (95% CrI)", "tau median", "frequentist (method, k)"]
+    cols += [source.short()] if source else []
+    for c in cols + ["R-hat / ESS / div"]:
         t.add_column(c)
     cc = ContinuityCorrection()
     for r in results:
         if "unavailable" in r:
-            t.add_row(r["outcome"], r["model"], "0", "—", r["unavailable"][:70], "", "", "", "")
+            t.add_row(r["outcome"], r["model"], "0", "—", r["unavailable"][:70], *[""] * (len(cols) - 4))
             continue
         oc = r["outcome"]
         if r["model"] == "proportion":
@@ -468,7 +567,8 @@ def _print_fit_table(results, table, spec, abstract):
         diag = (f"{d['rhat_max']:.3f} / {min(d['ess_bulk_min'], d['ess_tail_min']):.0f} / {d['divergences']}"
                 if d.get("rhat_max") is not None else "exact")
         qlabel = qty + (" at mean control risk" if key in ("rr", "rd") and r["model"] == "contrast" else "")
-        t.add_row(oc, r["model"], str(r["k"]), qlabel, _stat(r.get(key)), _fmt(r["tau"]["q50"]), freq_txt, a_txt, diag)
+        t.add_row(oc, r["model"], str(r["k"]), qlabel, _stat(r.get(key)), _fmt(r["tau"]["q50"]), freq_txt,
+                  *([a_txt] if source else []), diag)
     out.print(t)
     out.print(f"Priors: tau ~ {spec.tau_prior}, mu ~ {spec.effect_prior}, alpha_i ~ {spec.baseline_prior} "
               f"(spec {spec.path}); per-outcome overrides: {', '.join(spec.outcome) or 'none'}.")
@@ -482,9 +582,11 @@ def _print_fit_table(results, table, spec, abstract):
 def prob(
     queries: list[str] = typer.Argument(..., help="Queries such as 'RR < 1' 'RR < 0.8' 'RD < -0.05' 'NNT < 10'."),
     data: Path = DataOpt,
-    outcome: str = typer.Option(..., "--outcome", help="Outcome to analyse."),
+    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome to analyse [default: the file's only "
+                                          "outcome]."),
     model: ModelKind = typer.Option(ModelKind.contrast, "--model", help="contrast, proportion or normal."),
-    measure: RatioMeasure = typer.Option(RatioMeasure.OR, "--measure", help="OR or RR (normal model)."),
+    measure: Optional[RatioMeasure] = typer.Option(None, "--measure", help="OR or RR: the scale of the normal "
+                                                   "model [default: OR]; the binomial models take none."),
     tau_prior: str = TauPriorOpt,
     effect_prior: str = EffectPriorOpt,
     baseline_prior: str = BaselinePriorOpt,
@@ -500,20 +602,23 @@ def prob(
     baseline_risk: Optional[float] = typer.Option(None, "--baseline-risk",
                                                   help="Control-arm risk for RR/RD/NNT [default: mean control-arm "
                                                        "risk of the included studies]."),
-    direction: Optional[str] = typer.Option(None, "--direction", help="'higher' if more events are better "
-                                            "(sets the NNT sign) [default: from the outcome name]."),
+    direction: Optional[str] = typer.Option(None, "--direction", help="'higher' if more events are better, "
+                                            "'lower' if fewer are (sets the NNT sign) [default: the data's "
+                                            "description, else lower]."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Posterior probabilities of statements about the effect: P(RR < 0.8), P(NNT < 10), ..."""
+    from .fit import fit as run_fit
     from .queries import parse_query, probability
 
     with guard():
         parsed = [parse_query(q) for q in queries]  # reject malformed queries before any sampling
+        table = load_studies(data)
+        outcome = table.resolve_outcome(outcome)
         cfg = _config_from_options(outcome, model, measure, tau_prior, effect_prior, baseline_prior, draws, tune,
                                    chains, seed, all_studies, exclude_basis, nuts, backend)
         if baseline_risk is not None and not (0 < baseline_risk < 1):
             raise InputError(f"--baseline-risk must be strictly between 0 and 1, got {baseline_risk}")
-        table = load_studies(data)
         try:
             res = run_fit(table, cfg)
         except ConvergenceError as e:
@@ -524,9 +629,9 @@ def prob(
         if as_json:
             emit_json(rows)
             return
-        t = Table(title=f"{outcome}: {cfg.model} model ({rows[0]['method']}), k = {res.k}"
+        t = Table(title=f"{table.description.label(outcome)}: {cfg.model} model ({rows[0]['method']}), k = {res.k}"
                   + (", effect in a new study" if predictive else ", pooled effect"),
-                  caption=EVIDENCE_NOTE, caption_justify="left")
+                  caption=table.description.evidence_note, caption_justify="left")
         for c in ("query", "probability", "MCSE", "draws", "baseline risk"):
             t.add_column(c, justify="left" if c == "query" else "right")
         for r in rows:
@@ -558,12 +663,20 @@ def reanalyze(
                                               "for outcomes where more events are better]."),
     center: str = typer.Option("estimate", "--center", help="Centre the likelihood on the printed 'estimate' or "
                                "on the CI's log 'midpoint'."),
+    direction: Optional[str] = typer.Option(None, "--direction", help="'higher' if more events are better "
+                                            "[default: the study table's description (--data), else lower]."),
+    data: Path = typer.Option(DEFAULT_DATA, "--data", help="Study table whose description (beside it, .toml) "
+                              "says which direction is benefit per outcome (--from-abstract)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Bayesian re-analysis of a published pooled RR/OR (exact, conjugate normal on the log scale)."""
+    from .description import load_description
     from .reanalyze import DEFAULT_THRESHOLDS, NAMED_PRIORS, PublishedEstimate, default_important, reanalyze as run
 
     with guard():
+        if direction is not None and direction not in ("higher", "lower"):
+            raise InputError(f"--direction must be 'higher' or 'lower', not {direction!r}")
+        desc = load_description(data) if Path(data).is_file() else load_description()
         priors = list(prior) if prior else list(NAMED_PRIORS)
         th = list(threshold) if threshold else list(DEFAULT_THRESHOLDS)
         inputs = []
@@ -584,15 +697,20 @@ def reanalyze(
                                                    label=f"{measure.value} {estimate:g} ({ci[0]:g}-{ci[1]:g})")))
         rows = []
         for oc, est in inputs:
-            r = run(est, priors, th, important if important is not None else default_important(oc))
+            better = direction or (desc.better(oc) if oc is not None else None)
+            r = run(est, priors, th, important if important is not None else default_important(better))
             for x in r["results"]:
                 rows.append({**x, "outcome": oc, "input": r["input"]})
         if as_json:
             emit_json(rows)
             return
+        caption = "Each posterior combines the printed line (SE from its 95% CI) with the prior."
+        if from_abstract:
+            src = load_source(abstract)
+            if src.k is not None:
+                caption += f" The {src.label} pooled {src.k} studies."
         t = Table(title="Bayesian re-analysis of published pooled estimates (exact, normal on the log scale)",
-                  caption="Each posterior combines the printed line (SE from its 95% CI) with the prior; the abstract "
-                          "pooled 30 studies.", caption_justify="left")
+                  caption=caption, caption_justify="left")
         for c in ["input", "prior", "posterior median (95% CrI)"] + [f"P(ratio < {x:g})" for x in th]:
             t.add_column(c, justify="left" if c in ("input", "prior") else "right")
         last = None
@@ -635,6 +753,7 @@ def sensitivity(
     from . import sensitivity as sens
 
     with guard():
+        _default_exists(spec_path, Path("models/sensitivity.toml"), "--spec")
         spec = sens.load_sensitivity(spec_path)
         if workers < 1:
             raise InputError(f"--workers must be >= 1, got {workers}")
@@ -644,7 +763,7 @@ def sensitivity(
             cfgs = sens.simulation_grid(spec)
         else:
             table = load_studies(data)
-            cfgs = sens.grid(spec, table.outcomes, outcome)
+            cfgs = sens.grid(spec, table.outcomes, outcome, description=table.description)
         ensure_dir(out_dir)
         cache = sens.default_cache_dir(out_dir)
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -676,11 +795,11 @@ def sensitivity(
             return
         files = sens.write_tables(res.rows, out_dir)
         if not no_plots:
-            files += sens.plot(res.rows, out_dir)
+            files += sens.plot(res.rows, out_dir, note=table.description.evidence_note)
         if as_json:
             emit_json([{k: v for k, v in r.items() if k != "tau_density"} for r in res.rows])
             return
-        t = Table(title="Prior sensitivity", caption=EVIDENCE_NOTE, caption_justify="left")
+        t = Table(title="Prior sensitivity", caption=table.description.evidence_note, caption_justify="left")
         for c in ("outcome", "model", "inclusion", "tau prior", "k", "effect median (95% CrI)", "tau median",
                   "P(ratio<1)", "psense prior/lik (tau)", "diagnosis (tau)", "k-hat", "R-hat/div"):
             t.add_column(c, overflow="fold")
@@ -707,38 +826,45 @@ def sensitivity(
 
 @app.command()
 def analyze(
-    spec_path: Path = typer.Option(DEFAULT_PRIMARY, "--spec", help="Analysis spec."),
+    spec_path: Optional[Path] = typer.Option(None, "--spec", help="Analysis spec (TOML) [default: the built-in "
+                                             "defaults: every outcome, contrast and proportion models]."),
     data: Path = DataOpt,
-    abstract: Path = typer.Option(DEFAULT_ABSTRACT, "--abstract", help="The abstract's printed estimates."),
+    abstract: Optional[Path] = typer.Option(None, "--abstract", help="Published estimates to check against "
+                                            "(CSV, e.g. data/abstract_estimates.csv) [default: no check]."),
     out_dir: Path = typer.Option(Path("report"), "--out", help="Where index.html, figures/ and tables/ go."),
     draws: Optional[int] = typer.Option(None, "--draws", help="Override the spec's draws per chain."),
 ):
-    """The main job: fits, probabilities, a small sensitivity grid and the abstract check, as an HTML report."""
+    """The main job: fits, probabilities, a small sensitivity grid and the frequentist estimates (and the check
+    against published estimates with --abstract), as an HTML report."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from .report import analyze as run_analyze
+    from .spec import load_primary
 
     with guard():
         # fail fast on bad input, before any progress display or output
         load_primary(spec_path)
-        load_studies(data)
-        load_abstract(abstract)
+        table = load_studies(data)
+        source = None
+        if abstract is not None:
+            load_abstract(abstract)
+            source = load_source(abstract)
+        if draws is not None and draws < 10:
+            raise InputError(f"--draws must be an integer >= 10, got {draws}")
         ensure_dir(out_dir)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as bar:
             task = bar.add_task("starting", total=None)
             res = run_analyze(spec_path, data, abstract, out_dir, draws=draws,
                               progress=lambda msg: bar.update(task, description=msg))
-        import pandas as pd
-
-        summ = pd.read_csv(Path(out_dir) / "tables" / "summary.csv", keep_default_na=False)
-        t = Table(title="Abstract vs frequentist vs Bayesian (posterior median, 95% CrI)", caption=EVIDENCE_NOTE,
-                  caption_justify="left")
-        cols = ["outcome", "model", "quantity", "k", "abstract (k=30)", "frequentist", "Bayesian median (95% CrI)",
-                "new study (95% PrI)", "tau median (95% CrI)"]
+        title = ("Published vs frequentist vs Bayesian" if source is not None else "Frequentist vs Bayesian") + \
+            " (posterior median, 95% CrI)"
+        t = Table(title=title, caption=table.description.evidence_note, caption_justify="left")
+        cols = ["outcome", "model", "quantity", "k"] + ([source.short()] if source is not None else []) + [
+            "frequentist", "Bayesian median (95% CrI)", "new study (95% PrI)", "tau median (95% CrI)"]
         for c in cols:
             t.add_column(c, overflow="fold")
-        for _, r in summ.iterrows():
-            t.add_row(*[str(r[c]) for c in cols])
+        for r in res["summary"]:
+            t.add_row(*[str(r.get(c, "—")) for c in cols])
         out.print(t)
         if res.get("up_to_date"):
             out.print("The report is up to date (same spec, data, abstract and code); nothing was recomputed.")

@@ -2,9 +2,15 @@
 
 Format: a UTF-8 CSV (a BOM and CRLF line ends are accepted), one row per study x outcome.
 
-Required columns: ``study_id``, ``outcome``, ``events_treat``, ``total_treat``.
+Required columns: ``study_id``, ``events_treat``, ``total_treat``; ``outcome`` unless the file holds one outcome.
 Optional columns: ``events_control``, ``total_control`` (both empty for a single-arm row) and any
 metadata columns; ``overlap_group`` and ``count_basis`` are used by the inclusion rules when present.
+
+Column names are matched without regard to case, and metafor's names are accepted (:data:`ALIASES`): the 2x2 cells
+``ai, bi, ci, di`` (or ``tpos, tneg, cpos, cneg``; the totals are ai + bi and ci + di), ``n1i``/``n2i`` for the
+totals, ``xi``/``ni`` for single-arm counts, and ``study``, ``trial``, ``author`` or ``id`` for the study label.
+A file without an ``outcome`` column holds one outcome, named after its description's only outcome or else after
+the file (``bcg.csv`` -> ``bcg``).
 
 Every problem is raised as :class:`~rescuemeta.errors.InputError` naming the file, the row (data row,
 1-based, with its line number) and the column.
@@ -23,6 +29,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from .description import Description, load_description
 from .errors import InputError
 
 REQUIRED = ("study_id", "outcome", "events_treat", "total_treat")
@@ -33,6 +40,65 @@ DEFAULT_DATA = Path("data/studies.csv")
 MAX_COUNT = 10**9  # larger counts are almost surely a typo (and would lose precision in float64)
 
 _INT_RE = re.compile(r"^[+-]?\d+(\.0*)?$")
+
+# other names for our columns, in order of preference (metafor's escalc() names first)
+ALIASES = {
+    "study_id": ("study", "trial", "id", "author"),
+    "events_treat": ("ai", "tpos", "x1i", "xi"),
+    "total_treat": ("n1i", "ni"),
+    "events_control": ("ci", "cpos", "x2i"),
+    "total_control": ("n2i",),
+}
+# non-event cells: total = events + non-events
+NON_EVENTS = {"total_treat": ("events_treat", ("bi", "tneg")), "total_control": ("events_control", ("di", "cneg"))}
+_KNOWN = set(REQUIRED) | set(COUNT_COLUMNS) | {"overlap_group", "count_basis"}
+
+
+def _plain(value):
+    """numpy scalars as plain Python values, so that messages never show ``np.int64(-6)``."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
+
+
+def _map_header(header: list[str], path) -> tuple[list[str], dict, dict]:
+    """Our column names for the file's header: case-insensitive, metafor's aliases, bi/di as non-event cells.
+
+    Returns the new header, ``{ours: the file's name}`` for messages, and ``{total column: (events column,
+    non-events column in the file)}`` for totals that are sums of two cells."""
+    lower = [h.lower() for h in header]
+    names = list(lower)
+    original = {}
+    for ours in (*REQUIRED, *COUNT_COLUMNS):
+        if ours in names:
+            original[ours] = header[names.index(ours)]
+            continue
+        for alias in ALIASES.get(ours, ()):
+            if alias in names:
+                i = names.index(alias)
+                names[i] = ours
+                original[ours] = header[i]
+                break
+    sums = {}
+    for total, (events, cells) in NON_EVENTS.items():
+        if total in names:
+            continue
+        for cell in cells:
+            if cell in names and events in names:
+                sums[total] = (events, header[names.index(cell)])
+                original[total] = f"{original.get(events, events)} + {header[names.index(cell)]}"
+                break
+    for h in names:
+        if h in _KNOWN and names.count(h) > 1:
+            raise InputError(f"column {h!r} is given twice (under different names or cases)", file=path, column=h)
+    return names, original, sums
+
+
+def _near_miss(name: str, header: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, [h.lower() for h in header], n=1, cutoff=0.7)
+    if not close:
+        return ""
+    return f" (did you mean {header[[h.lower() for h in header].index(close[0])]!r}?)"
 
 
 @dataclass
@@ -47,15 +113,30 @@ class StudyTable:
         Where it was read from.
     sha256 : str
         Hash of the file's bytes (recorded with results for provenance).
+    description : Description
+        What the data are about (title, arm names, evidence note, outcome labels and which direction is
+        benefit), from the TOML beside the file; neutral words when there is none.
     """
 
     frame: pd.DataFrame
     path: str
     sha256: str
+    description: Description = field(default_factory=Description)
 
     @property
     def outcomes(self) -> list[str]:
         return sorted(self.frame["outcome"].unique())
+
+    def resolve_outcome(self, outcome: str | None, hint: str = "--outcome NAME") -> str:
+        """``outcome``, or the file's only outcome when none is named.
+
+        Raises InputError naming the outcomes in the file when it has several and none is named."""
+        if outcome is not None:
+            return outcome
+        if len(self.outcomes) == 1:
+            return self.outcomes[0]
+        raise InputError(f"the file has {len(self.outcomes)} outcomes; choose one with {hint}: "
+                         f"{', '.join(self.outcomes)}", file=self.path)
 
 
 @dataclass
@@ -68,7 +149,7 @@ class Selection:
         The included rows.
     outcome : str
     arms : {"two", "one"}
-        ``two``: comparative rows (both arms); ``one``: the treatment (stent) arm of every row.
+        ``two``: comparative rows (both arms); ``one``: the treatment arm of every row.
     rule : str
         The inclusion rule in words.
     excluded : list of (study_id, reason)
@@ -169,20 +250,22 @@ def _first_failure(err: pa.errors.SchemaErrors, frame: pd.DataFrame, file) -> In
     col = r["column"] if isinstance(r["column"], str) else None
     check = str(r["check"])
     value = r["failure_case"]
-    msg = f"{check}: got {value!r}" if not check.startswith("not_nullable") else "must not be empty"
+    msg = f"{check}: got {_plain(value)!r}" if not check.startswith("not_nullable") else "must not be empty"
     if more:
         msg += f" (and {more} more problem{'s' if more > 1 else ''})"
     line = int(frame["_line"].iloc[row - 1]) if row is not None else None
     return InputError(msg, file=file, row=row, line=line, column=col)
 
 
-def load_studies(path: str | Path = DEFAULT_DATA) -> StudyTable:
+def load_studies(path: str | Path = DEFAULT_DATA, description: str | Path | None = None) -> StudyTable:
     """Read and validate a study table.
 
     Parameters
     ----------
     path : str or Path
         A CSV in the format described in the module docstring (default ``data/studies.csv``).
+    description : str or Path, optional
+        Its description (:mod:`rescuemeta.description`); default: the ``.toml`` beside the CSV, if any.
 
     Returns
     -------
@@ -211,10 +294,24 @@ def load_studies(path: str | Path = DEFAULT_DATA) -> StudyTable:
     dup = sorted({h for h in header if header.count(h) > 1})
     if dup:
         raise InputError(f"duplicate column name(s): {', '.join(dup)}", file=path, column=dup[0])
-    missing = [c for c in REQUIRED if c not in header]
+    file_header = header
+    header, original, sums = _map_header(file_header, path)
+    missing = [c for c in REQUIRED if c != "outcome" and c not in header and c not in sums]
     if missing:
-        raise InputError(f"missing required column(s): {', '.join(missing)} (the header has: "
-                         f"{', '.join(header)})", file=path, column=missing[0])
+        hints = ", ".join(f"{c}{_near_miss(c, file_header)}" for c in missing)
+        raise InputError(f"missing required column(s): {hints} (the header has: {', '.join(file_header)}; "
+                         "metafor's ai/bi/ci/di, tpos/tneg/cpos/cneg and n1i/n2i are accepted too)", file=path,
+                         column=missing[0])
+    desc = load_description(path, description)
+    try:
+        return _load_rows(path, reader, header, sums, desc)
+    except InputError as e:  # name the column as the file names it
+        if e.column in original:
+            e.column = original[e.column]
+        raise
+
+
+def _load_rows(path: Path, reader, header: list[str], sums: dict, desc) -> StudyTable:
     records = []
     lines = []
     try:
@@ -234,15 +331,21 @@ def load_studies(path: str | Path = DEFAULT_DATA) -> StudyTable:
         raise InputError("the file has a header but no data rows", file=path)
 
     cols = {h: [r[i] for r in records] for i, h in enumerate(header)}
+    cells = {cell.lower() for _, cell in sums.values()}
     data = {}
     for h, values in cols.items():
-        if h in COUNT_COLUMNS:
+        if h in COUNT_COLUMNS or h in cells:
             parsed = [_parse_count(v, file=path, row=i + 1, line=lines[i], column=h)
                       for i, v in enumerate(values)]
             data[h] = pd.array(parsed, dtype="Int64")
         else:
             data[h] = pd.array([v.strip() if h in ("study_id", "outcome") else v for v in values],
                                dtype=object)
+    for total, (events, cell) in sums.items():
+        data[total] = data[events] + data[cell.lower()]
+    if "outcome" not in data:  # a file with one outcome
+        only = list(desc.outcomes)
+        data["outcome"] = pd.array([only[0] if len(only) == 1 else path.stem] * len(records), dtype=object)
     frame = pd.DataFrame(data)
     frame["_line"] = lines
     try:
@@ -291,7 +394,7 @@ def load_studies(path: str | Path = DEFAULT_DATA) -> StudyTable:
                          file=path, row=rows[-1], line=int(frame["_line"].iloc[rows[-1] - 1]),
                          column="study_id")
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    return StudyTable(frame=frame, path=str(path), sha256=sha)
+    return StudyTable(frame=frame, path=str(path), sha256=sha, description=desc)
 
 
 def parse_exclude_basis(spec: str | None) -> tuple[str, ...]:
@@ -357,7 +460,7 @@ def select(table: StudyTable, outcome: str, *, arms: str = "two", all_studies: b
         f = f[~one]
         rule_parts.append("comparative rows only")
     elif arms == "one":
-        rule_parts.append("stent (treatment) arm of every row")
+        rule_parts.append("treatment arm of every row")
     else:
         raise ValueError(f"arms must be 'two' or 'one', not {arms!r}")
     if f.empty:

@@ -17,6 +17,17 @@ class RescueMetaError(Exception):
     exit_code = 1
 
 
+class ConvergenceError(RescueMetaError):
+    """The sampler did not converge (after one retry with a higher target acceptance); ``diagnostics`` holds
+    R-hat, ESS and divergences."""
+
+    exit_code = EXIT_CONVERGENCE
+
+    def __init__(self, message: str, diagnostics: dict):
+        self.diagnostics = diagnostics
+        super().__init__(message)
+
+
 class InputError(RescueMetaError):
     """Input that cannot be used, located as precisely as we can.
 

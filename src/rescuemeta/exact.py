@@ -261,16 +261,32 @@ class NormalNormalPosterior:
             mean = float(np.sum(w * m))
             var = float(np.sum(w * (v + m**2))) - mean**2
         elif transform == "exp":
-            with np.errstate(over="ignore", invalid="ignore"):
-                mean = float(np.sum(w * np.exp(m + v / 2)))
-                var = float(np.sum(w * np.exp(2 * m + 2 * v))) - mean**2
-            if not math.isfinite(mean):
+            # E[exp(x)] = sum_j w_j exp(m_j + v_j / 2), E[exp(2x)] likewise, in logs (no overflow). A moment whose
+            # sum is still carried by the last panel of the tau grid depends on where the grid stops: it does not
+            # exist numerically (e.g. a log-normal prior on tau^2 makes the predictive ratio's mean infinite).
+            first, last_first = self._log_moment(w, m + v / 2)
+            second, last_second = self._log_moment(w, 2 * m + 2 * v)
+            if not (math.isfinite(first) and first < 709 and last_first < 1e-6):
                 return math.inf, math.inf
-            if not math.isfinite(var):
+            mean = math.exp(first)
+            if not (math.isfinite(second) and second < 709 and last_second < 1e-6):
                 return mean, math.inf
+            var = math.exp(second) - mean**2
         else:
             raise ValueError(transform)
         return mean, math.sqrt(max(var, 0.0))
+
+    def _log_moment(self, w, log_terms):
+        """log(sum_j w_j exp(log_terms_j)) and the share of the sum carried by the grid's last panel."""
+        with np.errstate(divide="ignore"):
+            a = np.log(w) + log_terms
+        a = np.where(np.isnan(a), -np.inf, a)
+        top = float(np.max(a))
+        if not math.isfinite(top):
+            return top, 0.0
+        e = np.exp(a - top)
+        per_panel = len(a) // (len(self._panels) - 1)
+        return top + math.log(float(e.sum())), float(e[-per_panel:].sum() / e.sum())
 
     def expect_moments(self, which, f) -> tuple[float, float]:
         """Posterior mean and SD of ``f(x)`` for ``x`` = ``mu``, ``theta_new`` or study ``i`` (int), by

@@ -18,6 +18,7 @@ from scipy.special import expit
 from . import __version__
 from .atomic import atomic_path
 from .data import Selection, StudyTable, select
+from .description import Description
 from .effects import ContinuityCorrection, escalc
 from .errors import InputError
 from .exact import NormalNormalPosterior
@@ -26,15 +27,12 @@ from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PR
 from .sampling import Diagnostics, Sampler, default_sampler
 from .summaries import baseline_risk, new_study_draws, ratio_scales, summarize
 
-EVIDENCE_NOTE = ("Evidence base: the studies in the data file (for data/studies.csv: 20 studies compiled from "
-                 "conference abstracts), not the seed abstract's 30; which of its studies overlap ours is unknown.")
-
 
 @dataclass(frozen=True)
 class FitConfig:
     """One analysis: outcome, model, priors, inclusion set and sampler settings.
 
-    ``model``: ``contrast`` (two arms, binomial), ``proportion`` (stent arm, binomial) or ``normal``
+    ``model``: ``contrast`` (two arms, binomial), ``proportion`` (treatment arm, binomial) or ``normal``
     (normal-normal on log OR / log RR, ``measure``). ``method``: ``auto`` = exact quadrature for ``normal``,
     NUTS otherwise; ``nuts`` forces NUTS for ``normal`` too.
     """
@@ -135,6 +133,8 @@ class FitResult:
         Wall time of the fit (compilation included when it happened).
     data_path, data_sha256 : str
         Provenance of the study table.
+    description : Description
+        What the data are about (arm names, outcome labels, which direction is benefit, evidence note).
     """
 
     config: FitConfig
@@ -145,6 +145,7 @@ class FitResult:
     seconds: float
     data_path: str
     data_sha256: str
+    description: Description = field(default_factory=Description)
 
     # ---- draws ----------------------------------------------------------------------------------
     @property
@@ -237,7 +238,11 @@ class FitResult:
                            "seed": cfg.seed} if self.exact is None else {"backend": "quadrature"})
         out["seconds"] = self.seconds
         out["data"] = {"path": self.data_path, "sha256": self.data_sha256}
-        out["evidence_note"] = EVIDENCE_NOTE
+        desc = self.description
+        out["outcome_label"] = desc.label(cfg.outcome)
+        out["arms"] = {"treatment": desc.treatment, "control": desc.control}
+        out["benefit"] = desc.better(cfg.outcome)
+        out["evidence_note"] = desc.evidence_note
         return out
 
     def prior_record(self) -> dict:
@@ -439,7 +444,8 @@ def fit(table: StudyTable, cfg: FitConfig, sampler: Sampler | None = None) -> Fi
         ex = NormalNormalPosterior(a["y"], a["s"], priors["tau"], m0, s0)
         ex.summary  # noqa: B018 - builds the quadrature grid inside the timed region
         ex._grid  # noqa: B018
-        return FitResult(cfg, prep, None, ex, None, time.perf_counter() - t0, table.path, table.sha256)
+        return FitResult(cfg, prep, None, ex, None, time.perf_counter() - t0, table.path, table.sha256,
+                         table.description)
     sampler = sampler or default_sampler(cfg.backend)
     if sampler.backend != cfg.backend:
         raise ValueError(f"sampler backend {sampler.backend!r} differs from the config's {cfg.backend!r}")
@@ -447,7 +453,8 @@ def fit(table: StudyTable, cfg: FitConfig, sampler: Sampler | None = None) -> Fi
                                  priors["baseline"] if cfg.model == "contrast" else None,
                                  draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, seed=cfg.seed)
     idata = _augment(idata, prep, cfg, priors, table)
-    return FitResult(cfg, prep, idata, None, diag, time.perf_counter() - t0, table.path, table.sha256)
+    return FitResult(cfg, prep, idata, None, diag, time.perf_counter() - t0, table.path, table.sha256,
+                     table.description)
 
 
 def fit_key(cfg: FitConfig, table: StudyTable) -> str:
@@ -479,7 +486,8 @@ def fit_cached(table: StudyTable, cfg: FitConfig, cache_dir, sampler: Sampler | 
             info = json.loads(meta.read_text())
             idata = az.from_netcdf(str(nc))
             diag = Diagnostics(**info["diagnostics"])
-            return FitResult(cfg, prepare(table, cfg), idata, None, diag, info["seconds"], table.path, table.sha256)
+            return FitResult(cfg, prepare(table, cfg), idata, None, diag, info["seconds"], table.path, table.sha256,
+                             table.description)
         except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed, never trusted
             pass
     res = fit(table, cfg, sampler)
@@ -489,3 +497,8 @@ def fit_cached(table: StudyTable, cfg: FitConfig, cache_dir, sampler: Sampler | 
         "rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "ess_required", "attempts", "target_accept", "draws")},
         "seconds": res.seconds}))
     return res
+
+
+from . import _callable_module  # noqa: E402
+
+_callable_module(__name__, "fit")

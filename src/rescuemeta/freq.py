@@ -16,7 +16,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import optimize, special, stats
+from scipy import optimize, special
 
 from .effects import ContinuityCorrection, escalc
 
@@ -77,6 +77,35 @@ class FreqResult:
         return d
 
 
+def study_table(measure: str, ai, n1i, ci, n2i, tau2: float = 0.0, cc: ContinuityCorrection | None = None,
+                level: float = 0.95) -> list[dict]:
+    """Per-study effects as metafor's ``escalc`` gives them, with Wald confidence limits and inverse-variance
+    weights at ``tau2``.
+
+    Returns
+    -------
+    list of dict
+        One per study, in input order: ``yi``, ``vi`` (analysis scale; None where the study has no finite
+        estimate, e.g. a double-zero study), ``ci_low``, ``ci_high`` (analysis scale), and ``weight``: the
+        percentage weight 1/(vi + tau2) of the random-effects model (the common-effect weights when tau2 = 0).
+    """
+    es = escalc(measure, ai, n1i, ci, n2i, cc or ContinuityCorrection())
+    yi, vi = np.asarray(es.yi, dtype=float), np.asarray(es.vi, dtype=float)
+    ok = np.isfinite(yi) & np.isfinite(vi)
+    w = np.where(ok, 1 / np.where(ok, vi + tau2, 1.0), 0.0)
+    w = 100 * w / w.sum() if w.sum() > 0 else w
+    z = _crit(level, None)
+    rows = []
+    for i in range(len(yi)):
+        if not ok[i]:
+            rows.append({"yi": None, "vi": None, "ci_low": None, "ci_high": None, "weight": None})
+            continue
+        half = z * math.sqrt(vi[i])
+        rows.append({"yi": float(yi[i]), "vi": float(vi[i]), "ci_low": float(yi[i] - half),
+                     "ci_high": float(yi[i] + half), "weight": float(w[i])})
+    return rows
+
+
 def _natural_transform(measure: str):
     if measure in ("OR", "RR"):
         return lambda x: float(math.exp(x))
@@ -87,7 +116,7 @@ def _natural_transform(measure: str):
 
 def _crit(level: float, df: int | None) -> float:
     a = 1 - (1 - level) / 2
-    return float(stats.norm.ppf(a) if df is None else stats.t.ppf(a, df))
+    return float(special.ndtri(a) if df is None else special.stdtrit(df, a))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -190,7 +219,7 @@ def rma_iv(yi, vi, *, method: str = "REML", hksj: bool = False, level: float = 0
         se = float(math.sqrt(np.sum(w * (yi - mu) ** 2) / ((k - 1) * sw)))
     crit = _crit(level, df)
     stat = mu / se if se > 0 else math.inf
-    pval = float(2 * (stats.norm.sf(abs(stat)) if df is None else stats.t.sf(abs(stat), df)))
+    pval = float(2 * (special.ndtr(-abs(stat)) if df is None else special.stdtr(df, -abs(stat))))
     w0 = 1 / vi
     mu_fe = np.sum(w0 * yi) / np.sum(w0)
     q = float(np.sum(w0 * (yi - mu_fe) ** 2))
@@ -259,7 +288,7 @@ def rma_mh(ai, n1i, ci, n2i, *, measure: str = "OR", level: float = 0.95) -> Fre
     q, i2 = _q_from_escalc(measure, ai, n1i, ci, n2i, beta, k)
     return FreqResult(measure=measure, method="MH", hksj=False, estimate=float(beta), se=float(se),
                       ci_low=beta - crit * se, ci_high=beta + crit * se,
-                      pval=float(2 * stats.norm.sf(abs(beta / se))), tau2=0.0, i2=i2, q=q, k=k,
+                      pval=float(2 * special.ndtr(-abs(beta / se))), tau2=0.0, i2=i2, q=q, k=k,
                       pi_low=None, pi_high=None, level=level,
                       notes=["common-effect method: no between-study variance, no prediction interval"])
 
@@ -289,7 +318,7 @@ def rma_peto(ai, n1i, ci, n2i, *, level: float = 0.95) -> FreqResult:
         q = 0.0
     return FreqResult(measure="OR", method="PETO", hksj=False, estimate=beta, se=se,
                       ci_low=beta - crit * se, ci_high=beta + crit * se,
-                      pval=float(2 * stats.norm.sf(abs(beta / se))), tau2=0.0, i2=i2, q=q, k=len(ai),
+                      pval=float(2 * special.ndtr(-abs(beta / se))), tau2=0.0, i2=i2, q=q, k=len(ai),
                       pi_low=None, pi_high=None, level=level,
                       notes=["common-effect method: no between-study variance, no prediction interval"])
 
@@ -427,7 +456,7 @@ def rma_glmm_plo(xi, ni, *, n_agq: int = 7, level: float = 0.95) -> FreqResult:
     pse = math.sqrt(se**2 + tau2)
     return FreqResult(measure="PLO", method="GLMM", hksj=False, estimate=mu, se=se,
                       ci_low=mu - crit * se, ci_high=mu + crit * se,
-                      pval=float(2 * stats.norm.sf(abs(mu / se))), tau2=tau2, i2=i2, q=None, k=k,
+                      pval=float(2 * special.ndtr(-abs(mu / se))), tau2=tau2, i2=i2, q=None, k=k,
                       pi_low=mu - crit * pse, pi_high=mu + crit * pse, level=level, notes=notes)
 
 

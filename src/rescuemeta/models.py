@@ -46,7 +46,7 @@ def padded_size(k: int, minimum: int = 16) -> int:
     """The compiled size for ``k`` studies: the next power of two, at least ``minimum``.
 
     Models are compiled for a padded number of studies so that analyses with 1 to 16 studies (every outcome
-    of the rescue-stenting data) share one compiled model per kind and prior families. Padded studies have
+    of a typical meta-analysis) share one compiled model per kind and prior families. Padded studies have
     no data (binomial: n = 0 events of 0; normal: s = 1e8), contribute nothing to the likelihood, and are
     removed from the results by :mod:`rescuemeta.sampling`.
     """

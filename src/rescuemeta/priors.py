@@ -35,7 +35,6 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from .errors import InputError
 
@@ -126,6 +125,7 @@ class Prior:
 
     def logpdf(self, x):
         """Log density at ``x``: of tau for heterogeneity priors (Jacobian included for tau^2 priors)."""
+        from scipy import stats
         x = np.asarray(x, dtype=float)
         f, p = self.family, self.params
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -184,6 +184,7 @@ class Prior:
 
     def ppf(self, q):
         """Quantile function on tau (heterogeneity priors) or on the effect scale."""
+        from scipy import stats
         q = np.asarray(q, dtype=float)
         f, p = self.family, self.params
         if f == "normal":

@@ -9,9 +9,10 @@ Grammar: ``SCALE OP VALUE`` with
 ``RR``     risk ratio at the baseline risk
 ``RD``     risk difference, treatment minus control, at the baseline risk (``-0.05`` or ``-5%``)
 ``NNT``    number needed to treat for one patient to *benefit*: ``1 / benefit``, where benefit = RD for an
-           outcome where more events are better (functional independence, recanalization) and -RD otherwise
-           (mortality, sICH, reocclusion); draws without benefit have NNT = +inf (treatment never reaches one
-           benefit), so ``P(NNT < 10)`` = P(benefit > 0.1)
+           outcome where more events are better and -RD otherwise (which direction is benefit comes from the
+           data's description, ``better = "higher"`` or ``"lower"``, or ``direction``; fewer events are better
+           when nothing says); draws without benefit have NNT = +inf (treatment never reaches one benefit), so
+           ``P(NNT < 10)`` = P(benefit > 0.1)
 ``NNH``    number needed to harm: the same with harm = -benefit
 ``tau``    between-study SD (model scale)
 ``rate``   pooled event rate (proportion model)
@@ -35,7 +36,6 @@ SCALES = ("OR", "RR", "RD", "NNT", "NNH", "TAU", "RATE")
 OPS = ("<", "<=", ">", ">=")
 GRAMMAR = ("SCALE OP VALUE, e.g. 'RR < 0.8', 'OR > 1.5', 'RD < -0.05' (or -5%), 'NNT < 10', 'tau > 0.5', "
            "'rate > 0.4'; SCALE one of OR, RR, RD, NNT, NNH, tau, rate; OP one of <, <=, >, >=")
-HIGHER_IS_BETTER = {"functional_independence", "recanalization"}
 _RE = re.compile(r"^\s*([A-Za-z]+)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(%?)\s*$")
 
 
@@ -76,11 +76,11 @@ def parse_query(text: str) -> Query:
     return Query(text.strip(), scale, op, num)
 
 
-def benefit_sign(outcome: str, direction: str | None = None) -> int:
+def benefit_sign(outcome: str, direction: str | None = None, description=None) -> int:
     """+1 when more events are better (``direction="higher"``), -1 when fewer are (``"lower"``); by default
-    from the outcome name (functional_independence and recanalization are higher-is-better)."""
+    from the data's description (:class:`rescuemeta.description.Description`), and -1 when it does not say."""
     if direction is None:
-        return 1 if outcome in HIGHER_IS_BETTER else -1
+        return description.benefit_sign(outcome) if description is not None else -1
     if direction not in ("higher", "lower"):
         raise InputError(f"--direction must be 'higher' or 'lower' (is a higher event rate better?), not {direction!r}")
     return 1 if direction == "higher" else -1
@@ -176,7 +176,8 @@ def probability(fit, query: str | Query, *, predictive: bool = False, baseline_r
         Control-arm risk at which RR, RD, NNT are evaluated; default the mean control-arm risk of the included
         studies (per posterior draw for the contrast model, the observed mean for the normal model).
     direction : {"higher", "lower"}, optional
-        Whether more events are better (sets the sign of NNT/NNH); default from the outcome name.
+        Whether more events are better (sets the sign of NNT/NNH); default from the data's description
+        (``better``), else fewer events are better.
 
     Returns
     -------
@@ -192,11 +193,16 @@ def probability(fit, query: str | Query, *, predictive: bool = False, baseline_r
         raise InputError(f"--baseline-risk must be strictly between 0 and 1, got {baseline_risk}")
     if predictive and q.scale == "TAU":
         raise InputError(f"query {q.text!r}: tau has no new-study (predictive) version")
-    sign = benefit_sign(fit.config.outcome, direction)
+    desc = getattr(fit, "description", None)
+    sign = benefit_sign(fit.config.outcome, direction, desc)
     diag = fit.diagnostics
     if diag is not None and not diag.ok:
         raise InputError("this fit failed its convergence guard: no probability is reported from it")
     out = {"query": q.text, "scale": q.scale, "op": q.op, "value": q.value, "predictive": bool(predictive)}
+    if q.scale in ("NNT", "NNH"):
+        stated = direction or (desc.better(fit.config.outcome) if desc is not None else None)
+        out["benefit"] = ("more events" if sign > 0 else "fewer events") + (
+            "" if stated else " (assumed: neither the description nor --direction says)")
     if fit.exact is not None:
         p = _exact_probability(fit, q, predictive, baseline_risk, sign)
         bl = fit.data.control_risk if baseline_risk is None else float(baseline_risk)

@@ -160,10 +160,10 @@ def reanalyze(est: PublishedEstimate, priors: list[str], thresholds=DEFAULT_THRE
             "results": results}
 
 
-def default_important(outcome: str | None) -> float:
-    from .queries import HIGHER_IS_BETTER
-
-    return 1.25 if outcome in HIGHER_IS_BETTER else 0.8
+def default_important(better: str | None) -> float:
+    """The clinically important ratio by default: 1.25 where more events are better (``better="higher"``),
+    0.8 otherwise."""
+    return 1.25 if better == "higher" else 0.8
 
 
 def check_against_nuts(est: PublishedEstimate, prior: LogNormalPrior, draws: int = 4000, seed: int = 1) -> np.ndarray:
@@ -179,3 +179,8 @@ def check_against_nuts(est: PublishedEstimate, prior: LogNormalPrior, draws: int
     compiled = compile_pymc_model(model)
     idata = nutpie.sample(compiled, draws=draws // 4, tune=1000, chains=4, seed=seed, progress_bar=False)
     return idata.posterior["log_ratio"].values
+
+
+from . import _callable_module  # noqa: E402
+
+_callable_module(__name__, "reanalyze")

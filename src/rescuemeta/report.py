@@ -1,7 +1,10 @@
-"""The report stage: ``rescuemeta analyze`` runs the primary analysis of ``models/primary.toml`` (Bayesian fits,
-probability queries, a small prior-sensitivity grid, the frequentist check against the abstract) and writes
-``report/index.html`` with figures (PNG and SVG) and tables (CSV). Fits and grid rows are cached in
-``.cache/`` so a re-run with unchanged data and spec takes seconds.
+"""The report stage: ``rescuemeta analyze`` runs a primary analysis (a spec such as ``models/primary.toml``, or the
+built-in defaults) on any study table: Bayesian fits, probability queries, a small prior-sensitivity grid, the
+frequentist estimates, and, when published estimates are given, the check against them. It writes
+``report/index.html`` with figures (PNG and SVG) and tables (CSV). Every word about the clinical question (title,
+arm names, outcome labels, which direction is benefit, the evidence note) comes from the data's description
+(:mod:`rescuemeta.description`). Fits and grid rows are cached in ``.cache/`` so a re-run with unchanged data and
+spec takes seconds.
 """
 
 from __future__ import annotations
@@ -18,17 +21,18 @@ from scipy.special import expit
 
 from . import __version__
 from .atomic import atomic_path, clean_stale_parts, ensure_dir, write_text
-from .check import ABSTRACT_K, check as run_check, load_abstract
+from .check import check as run_check, load_abstract
 from .data import COUNT_BASIS, load_studies, select
+from .description import Description, SourceDescription, load_source
 from .effects import ContinuityCorrection, escalc
-from .errors import InputError
-from .fit import EVIDENCE_NOTE, FitResult, fit_cached
+from .errors import ConvergenceError, InputError
+from .fit import FitResult, fit_cached
 from .freq import meta_analyze
-from .queries import HIGHER_IS_BETTER, parse_query, probability
-from .sampling import ConvergenceError, default_sampler
+from .queries import parse_query, probability
+from .sampling import default_sampler
 from .spec import load_primary
 
-CACHE_DIR = Path(".cache")
+CACHE_DIR = Path(".cache")  # relative to the working directory; RESCUEMETA_CACHE moves it
 
 
 def mirror_query(text: str) -> str:
@@ -98,7 +102,8 @@ def _study_effects(res: FitResult, measure: str):
     return rows
 
 
-def forest(res: FitResult, measure: str, freq: dict | None, abstract_row, out_dir: Path) -> list[str]:
+def forest(res: FitResult, measure: str, freq: dict | None, abstract_row, out_dir: Path,
+           source: SourceDescription | None = None) -> list[str]:
     """metafor/bayesmeta-style forest plot: observed and shrunken study estimates, the pooled estimate, the
     prediction for a new study, and the frequentist and abstract estimates as reference rows."""
     plt = _plt()
@@ -137,21 +142,26 @@ def forest(res: FitResult, measure: str, freq: dict | None, abstract_row, out_di
         a = abstract_row
         ax.errorbar(a.estimate, y[base + 3], xerr=[[max(a.estimate - a.ci_low, 0)], [a.ci_high - a.estimate]], fmt="v",
                     color="C1", capsize=3)
-        labels.append(f"abstract (k={ABSTRACT_K})")
+        labels.append(source.short() if source is not None else "published")
+    elif source is not None:
+        labels.append(f"{source.label}: not printed")
     else:
-        labels.append("abstract: not printed")
+        labels.append("")
     labels.append("")
     ax.set_yticks(y[: len(labels)], labels)
     ax.axhline(y[base] + 0.6, color="0.8", lw=0.8)
     if key != "rate":
         ax.set_xscale("log")
         ax.axvline(1, color="0.5", lw=0.8, ls="--")
-    xl = {"rate": "event rate (stent arm)", "or": "odds ratio (stent vs medical)", "rr": "risk ratio (stent vs medical)"}
+    desc = res.description
+    xl = {"rate": f"event rate ({desc.treatment} arm)", "or": f"odds ratio ({desc.comparison()})",
+          "rr": f"risk ratio ({desc.comparison()})"}
     ax.set_xlabel(xl[key])
-    ax.set_title(f"{res.config.outcome}: {res.config.model} model, k = {res.k}, tau ~ {res.config.tau_prior}")
+    ax.set_title(f"{desc.label(res.config.outcome)}: {res.config.model} model, k = {res.k}, "
+                 f"tau ~ {res.config.tau_prior}")
     ax.legend(loc="lower right", fontsize=7)
-    fig.text(0.01, -0.01, f"Evidence: {res.k} studies from data/studies.csv (20 studies compiled from abstracts), "
-             f"not the abstract's {ABSTRACT_K}.", fontsize=7)
+    if desc.evidence_note:
+        fig.text(0.01, -0.01, desc.evidence_note, fontsize=7, wrap=True)
     out = _save(fig, out_dir, f"forest_{res.config.outcome}_{res.config.model}")
     plt.close(fig)
     return out
@@ -175,7 +185,7 @@ def densities(res: FitResult, out_dir: Path) -> list[str]:
         ax.plot(g, np.nan_to_num(np.exp(prior.logpdf(g)), posinf=0.0), color="C1", ls="--", label=f"prior {prior.spec}")
         ax.set_xlabel({"mu": "mu (log OR)" if res.config.model == "contrast" else "mu (logit rate)", "tau": "tau"}[name])
         ax.legend(fontsize=7)
-    fig.suptitle(f"{res.config.outcome} ({res.config.model}): posterior and prior")
+    fig.suptitle(f"{res.description.label(res.config.outcome)} ({res.config.model}): posterior and prior")
     fig.tight_layout()
     out = _save(fig, out_dir, f"density_{res.config.outcome}_{res.config.model}")
     plt.close(fig)
@@ -197,7 +207,7 @@ def benefit_curve(res: FitResult, measure: str, out_dir: Path) -> list[str]:
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(f"{measure} threshold x" + (" (at mean control risk)" if key == "rr" else ""))
     ax.set_ylabel(f"P({measure} < x | data)")
-    ax.set_title(f"{res.config.outcome}: probability of the {measure} being below x")
+    ax.set_title(f"{res.description.label(res.config.outcome)}: probability of the {measure} being below x")
     ax.legend(fontsize=8)
     fig.tight_layout()
     out = _save(fig, out_dir, f"benefit_curve_{res.config.outcome}")
@@ -220,15 +230,37 @@ def _fmt_ci(est, lo, hi, nd=3):
 
 
 def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None = None, progress=None,
-            cache_dir: Path = CACHE_DIR) -> dict:
-    """Run the primary analysis and write the report. Returns a dict of what was written and counts."""
+            cache_dir: Path | None = None) -> dict:
+    """Run the primary analysis and write the report.
+
+    Parameters
+    ----------
+    spec_path : path or None
+        The analysis spec; None for the built-in defaults (every outcome, contrast and proportion models).
+    data_path : path
+        The study table (its description, if any, beside it).
+    abstract_path : path or None
+        Published estimates to check against; None leaves the check out.
+
+    Returns
+    -------
+    dict
+        ``index`` (the HTML file), ``summary`` (the rows of the summary table), ``fits``, ``figures``,
+        ``unavailable`` and ``failures`` (fits that failed their convergence guard: the report states them where
+        the result would be), ``grid_computed``, ``grid_cached``, ``seconds``.
+    """
+    import os
+
     from . import sensitivity as sens
 
     t0 = time.perf_counter()
+    cache_dir = Path(cache_dir if cache_dir is not None else os.environ.get("RESCUEMETA_CACHE", CACHE_DIR))
     step = progress or (lambda *a, **k: None)
     spec = load_primary(spec_path)
     table = load_studies(data_path)
-    abstract = load_abstract(abstract_path)
+    desc = table.description
+    abstract = load_abstract(abstract_path) if abstract_path is not None else []
+    source = load_source(abstract_path) if abstract_path is not None else None
     out = ensure_dir(out_dir)
     # up to date? (same spec, data, abstract, draws and code as the report on disk, every file present)
     stamp_path = out / ".inputs.json"
@@ -259,29 +291,31 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
             unavailable.append({"outcome": cfg.outcome, "model": cfg.model, "reason": e.message})
         except ConvergenceError as e:
             failures.append({"outcome": cfg.outcome, "model": cfg.model, "reason": str(e), **e.diagnostics})
-    # 2. frequentist check against the abstract
+    # 2. frequentist check against the published estimates
     step("frequentist check")
-    check_rows = run_check(table, abstract, all_studies=spec.all_studies, exclude_basis=tuple(spec.exclude_basis))
+    check_rows = (run_check(table, abstract, all_studies=spec.all_studies, exclude_basis=tuple(spec.exclude_basis),
+                            source=source) if abstract else [])
     # 3. queries
     step("probability queries")
     prob_rows = []
     for res in fits:
         if res.config.model != "contrast":
             continue
-        higher = res.config.outcome in HIGHER_IS_BETTER
+        higher = desc.better(res.config.outcome) == "higher"
         for qtext in spec.queries:
             q = mirror_query(qtext) if higher else qtext
             for pred in (False, True):
                 r = probability(res, q, predictive=pred)
                 prob_rows.append({"outcome": res.config.outcome, "query": q, "predictive": pred,
-                                  "probability": r["probability"], "mcse": r["mcse"], "draws": r["draws"]})
+                                  "probability": r["probability"], "mcse": r["mcse"], "draws": r["draws"],
+                                  "benefit": "more events" if higher else "fewer events"})
     # 4. small sensitivity grid
     step("prior sensitivity grid")
     sspec = sens.SensitivitySpec(path=str(spec_path), outcomes=["*"], models=["contrast", "proportion"],
                                  tau_priors=list(spec.sensitivity_tau_priors), effect_priors=[spec.effect_prior],
                                  inclusion=["dedup"], thresholds=[1.0, 0.8], baseline_prior=spec.baseline_prior,
                                  draws=draws or spec.draws, tune=spec.tune, chains=spec.chains, seed=spec.seed)
-    grid_cfgs = sens.grid(sspec, table.outcomes)
+    grid_cfgs = sens.grid(sspec, table.outcomes, description=desc, unmatched="skip")
     grid = sens.run_grid(grid_cfgs, str(data_path), cache_dir=str(cache_dir / "sensitivity"),
                          progress=lambda n: step(f"prior sensitivity grid [{n}/{len(grid_cfgs)}]"))
     # 5. figures
@@ -307,28 +341,37 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
                     "label": f"{'rate' if fmeas == 'PLO' else fmeas} {fmeth} (k={fr.k})", "k": fr.k}
         except (InputError, ValueError):
             freq = None
-        names = forest(res, "OR" if measure == "PLO" else measure, freq, a, figs)
+        names = forest(res, "OR" if measure == "PLO" else measure, freq, a, figs, source)
         names += densities(res, figs)
         if m == "contrast":
             names += benefit_curve(res, measure, figs)
         fig_files[(oc, m)] = names
         s = res.summary()
         key = "rate" if m == "proportion" else measure.lower()
+        row = {"outcome": oc, "model": m,
+               "quantity": key.upper() if key != "rate" else f"event rate ({desc.treatment} arm)", "k": s["k"]}
+        if source is not None:
+            row[source.short()] = "—" if a is None else f"{a.estimate:g} ({a.ci_low:g}–{a.ci_high:g})"
         summary_rows.append({
-            "outcome": oc, "model": m, "quantity": key.upper() if key != "rate" else "stent-arm rate",
-            "abstract (k=30)": "—" if a is None else f"{a.estimate:g} ({a.ci_low:g}–{a.ci_high:g})",
+            **row,
             "frequentist": "—" if freq is None else f"{_fmt_ci(freq['estimate'], freq['ci_low'], freq['ci_high'])} "
                                                    f"[{freq['label']}]",
             "Bayesian median (95% CrI)": _fmt_ci(s[key]["q50"], s[key]["q025"], s[key]["q975"]),
             "new study (95% PrI)": _fmt_ci(s[f"{key}_new"]["q50"], s[f"{key}_new"]["q025"], s[f"{key}_new"]["q975"]),
             "tau median (95% CrI)": _fmt_ci(s["tau"]["q50"], s["tau"]["q025"], s["tau"]["q975"]),
-            "k": s["k"], "inclusion rule": s["inclusion"]["rule"], "studies": ", ".join(s["inclusion"]["included"])})
+            "inclusion rule": s["inclusion"]["rule"], "studies": ", ".join(s["inclusion"]["included"])})
         d = s["diagnostics"]
         diag_rows.append({"outcome": oc, "model": m, "R-hat max": round(d["rhat_max"], 4),
                           "ESS bulk min": round(d["ess_bulk_min"]), "ESS tail min": round(d["ess_tail_min"]),
                           "divergences": d["divergences"], "attempts": d["attempts"],
                           "target_accept": d["target_accept"], "draws per chain": d["draws"], "ok": d["ok"]})
-    sens_figs = [Path(p).name for p in sens.plot(grid.rows, out)]
+    for f in failures:  # stated where the result would be
+        summary_rows.append({"outcome": f["outcome"], "model": f["model"], "quantity": "—", "k": "—",
+                             "Bayesian median (95% CrI)": "not reported: the fit failed its convergence guard "
+                             f"(R-hat max {f.get('rhat_max', float('nan')):.3f}, ESS bulk/tail min "
+                             f"{f.get('ess_bulk_min', float('nan')):.0f}/{f.get('ess_tail_min', float('nan')):.0f}, "
+                             f"{f.get('divergences', '?')} divergences)"})
+    sens_figs = [Path(p).name for p in sens.plot(grid.rows, out, note=desc.evidence_note)]
     # 6. tables
     step("tables")
     audit_rows = []
@@ -336,9 +379,12 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
         ab, au = r["abstract"], r["audit"]
         audit_rows.append({"outcome": r["outcome"], "quantity": r["quantity"],
                            "printed": f"{ab['estimate']:g} ({ab['ci_low']:g}–{ab['ci_high']:g}) {ab['p'] or ''}".strip(),
-                           "flags": "; ".join(f"{f['severity']}: {f['message']}" for f in au["flags"]) or "consistent"})
-    prov = (table.frame.groupby(["outcome", "count_basis"]).size().unstack(fill_value=0)
-            .reindex(columns=list(COUNT_BASIS), fill_value=0).reset_index())
+                           "flags": "; ".join(f"{f['severity']}: {f['message']}" for f in au["flags"]) or "no flag"})
+    if "count_basis" in table.frame:
+        prov = (table.frame.groupby(["outcome", "count_basis"]).size().unstack(fill_value=0)
+                .reindex(columns=list(COUNT_BASIS), fill_value=0).reset_index())
+    else:
+        prov = table.frame.groupby("outcome").size().rename("rows").reset_index()
     frames = {"summary": pd.DataFrame(summary_rows), "probabilities": pd.DataFrame(prob_rows),
               "diagnostics": pd.DataFrame(diag_rows), "audit": pd.DataFrame(audit_rows), "provenance": prov,
               "sensitivity": sens.tidy(grid.rows), "unavailable": pd.DataFrame(unavailable + failures)}
@@ -347,9 +393,10 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
             df.to_csv(tmp, index=False)
     # 7. HTML
     step("HTML")
-    page = _html(spec, table, frames, fig_files, sens_figs, unavailable, failures, check_rows)
+    page = _html(spec, table, frames, fig_files, sens_figs, unavailable, failures, check_rows, source)
     write_text(out / "index.html", page)
-    result = {"index": str(out / "index.html"), "fits": len(fits), "unavailable": unavailable, "failures": failures,
+    result = {"index": str(out / "index.html"), "summary": summary_rows, "fits": len(fits),
+              "unavailable": unavailable, "failures": failures,
               "grid_computed": grid.computed, "grid_cached": grid.cached, "seconds": time.perf_counter() - t0,
               "figures": sum(len(v) for v in fig_files.values()) + len(sens_figs)}
     files = ["index.html", *[f"figures/{n}" for v in fig_files.values() for n in v], *[f"figures/{n}" for n in sens_figs],
@@ -365,7 +412,11 @@ def _input_hash(spec_path, table, abstract_path, draws) -> str:
     from .atomic import code_fingerprint
 
     h = hashlib.sha256()
-    for part in (Path(spec_path).read_bytes(), table.sha256.encode(), Path(abstract_path).read_bytes(),
+    desc_bytes = Path(table.description.path).read_bytes() if table.description.path else b""
+    src = Path(abstract_path).with_suffix(".toml") if abstract_path is not None else None
+    for part in (Path(spec_path).read_bytes() if spec_path is not None else b"defaults", table.sha256.encode(),
+                 Path(abstract_path).read_bytes() if abstract_path is not None else b"no abstract",
+                 src.read_bytes() if src is not None and src.is_file() else b"", desc_bytes,
                  str(draws).encode(), __version__.encode(), code_fingerprint().encode()):
         h.update(part)
         h.update(b"\0")
@@ -376,40 +427,45 @@ def _table_html(df: pd.DataFrame) -> str:
     return df.to_html(index=False, escape=True, border=0, classes="t", na_rep="—")
 
 
-def _html(spec, table, frames, fig_files, sens_figs, unavailable, failures, check_rows) -> str:
+def _html(spec, table, frames, fig_files, sens_figs, unavailable, failures, check_rows, source) -> str:
     e = html.escape
+    desc: Description = table.description
     n_rows, n_studies = len(table.frame), table.frame["study_id"].nunique()
+    title = desc.title or f"Meta-analysis of {Path(table.path).name}"
+    higher = [desc.label(o) for o in table.outcomes if desc.better(o) == "higher"]
+    unstated = [o for o in table.outcomes if desc.better(o) is None]
     parts = [f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>rescuemeta: rescue intracranial stenting after failed thrombectomy</title>
+<title>rescuemeta: {e(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 table.t{{border-collapse:collapse;font-size:13px;margin:0.5em 0 1.5em}} table.t td,table.t th{{border-bottom:1px solid #ddd;
 padding:3px 8px;text-align:left;vertical-align:top}} .note{{background:#fff4e0;border-left:4px solid #e0a030;padding:0.6em 1em}}
 img{{max-width:100%;border:1px solid #eee;margin:0.3em 0}} h2{{border-bottom:2px solid #333;padding-bottom:2px}}
 code{{background:#f3f3f3;padding:0 3px}}</style></head><body>
-<h1>Rescue intracranial stenting after failed mechanical thrombectomy: Bayesian re-analysis</h1>
-<p>Generated by rescuemeta {e(__version__)} from <code>{e(table.path)}</code> (sha256 {e(table.sha256[:16])}…) and
-<code>{e(spec.path)}</code>.</p>
-<div class="note"><b>How this evidence base differs from the abstract's.</b> The seed abstract pooled {ABSTRACT_K}
-studies. Our table has {n_studies} studies ({n_rows} study-outcome rows) compiled from conference abstracts only; some
-were published after the abstract's search, and which of its {ABSTRACT_K} studies overlap ours is unknown. Most rows are
-single-arm series; only 1–5 comparative studies per outcome have a control arm (none for reocclusion). Differences
-between our estimates and the abstract's can therefore come from different studies, not only from different
-methods; our comparative effects are non-randomised comparisons and the between-study SD is barely estimable.
-{e(EVIDENCE_NOTE)}</div>
-<h2>Summary: abstract vs frequentist vs Bayesian</h2>
+<h1>{e(title)}: Bayesian and frequentist meta-analysis</h1>
+<p>Generated by rescuemeta {e(__version__)} from <code>{e(table.path)}</code> (sha256 {e(table.sha256[:16])}…;
+{n_studies} studies, {n_rows} study-outcome rows) and <code>{e(spec.path)}</code>. Treatment: {e(desc.treatment)};
+control: {e(desc.control)}.</p>"""]
+    if desc.report_note or desc.evidence_note:
+        parts.append('<div class="note"><b>The evidence base.</b> ' + " ".join(
+            e(x) for x in (desc.report_note, desc.evidence_note) if x) + "</div>")
+    head = "Summary: " + ("published vs " if source is not None else "") + "frequentist vs Bayesian"
+    parts.append(f"""<h2>{e(head)}</h2>
 <p>Bayesian: contrast model (exact binomial likelihood, study baselines) for ratios, RR evaluated at the mean
-control-arm risk of the included studies; proportion model for stent-arm rates. Priors: tau ~ {e(spec.tau_prior)},
-mu ~ {e(spec.effect_prior)}, alpha_i ~ {e(spec.baseline_prior)}. Frequentist: REML (ratios), GLMM (rates).</p>
-{_table_html(frames['summary'])}"""]
+control-arm risk of the included studies; proportion model for {e(desc.treatment)}-arm event rates. Priors:
+tau ~ {e(spec.tau_prior)}, mu ~ {e(spec.effect_prior)}, alpha_i ~ {e(spec.baseline_prior)}. Frequentist: REML
+(ratios), GLMM (rates).</p>
+{_table_html(frames['summary'])}""")
     if unavailable or failures:
         parts.append("<p><b>Not estimated:</b> " + "; ".join(
             e(f"{u['outcome']} ({u['model']}): {u['reason']}") for u in unavailable + failures) + "</p>")
-    parts.append("<h2>Probability of benefit</h2><p>Pooled effect and the effect in a new study (predictive). For "
-                 "functional independence and recanalization (more events are better) the queries are mirrored.</p>"
-                 + _table_html(frames["probabilities"]))
+    mirrored = (f" For {e(', '.join(higher))} (more events are better) the queries are mirrored." if higher else "")
+    assumed = (f" The description does not say which direction is benefit for {e(', '.join(unstated))}: fewer "
+               "events are taken as better." if unstated else "")
+    parts.append("<h2>Probability of benefit</h2><p>Pooled effect and the effect in a new study (predictive)."
+                 + mirrored + assumed + "</p>" + _table_html(frames["probabilities"]))
     parts.append("<h2>Per outcome</h2>")
     for (oc, m), names in fig_files.items():
-        parts.append(f"<h3>{e(oc)} — {e(m)} model</h3>")
+        parts.append(f"<h3>{e(desc.label(oc))} — {e(m)} model</h3>")
         for nm in names:
             if nm.endswith(".png"):
                 svg = nm[:-4] + ".svg"
@@ -424,11 +480,14 @@ mu ~ {e(spec.effect_prior)}, alpha_i ~ {e(spec.baseline_prior)}. Frequentist: RE
             "psens_prior_tau", "psens_lik_tau", "psens_diag_tau", "psens_khat", "status"]
     sdf = frames["sensitivity"]
     parts.append(_table_html(sdf[[c for c in cols if c in sdf.columns]].round(3)))
-    parts.append("<h2>Consistency of the abstract's printed numbers</h2>" + _table_html(frames["audit"]))
+    if source is not None:
+        parts.append(f"<h2>Consistency of the {e(source.label)}'s printed numbers</h2>"
+                     + (f"<p>{e(source.citation)}</p>" if source.citation else "") + _table_html(frames["audit"]))
     parts.append("<h2>Convergence diagnostics</h2><p>Guard: R-hat ≤ 1.01, bulk and tail ESS ≥ 400, no divergences "
                  "(one retry with target_accept 0.99 and more draws).</p>" + _table_html(frames["diagnostics"]))
-    parts.append("<h2>Data provenance</h2><p>Rows per outcome by how the counts were obtained (reported, from a "
-                 "printed percent, fitted denominator, approximate).</p>" + _table_html(frames["provenance"]))
+    parts.append("<h2>Data provenance</h2><p>Rows per outcome" + (
+        " by how the counts were obtained (reported, from a printed percent, fitted denominator, approximate)"
+        if "count_basis" in table.frame else "") + ".</p>" + _table_html(frames["provenance"]))
     parts.append("""<p>Tables as CSV: <a href="tables/">tables/</a>. Figures as SVG: click a figure.</p>
 <div id="img-check" data-status="pending"></div>
 <script>window.addEventListener('load',function(){var imgs=document.images,bad=[];for(var i=0;i<imgs.length;i++){

@@ -12,7 +12,7 @@ import arviz as az
 import numpy as np
 import pymc as pm
 
-from .errors import RescueMetaError
+from .errors import EXIT_CONVERGENCE, ConvergenceError  # noqa: F401 - re-exported
 from .models import ModelData, build_model, observed_data, padded_size, prior_data, structure_key
 from .priors import Prior
 
@@ -21,17 +21,6 @@ RHAT_MAX = 1.01
 # k = 5) 25 of 100 fits had divergent transitions at 0.8 and none at 0.95; sampling stays well under 1 s.
 TARGET_ACCEPT = 0.95
 ESS_MIN = 400
-EXIT_CONVERGENCE = 3
-
-
-class ConvergenceError(RescueMetaError):
-    """The sampler did not converge (after one retry with a higher target acceptance)."""
-
-    exit_code = EXIT_CONVERGENCE
-
-    def __init__(self, message: str, diagnostics: dict):
-        self.diagnostics = diagnostics
-        super().__init__(message)
 
 
 @dataclass

@@ -37,6 +37,7 @@ from scipy import stats
 from . import __version__
 from .atomic import atomic_path, clean_stale_parts, code_fingerprint, ensure_dir, to_jsonable, write_text
 from .data import load_studies
+from .description import Description
 from .errors import InputError
 from .fit import FitConfig, fit
 from .models import MODEL_KINDS, padded_size, structure_key
@@ -47,11 +48,8 @@ DEFAULT_SENSITIVITY = Path("models/sensitivity.toml")
 INCLUSION_SETS = {"dedup": (False, ()), "all_studies": (True, ()),
                   "exclude_derived": (False, ("approximate", "denominator_fitted"))}
 # ``turner(matched)`` / ``turner(matched, COMPARISON)`` in ``tau_priors`` picks the Turner et al. (2015) outcome
-# type for each outcome of the rescue-stenting data (comparison default: non-pharmacological vs control, as
-# stenting is compared with medical management without further intervention).
-TURNER_MATCH = {"mortality": "all_cause_mortality", "sich": "adverse_events",
-                "functional_independence": "quality_of_life", "recanalization": "device_success",
-                "reocclusion": "device_success"}
+# type that the data's description gives each outcome (``[outcomes.NAME] turner = "..."``), and the comparison
+# type of ``[dataset] turner_comparison`` (default below).
 TURNER_DEFAULT_COMPARISON = "nonpharma_vs_placebo"
 PSENSE_THRESHOLD = 0.05  # Kallioinen et al. (2023, Stat Comput 34:57): sensitivity >= 0.05 flags
 _KEYS = {"outcomes": list, "models": list, "tau_priors": list, "effect_priors": list, "inclusion": list,
@@ -145,8 +143,13 @@ def load_sensitivity(path: str | Path = DEFAULT_SENSITIVITY) -> SensitivitySpec:
 # configurations and their cache keys
 # ---------------------------------------------------------------------------------------------------
 
-def grid(spec: SensitivitySpec, outcomes_available: list[str], only_outcome: str | None = None) -> list[dict]:
-    """Every configuration of the grid as a plain dict (picklable, JSON-able)."""
+def grid(spec: SensitivitySpec, outcomes_available: list[str], only_outcome: str | None = None,
+         description: Description | None = None, unmatched: str = "error") -> list[dict]:
+    """Every configuration of the grid as a plain dict (picklable, JSON-able).
+
+    ``turner(matched)`` takes each outcome's Turner et al. (2015) outcome type from ``description``; for an outcome
+    it names none, ``unmatched="error"`` raises InputError and ``"skip"`` leaves that prior out for that outcome."""
+    desc = description or Description()
     outs = list(outcomes_available) if spec.outcomes == ["*"] else list(spec.outcomes)
     missing = [o for o in outs if o not in outcomes_available]
     if missing:
@@ -161,7 +164,10 @@ def grid(spec: SensitivitySpec, outcomes_available: list[str], only_outcome: str
             for inc in spec.inclusion:
                 for ep in spec.effect_priors:
                     for tp in spec.tau_priors:
-                        tp = _resolve_turner(tp, oc) if _is_matched(tp) else tp
+                        if _is_matched(tp):
+                            if desc.turner(oc) is None and unmatched == "skip":
+                                continue
+                            tp = _resolve_turner(tp, oc, desc)
                         rows.append({"outcome": oc, "model": m, "measure": spec.measure, "tau_prior": parse(tp).spec,
                                      "effect_prior": parse(ep, "effect").spec,
                                      "baseline_prior": parse(spec.baseline_prior, "effect").spec, "inclusion": inc,
@@ -174,15 +180,16 @@ def _is_matched(spec: str) -> bool:
     return spec.replace(" ", "").lower().startswith("turner(matched")
 
 
-def _resolve_turner(spec: str, outcome: str) -> str:
-    """``turner(matched[, COMPARISON])`` -> ``turner(OUTCOME_TYPE, COMPARISON)`` for this outcome."""
+def _resolve_turner(spec: str, outcome: str, desc: Description) -> str:
+    """``turner(matched[, COMPARISON])`` -> ``turner(OUTCOME_TYPE, COMPARISON)`` for this outcome, from the
+    data's description."""
     inner = spec.strip()[len("turner("):-1]
     parts = [x.strip() for x in inner.split(",")]
-    comparison = parts[1] if len(parts) > 1 else TURNER_DEFAULT_COMPARISON
-    if outcome not in TURNER_MATCH:
-        raise InputError(f"tau prior {spec!r}: no Turner outcome type is known for outcome {outcome!r}; give "
-                         "turner(OUTCOME_TYPE, COMPARISON) explicitly")
-    return f"turner({TURNER_MATCH[outcome]}, {comparison})"
+    comparison = parts[1] if len(parts) > 1 else (desc.turner_comparison or TURNER_DEFAULT_COMPARISON)
+    if desc.turner(outcome) is None:
+        raise InputError(f"tau prior {spec!r}: the data's description gives outcome {outcome!r} no Turner outcome "
+                         "type ([outcomes.NAME] turner = \"...\"); give turner(OUTCOME_TYPE, COMPARISON) explicitly")
+    return f"turner({desc.turner(outcome)}, {comparison})"
 
 
 def config_hash(cfg: dict, data_sha256: str) -> str:
@@ -605,9 +612,10 @@ def write_tables(rows: list[dict], out_dir: str | Path, stem: str = "sensitivity
     return written
 
 
-def plot(rows: list[dict], out_dir: str | Path) -> list[str]:
+def plot(rows: list[dict], out_dir: str | Path, note: str | None = None) -> list[str]:
     """Per outcome x model: the forest of priors (effect median and 95% CrI per configuration), P(ratio < t) per
-    prior, and prior vs posterior densities of tau. PNG and SVG files, written atomically."""
+    prior, and prior vs posterior densities of tau. PNG and SVG files, written atomically; ``note`` (the data's
+    evidence note) is printed under each forest."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -647,8 +655,8 @@ def plot(rows: list[dict], out_dir: str | Path) -> list[str]:
             ax2.set_xlabel("posterior probability")
             ax2.legend(fontsize=8, loc="best")
             ax2.set_title("P(benefit) per prior")
-        fig.text(0.01, 0.005, "Evidence base: data file studies (20 compiled from abstracts), not the abstract's 30.",
-                 fontsize=7)
+        if note:
+            fig.text(0.01, 0.005, note, fontsize=7)
         fig.tight_layout(rect=(0, 0.02, 1, 1))
         written += _save(fig, out_dir / f"sensitivity_{oc}_{m}")
         plt.close(fig)

@@ -32,8 +32,6 @@ from pathlib import Path
 
 from .data import parse_exclude_basis
 from .errors import InputError
-from .fit import FitConfig
-from .models import MODEL_KINDS
 from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR, parse
 
 DEFAULT_PRIMARY = Path("models/primary.toml")
@@ -123,9 +121,11 @@ class PrimarySpec:
         return list(self.outcomes)
 
     def configs(self, available: list[str], *, draws: int | None = None, seed: int | None = None,
-                backend: str = "nutpie") -> list[FitConfig]:
+                backend: str = "nutpie") -> list:
         """One :class:`FitConfig` per outcome x model (contrast configs for outcomes without control arms
         are still listed; the caller reports them as not estimable)."""
+        from .fit import FitConfig
+
         out = []
         for oc in self.resolve_outcomes(available):
             over = self.outcome.get(oc, {})
@@ -143,14 +143,21 @@ class PrimarySpec:
         return out
 
 
-def load_primary(path: str | Path = DEFAULT_PRIMARY) -> PrimarySpec:
-    """Read and validate ``models/primary.toml``.
+def load_primary(path: str | Path | None = DEFAULT_PRIMARY) -> PrimarySpec:
+    """Read and validate a primary-analysis spec such as ``models/primary.toml``.
+
+    Parameters
+    ----------
+    path : str or Path or None
+        None: no file, every key at its default (an analysis of any data set with the package's defaults).
 
     Returns
     -------
     PrimarySpec
         Missing keys take their defaults; an unknown key or bad value raises :class:`InputError`.
     """
+    if path is None:
+        return PrimarySpec(path="(built-in defaults)")
     doc = read_toml(path)
     check_keys(doc, _PRIMARY_KEYS, path)
     spec = PrimarySpec(path=str(path))
@@ -189,6 +196,8 @@ def load_primary(path: str | Path = DEFAULT_PRIMARY) -> PrimarySpec:
         parse_exclude_basis(",".join(spec.exclude_basis))
     except InputError as e:
         raise InputError(f"key 'exclude_basis': {e.message.split(': ', 1)[1]}", file=path) from None
+    from .models import MODEL_KINDS
+
     bad = [m for m in spec.models if m not in MODEL_KINDS]
     if bad or not spec.models:
         raise InputError(f"key 'models': {bad or 'empty'}; choose from {', '.join(MODEL_KINDS)}", file=path)
