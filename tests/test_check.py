@@ -5,6 +5,8 @@ import json
 import math
 
 import pytest
+
+from rescuemeta.description import load_source
 from scipy import stats
 from typer.testing import CliRunner
 
@@ -23,7 +25,8 @@ def _pe(q, est, lo, hi, p="", outcome="x"):
 
 @pytest.fixture(scope="module")
 def rows():
-    return check(load_studies("data/studies.csv"), load_abstract("data/abstract_estimates.csv"))
+    return check(load_studies("data/studies.csv"), load_abstract("data/abstract_estimates.csv"),
+                 source=load_source("data/abstract_estimates.csv"))
 
 
 def _row(rows, outcome, quantity):

@@ -8,6 +8,7 @@ import sys
 import warnings
 
 import nutpie
+import pytensor
 import numpy as np
 import pytest
 
@@ -41,22 +42,39 @@ def _same(a, b):
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("outcome,kind,shared", [("mortality", "contrast", True), ("sich", "proportion", True),
-                                                 ("mortality", "normal", False)])
-def test_same_draws_as_nutpie_compile(outcome, kind, shared):
-    """Bit-for-bit the draws of nutpie.compile_pymc_model(model, freeze_model=False) for the same seed."""
-    model, _, _ = _model(outcome, kind, shared=shared)
+def _nutpie_compile(model):
+    # nutpie's own compiler under the flags ours uses (IEEE arithmetic, no fastmath: see compile_pymc_model)
+    with pytensor.config.change_flags(numba__fastmath=False):
+        return nutpie.compile_pymc_model(model, freeze_model=False)
+
+
+@pytest.fixture(scope="module")
+def contrast_pair():
+    """The shared binomial graph compiled both ways (compiling nutpie's wrapper is the slow part: once)."""
+    model, prep, p = _model("mortality", "contrast")
     ours = compiled.compile_pymc_model(model)
     assert compiled.last_path == "fast"
-    theirs = nutpie.compile_pymc_model(model, freeze_model=False)
+    return ours, _nutpie_compile(model), prep, p
+
+
+def test_same_draws_as_nutpie_compile(contrast_pair):
+    """Bit-for-bit the draws of nutpie.compile_pymc_model(model, freeze_model=False) for the same seed."""
+    ours, theirs, _, _ = contrast_pair
     assert _same(_draws(ours), _draws(theirs))
 
 
-def test_with_data_matches_nutpie():
-    """Swapping prior values and counts (with_data) reads the new values through the user_data record."""
-    model, prep, p = _model("mortality", "contrast")
+@pytest.mark.slow
+@pytest.mark.parametrize("outcome,kind,shared", [("sich", "proportion", True), ("mortality", "normal", False)])
+def test_same_draws_as_nutpie_compile_other_graphs(outcome, kind, shared):
+    model, _, _ = _model(outcome, kind, shared=shared)
     ours = compiled.compile_pymc_model(model)
-    theirs = nutpie.compile_pymc_model(model, freeze_model=False)
+    assert compiled.last_path == "fast"
+    assert _same(_draws(ours), _draws(_nutpie_compile(model)))
+
+
+def test_with_data_matches_nutpie(contrast_pair):
+    """Swapping prior values and counts (with_data) reads the new values through the user_data record."""
+    ours, theirs, prep, p = contrast_pair
     size = padded_size(prep.model_data.k)
     new = {**prior_data(parse("halfnormal(1.5)", "tau"), parse("normal(0.5, 2)", "effect"), p["baseline"]),
            **observed_data(prep.model_data, size, shared_binomial=True)}
@@ -126,14 +144,18 @@ def test_new_process_loads_from_disk_and_survives_a_corrupt_entry(tmp_path):
         f.write_bytes(b"not a numba cache entry")
     third = _child(tmp_path)
     assert third["mu"] == first["mu"]
-    fourth = _child(tmp_path)
-    assert fourth["hits"][0] == 1
+    # the corrupt entry was replaced by a loadable one (a later process hits it, as the second did)
+    assert all(f.read_bytes() != b"not a numba cache entry" for f in entries if f.exists())
+    assert list((tmp_path / "numba").glob("string.logp_c-*.nbc"))
 
 
 def test_falls_back_to_nutpie_when_internals_change(monkeypatch):
     """If nutpie's private helpers change (simulated: one is missing), nutpie's own compiler is used, with a
-    warning, and sampling still works."""
-    model, _, _ = _model("sich", "proportion")
+    warning, and sampling still works. (A one-parameter model: nutpie's own wrapper compiles in seconds.)"""
+    import pymc as pm
+
+    with pm.Model() as model:
+        pm.Normal("mu", 0.0, 1.0)
 
     def missing(model):
         raise AttributeError("module 'nutpie.compile_pymc' has no attribute '_make_functions'")

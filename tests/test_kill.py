@@ -45,6 +45,8 @@ def test_killed_analyze_leaves_no_partial_output_and_resumes(tmp_path, sig):
         assert _partial_files(tmp_path) == []  # SIGTERM: every writer removed its temporary file
     for nc in fits.glob("*.nc"):  # whatever was renamed into place is complete
         az.from_netcdf(nc)
+    if sig == signal.SIGTERM:
+        return  # resuming is the same after either signal: the SIGKILL case runs it
     r = subprocess.run(_cmd(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "report" / "index.html").exists()

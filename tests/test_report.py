@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from rescuemeta.report import analyze, browser_check, mirror_query
+from rescuemeta.data import load_studies
+from rescuemeta.report import _input_hash, analyze, browser_check, current_report, mirror_query
 from rescuemeta.sampling import default_sampler
 
 DATA = ROOT / "data" / "studies.csv"
@@ -73,8 +74,13 @@ def test_stale_or_missing_outputs_are_rebuilt(report):
     res = analyze(spec, DATA, ABSTRACT, out, cache_dir=tmp / "cache")
     assert not res.get("up_to_date") and fig.exists()  # a missing file: rebuilt (from the caches)
     assert analyze(spec, DATA, ABSTRACT, out, cache_dir=tmp / "cache").get("up_to_date")
-    spec.write_text(spec.read_text() + "\n# an edit\n")
-    assert not analyze(spec, DATA, ABSTRACT, out, cache_dir=tmp / "cache").get("up_to_date")
+    # an edited spec or description no longer matches the stamp (what analyze checks before any work)
+    table = load_studies(DATA)
+    assert current_report(out, _input_hash(spec, table, ABSTRACT, None)) is not None
+    edited = tmp / "edited.toml"
+    edited.write_text(spec.read_text() + "\n# an edit\n")
+    assert current_report(out, _input_hash(edited, table, ABSTRACT, None)) is None
+    assert current_report(out, _input_hash(spec, table, ABSTRACT, 123)) is None
 
 
 def test_queries_are_mirrored_for_outcomes_where_more_is_better():

@@ -68,7 +68,7 @@ def test_spec_errors_name_file_and_key(tmp_path, text, needle):
 
 def test_shipped_specs_are_valid_and_cover_the_issue():
     spec = sens.load_sensitivity(ROOT / "models" / "sensitivity.toml")
-    cfgs = sens.grid(spec, TABLE.outcomes)
+    cfgs = sens.grid(spec, TABLE)
     taus = {c["tau_prior"] for c in cfgs}
     for needed in ("halfnormal(0.25)", "halfnormal(0.5)", "halfnormal(1)", "halfcauchy(0.5)", "uniform(0, 2)",
                    "invgamma(0.001, 0.001)", "turner(all_cause_mortality, nonpharma_vs_placebo)",
@@ -86,7 +86,7 @@ def test_shipped_specs_are_valid_and_cover_the_issue():
 
 def test_grid_runs_compiles_once_and_reports_psense(tmp_path):
     spec = sens.load_sensitivity(_spec(tmp_path, SMALL))
-    cfgs = sens.grid(spec, TABLE.outcomes)
+    cfgs = sens.grid(spec, TABLE)
     before = default_sampler().compiles
     res = sens.run_grid(cfgs, DATA, cache_dir=str(tmp_path / "cache"))
     assert default_sampler().compiles - before <= 1  # two tau-prior values, one proportion structure
@@ -106,7 +106,7 @@ def test_grid_runs_compiles_once_and_reports_psense(tmp_path):
 
 def test_cache_resume_and_corrupt_entries(tmp_path):
     spec = sens.load_sensitivity(_spec(tmp_path, SMALL.replace('"proportion", ', "")))  # normal only: fast
-    cfgs = sens.grid(spec, TABLE.outcomes)
+    cfgs = sens.grid(spec, TABLE)
     cache = tmp_path / "cache"
     first = sens.run_grid(cfgs, DATA, cache_dir=str(cache))
     again = sens.run_grid(cfgs, DATA, cache_dir=str(cache))
@@ -123,7 +123,7 @@ def test_cache_resume_and_corrupt_entries(tmp_path):
 
 def test_process_pool_matches_in_process(tmp_path):
     spec = sens.load_sensitivity(_spec(tmp_path, SMALL.replace('"proportion", ', "")))
-    cfgs = sens.grid(spec, TABLE.outcomes)
+    cfgs = sens.grid(spec, TABLE)
     local = sens.run_grid(cfgs, DATA, cache_dir=None, workers=1)
     pool = sens.run_grid(cfgs, DATA, cache_dir=None, workers=2)
     assert _strip(pool.rows) == _strip(local.rows)
@@ -133,7 +133,7 @@ def test_dask_localcluster_matches_local_path(tmp_path):
     from distributed import Client, LocalCluster
 
     spec = sens.load_sensitivity(_spec(tmp_path, SMALL))
-    cfgs = sens.grid(spec, TABLE.outcomes)
+    cfgs = sens.grid(spec, TABLE)
     local = sens.run_grid(cfgs, DATA, cache_dir=None)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
@@ -226,7 +226,7 @@ replications = 6
 def test_full_shipped_grid_runs_for_every_outcome(tmp_path):
     """models/sensitivity.toml on data/studies.csv: 240 configurations (about 3.5 min on 2 workers)."""
     spec = sens.load_sensitivity(ROOT / "models" / "sensitivity.toml")
-    cfgs = sens.grid(spec, TABLE.outcomes)
+    cfgs = sens.grid(spec, TABLE)
     res = sens.run_grid(cfgs, DATA, cache_dir=str(tmp_path / "cache"), workers=2)
     by_status = {}
     for r in res.rows:

@@ -247,14 +247,21 @@ def compile_pymc_model(model, *, fast: bool = True):
     """
     global last_path
     import nutpie
+    import pytensor
 
-    if fast:
-        try:
-            compiled = _compile_fast(model)
-            last_path = "fast"
-            return compiled
-        except (AttributeError, ImportError, TypeError, KeyError) as exc:  # nutpie/PyTensor internals changed
-            warnings.warn(f"rescuemeta's cached nutpie compilation is unavailable ({exc!r}); using "
-                          "nutpie.compile_pymc_model (slower to compile, same draws)", RuntimeWarning, stacklevel=2)
-    last_path = "nutpie"
-    return nutpie.compile_pymc_model(model, freeze_model=False)
+    # IEEE arithmetic, not numba's fastmath: with fastmath, code loaded from the disk cache rounds differently from
+    # code compiled in the process (LLVM contracts and reassociates differently across inlined and cached
+    # functions), so the same seed gave other draws on a warm cache than on a cold one. PyTensor's cache key
+    # includes the flag; the change is scoped to this compilation (numba reads it when the functions are built).
+    with pytensor.config.change_flags(numba__fastmath=False):
+        if fast:
+            try:
+                compiled = _compile_fast(model)
+                last_path = "fast"
+                return compiled
+            except (AttributeError, ImportError, TypeError, KeyError) as exc:  # nutpie/PyTensor internals changed
+                warnings.warn(f"rescuemeta's cached nutpie compilation is unavailable ({exc!r}); using "
+                              "nutpie.compile_pymc_model (slower to compile, same draws)", RuntimeWarning,
+                              stacklevel=2)
+        last_path = "nutpie"
+        return nutpie.compile_pymc_model(model, freeze_model=False)

@@ -262,18 +262,12 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
     abstract = load_abstract(abstract_path) if abstract_path is not None else []
     source = load_source(abstract_path) if abstract_path is not None else None
     out = ensure_dir(out_dir)
-    # up to date? (same spec, data, abstract, draws and code as the report on disk, every file present)
     stamp_path = out / ".inputs.json"
     inputs = _input_hash(spec_path, table, abstract_path, draws)
-    if stamp_path.exists():
-        try:
-            stamp = json.loads(stamp_path.read_text())
-            if stamp["inputs"] == inputs and all((out / f).exists() for f in stamp["files"]):
-                return {**stamp["result"], "up_to_date": True, "seconds": time.perf_counter() - t0,
-                        "grid_computed": 0, "grid_cached": stamp["result"]["grid_computed"]
-                        + stamp["result"]["grid_cached"]}
-        except (OSError, ValueError, KeyError):
-            pass  # an unreadable stamp: rebuild
+    stamp = current_report(out, inputs)
+    if stamp is not None:
+        return {**stamp["result"], "up_to_date": True, "seconds": time.perf_counter() - t0,
+                "grid_computed": 0, "grid_cached": stamp["result"]["grid_computed"] + stamp["result"]["grid_cached"]}
     figs = ensure_dir(out / "figures")
     tables = ensure_dir(out / "tables")
     for d in (out, figs, tables, Path(cache_dir) / "fits"):
@@ -404,6 +398,19 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
     if not failures:  # a report with failed fits is rebuilt next time
         write_text(stamp_path, json.dumps({"inputs": inputs, "files": files, "result": result}, default=str))
     return result
+
+
+def current_report(out_dir, inputs: str) -> dict | None:
+    """The stamp of the report in ``out_dir`` when it was made from ``inputs`` (:func:`_input_hash`: spec, data and
+    its description, published estimates, draws, code) and every file it lists exists; else None."""
+    stamp_path = Path(out_dir) / ".inputs.json"
+    try:
+        stamp = json.loads(stamp_path.read_text())
+        if stamp["inputs"] == inputs and all((Path(out_dir) / f).exists() for f in stamp["files"]):
+            return stamp
+    except (OSError, ValueError, KeyError):
+        pass  # no stamp or an unreadable one: rebuild
+    return None
 
 
 def _input_hash(spec_path, table, abstract_path, draws) -> str:

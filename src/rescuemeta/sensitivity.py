@@ -143,12 +143,17 @@ def load_sensitivity(path: str | Path = DEFAULT_SENSITIVITY) -> SensitivitySpec:
 # configurations and their cache keys
 # ---------------------------------------------------------------------------------------------------
 
-def grid(spec: SensitivitySpec, outcomes_available: list[str], only_outcome: str | None = None,
+def grid(spec: SensitivitySpec, outcomes_available, only_outcome: str | None = None,
          description: Description | None = None, unmatched: str = "error") -> list[dict]:
     """Every configuration of the grid as a plain dict (picklable, JSON-able).
 
-    ``turner(matched)`` takes each outcome's Turner et al. (2015) outcome type from ``description``; for an outcome
-    it names none, ``unmatched="error"`` raises InputError and ``"skip"`` leaves that prior out for that outcome."""
+    ``outcomes_available`` is the study table (:class:`rescuemeta.data.StudyTable`, whose description is then
+    used) or a list of outcome names. ``turner(matched)`` takes each outcome's Turner et al. (2015) outcome type
+    from the description; for an outcome it names none, ``unmatched="error"`` raises InputError and ``"skip"``
+    leaves that prior out for that outcome."""
+    if hasattr(outcomes_available, "description"):
+        description = description or outcomes_available.description
+        outcomes_available = outcomes_available.outcomes
     desc = description or Description()
     outs = list(outcomes_available) if spec.outcomes == ["*"] else list(spec.outcomes)
     missing = [o for o in outs if o not in outcomes_available]
