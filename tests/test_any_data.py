@@ -198,3 +198,47 @@ def test_help_is_readable_at_80_columns():
                        env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"})
     assert "turner(all_cause_mortality," in p.stdout and "[default: halfnormal(0.5)]" in p.stdout
     assert np.all([s in p.stdout for s in ("[default: 4]", "[default: nutpie]")])
+
+
+def test_a_bad_description_is_an_input_error_naming_file_and_key(tmp_path):
+    csv = tmp_path / "trials.csv"
+    csv.write_bytes(BCG.read_bytes())
+    (tmp_path / "trials.toml").write_text('[outcomes.trials]\nbetter = "more"\n')
+    r = _run("freq", "--data", csv)
+    assert r.exit_code == 2 and "trials.toml" in r.stderr and "outcomes.trials.better" in r.stderr
+    (tmp_path / "trials.toml").write_text('[dataset]\ncolour = "blue"\n')
+    r = _run("freq", "--data", csv)
+    assert r.exit_code == 2 and "unknown key 'dataset.colour'" in r.stderr
+
+
+def test_a_description_sets_words_and_the_direction_of_benefit(tmp_path):
+    csv = tmp_path / "trials.csv"
+    csv.write_bytes(BCG.read_bytes())
+    (tmp_path / "trials.toml").write_text(
+        '[dataset]\ntitle = "BCG vaccine against tuberculosis"\ntreatment = "BCG"\ncontrol = "no vaccine"\n'
+        'evidence_note = "13 trials (metafor dat.bcg)."\n[outcomes.trials]\nlabel = "Tuberculosis cases"\n'
+        'better = "lower"\nturner = "infection"\n')
+    t = load_studies(csv)
+    assert t.description.label("trials") == "Tuberculosis cases" and t.description.treatment == "BCG"
+    r = _run("fit", "--data", csv, "--model", "normal", "--measure", "RR", "--json")
+    s = json.loads(r.stdout)
+    assert s["evidence_note"] == "13 trials (metafor dat.bcg)." and s["benefit"] == "lower"
+    r = _run("prob", "--data", csv, "--model", "normal", "--measure", "RR", "NNT < 100", "--json")
+    row = json.loads(r.stdout)[0]
+    assert row["benefit"] == "fewer events"  # stated, not assumed
+    r = _run("prob", "--data", BCG, "--model", "normal", "--measure", "RR", "NNT < 100", "--json")
+    assert "assumed" in json.loads(r.stdout)[0]["benefit"]  # no description: said to be an assumption
+
+
+def test_turner_matched_needs_an_outcome_type_from_the_description():
+    from rescuemeta import sensitivity as sens
+
+    spec = sens.SensitivitySpec(path="t", outcomes=["*"], models=["normal"], tau_priors=["turner(matched)",
+                                "halfnormal(0.5)"], inclusion=["dedup"])
+    table = load_studies(BCG)
+    with pytest.raises(Exception, match="no Turner outcome type"):
+        sens.grid(spec, table)
+    assert [c["tau_prior"] for c in sens.grid(spec, table, unmatched="skip")] == ["halfnormal(0.5)"]
+    rescue = sens.grid(spec, load_studies(ROOT / "data" / "studies.csv"))
+    assert "turner(all_cause_mortality, nonpharma_vs_placebo)" in {c["tau_prior"] for c in rescue
+                                                                   if c["outcome"] == "mortality"}

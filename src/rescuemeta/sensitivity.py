@@ -37,7 +37,7 @@ from scipy import stats
 from . import __version__
 from .atomic import atomic_path, clean_stale_parts, code_fingerprint, ensure_dir, to_jsonable, write_text
 from .data import load_studies
-from .description import Description
+from .description import Description, OutcomeDescription
 from .errors import InputError
 from .fit import FitConfig, fit
 from .models import MODEL_KINDS, padded_size, structure_key
@@ -118,7 +118,9 @@ def load_sensitivity(path: str | Path = DEFAULT_SENSITIVITY) -> SensitivitySpec:
             raise InputError(f"key {key!r} must be a non-empty list of prior specs", file=path)
         for i, x in enumerate(lst):
             if kind == "tau" and _is_matched(x):
-                _check_prior(_resolve_turner(x, "mortality"), kind, f"{key}[{i}]", path)
+                # the outcome type comes from the data's description later; check the comparison type now
+                probe = Description(outcomes={"x": OutcomeDescription("x", "x", None, "all_cause_mortality")})
+                _check_prior(_resolve_turner(x, "x", probe), kind, f"{key}[{i}]", path)
                 continue
             _check_prior(x, kind, f"{key}[{i}]", path)
     _check_prior(spec.baseline_prior, "effect", "baseline_prior", path)
