@@ -18,14 +18,16 @@ analysis: $(STAMP)
 	$(BIN)/rescuemeta check
 	$(BIN)/rescuemeta analyze --spec models/primary.toml --abstract data/abstract_estimates.csv --out report
 
-## The test suite (reduced draws under CI=true; `slow` checks are excluded there).
+## The test suite (reduced draws under CI=true; `slow` checks are excluded there), on PYTEST_WORKERS processes
+## (pytest-xdist; each test file stays in one worker, so module fixtures are built once).
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	@rc=0; $(BIN)/python -m pytest $(if $(filter true,$(CI)),-m "not slow",) $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(if $(filter true,$(CI)),-m "not slow",) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; fi; exit $$rc
 
 ## Everything, slow checks included.
 test-full: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## Regenerate requirements.lock from requirements.in in a scratch venv.
 lock:

@@ -193,7 +193,7 @@ def test_cli_outputs_tables_and_figures(tmp_path):
 
 def test_simulation_mode(tmp_path):
     p = _spec(tmp_path, """
-tau_priors = ["halfnormal(0.5)", "uniform(0, 2)"]
+tau_priors = ["halfnormal(0.5)", "halfnormal(1)"]
 draws = 500
 chains = 2
 seed = 4

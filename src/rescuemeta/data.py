@@ -421,6 +421,8 @@ def select(table: StudyTable, outcome: str, *, arms: str = "two", all_studies: b
        (treatment + control), then ``study_id``;
     3. ``arms="two"`` keeps rows with both arms; ``arms="one"`` uses the treatment arm of every row.
 
+    The included rows keep the file's order (as metafor does).
+
     Returns
     -------
     Selection
@@ -467,7 +469,7 @@ def select(table: StudyTable, outcome: str, *, arms: str = "two", all_studies: b
         need = "rows with both events_control and total_control" if arms == "two" else "rows"
         raise InputError(f"outcome {outcome!r} has no usable rows for this analysis (it needs {need}; "
                          f"inclusion rule: {'; '.join(rule_parts)})", file=table.path)
-    f = f.sort_values("study_id", kind="stable").drop(columns=[c for c in f.columns if c.startswith("_")
+    f = f.sort_values("_line", kind="stable").drop(columns=[c for c in f.columns if c.startswith("_")
                                                                and c != "_line"])
     return Selection(frame=f.reset_index(drop=True), outcome=outcome, arms=arms, rule="; ".join(rule_parts),
                      excluded=sorted(excluded))
