@@ -13,18 +13,17 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 
-from scipy import special
-
-from .data import StudyTable, select
+from .data import Selection, StudyTable, select
 from .description import SourceDescription, load_source
 from .effects import ContinuityCorrection
 from .errors import InputError
-from .freq import FreqResult, meta_analyze
+from .freq import FreqResult, expit, logit, meta_analyze, norm_sf2
 
 DEFAULT_ABSTRACT = Path("data/abstract_estimates.csv")
 QUANTITIES = ("pooled_rate_treat", "RR", "OR", "RD")
-Z975 = float(special.ndtri(0.975))
+Z975 = NormalDist().inv_cdf(0.975)
 
 # our reproduction of each kind of printed estimate: (measure, method) pairs
 REPRODUCTIONS = {
@@ -111,7 +110,7 @@ def _scale(e: PrintedEstimate):
     if e.quantity in ("RR", "OR"):
         return math.log, 0.0  # null value on that scale
     if e.quantity == "pooled_rate_treat":
-        return special.logit, None
+        return logit, None
     return (lambda x: x), 0.0
 
 
@@ -144,7 +143,7 @@ def audit(e: PrintedEstimate) -> dict:
                       "message": f"point estimate {e.estimate:g} {where} ({e.ci_low:g} to {e.ci_high:g})"})
     lo_t, hi_t = f(e.ci_low), f(e.ci_high)
     mid_t = (lo_t + hi_t) / 2
-    inv = math.exp if e.quantity in ("RR", "OR") else (special.expit if null is None else (lambda x: x))
+    inv = math.exp if e.quantity in ("RR", "OR") else (expit if null is None else (lambda x: x))
     midpoint = float(inv(mid_t))
     # can some unrounded (est, lo, hi) that rounds to the printed digits be exactly symmetric?
     gaps = [f(est) - (f(lo) + f(hi)) / 2 for est, lo, hi in _corners(e)]
@@ -157,12 +156,12 @@ def audit(e: PrintedEstimate) -> dict:
     out = {"midpoint": midpoint, "implied_p": None, "implied_p_midpoint": None, "printed_p": e.p_text or None}
     if null is not None:
         se = (hi_t - lo_t) / (2 * Z975)
-        out["implied_p"] = float(2 * special.ndtr(-abs(f(e.estimate) - null) / se))
-        out["implied_p_midpoint"] = float(2 * special.ndtr(-abs(mid_t - null) / se))
+        out["implied_p"] = norm_sf2((f(e.estimate) - null) / se)
+        out["implied_p_midpoint"] = norm_sf2((mid_t - null) / se)
         ps = []
         for est, lo, hi in _corners(e):
             s = (f(hi) - f(lo)) / (2 * Z975)
-            ps.append(2 * special.ndtr(-abs(f(est) - null) / s))
+            ps.append(norm_sf2((f(est) - null) / s))
         p_min, p_max = min(ps), max(ps)
         significant = not (e.ci_low <= (1.0 if e.quantity in ("RR", "OR") else 0.0) <= e.ci_high)
         parsed = parse_p(e.p_text)
@@ -218,6 +217,20 @@ def check(table: StudyTable, estimates: list[PrintedEstimate], *, all_studies: b
         support carries ``available: false`` and a ``reason``.
     """
     rows = []
+    selections: dict[tuple[str, str], Selection | InputError] = {}  # several estimates share one selection
+
+    def selection(outcome: str, arms: str) -> Selection:
+        key = (outcome, arms)
+        if key not in selections:
+            try:
+                selections[key] = select(table, outcome, arms=arms, all_studies=all_studies,
+                                         exclude_basis=exclude_basis)
+            except InputError as err:
+                selections[key] = err
+        if isinstance(selections[key], InputError):
+            raise selections[key]
+        return selections[key]
+
     for e in estimates:
         item = {"outcome": e.outcome, "quantity": e.quantity,
                 "abstract": {"estimate": e.estimate, "ci_low": e.ci_low, "ci_high": e.ci_high,
@@ -228,7 +241,7 @@ def check(table: StudyTable, estimates: list[PrintedEstimate], *, all_studies: b
             rep = {"measure": measure, "method": method}
             arms = "one" if measure == "PLO" else "two"
             try:
-                sel = select(table, e.outcome, arms=arms, all_studies=all_studies, exclude_basis=exclude_basis)
+                sel = selection(e.outcome, arms)
             except InputError as err:
                 rep.update(available=False, reason="no control-arm data for this outcome" if arms == "two"
                            else err.message)

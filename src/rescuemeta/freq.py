@@ -15,8 +15,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from statistics import NormalDist
+
 import numpy as np
-from scipy import optimize, special
 
 from .effects import ContinuityCorrection, escalc
 
@@ -106,17 +107,55 @@ def study_table(measure: str, ai, n1i, ci, n2i, tau2: float = 0.0, cc: Continuit
     return rows
 
 
+# The normal distribution comes from the standard library (math.erfc, statistics.NormalDist: accurate to
+# double precision in both tails) and scipy.special only where Student's t is needed (HKSJ) and in the GLMM:
+# importing scipy costs about 0.5 s, a quarter of `rescuemeta freq`'s run time (measured in BENCHMARKS.md).
+
+def expit(x: float) -> float:
+    """Logistic function 1 / (1 + exp(-x)), without overflow for large |x|."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def logit(p: float) -> float:
+    """log(p / (1 - p)); -inf at 0 and +inf at 1 (as scipy.special.logit), nan outside [0, 1]."""
+    if p == 0:
+        return -math.inf
+    if p == 1:
+        return math.inf
+    if not 0 < p < 1:
+        return math.nan
+    return math.log(p) - math.log1p(-p)
+
+
+def norm_sf2(z: float) -> float:
+    """Two-sided normal p-value 2 P(Z > |z|) = erfc(|z| / sqrt 2), relative precision kept in the far tail."""
+    return math.erfc(abs(z) / math.sqrt(2.0))
+
+
 def _natural_transform(measure: str):
     if measure in ("OR", "RR"):
         return lambda x: float(math.exp(x))
     if measure == "PLO":
-        return lambda x: float(special.expit(x))
+        return lambda x: expit(float(x))
     return float
 
 
 def _crit(level: float, df: int | None) -> float:
     a = 1 - (1 - level) / 2
-    return float(special.ndtri(a) if df is None else special.stdtrit(df, a))
+    if df is None:
+        return NormalDist().inv_cdf(a)
+    from scipy import special
+    return float(special.stdtrit(df, a))
+
+
+def _pval(stat: float, df: int | None) -> float:
+    if df is None:
+        return norm_sf2(stat)
+    from scipy import special
+    return float(2 * special.stdtr(df, -abs(stat)))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -131,6 +170,31 @@ def tau2_dl(yi: np.ndarray, vi: np.ndarray) -> float:
     q = np.sum(w * (yi - mu) ** 2)
     c = np.sum(w) - np.sum(w**2) / np.sum(w)
     return float(max(0.0, (q - (k - 1)) / c)) if c > 0 else 0.0
+
+
+def _root(f, lo: float, hi: float) -> float:
+    """A sign change of ``f`` in [lo, hi], where f(lo) > 0 > f(hi), by bisection to adjacent doubles.
+
+    Bisection rather than scipy's brentq keeps scipy.optimize (0.2-0.3 s to import) out of ``rescuemeta freq``;
+    it halves the bracket until no double lies between its ends (at most about 1100 steps, typically 60-70 for
+    the tau^2 scale), so it returns the same sign change brentq converges to, to machine precision
+    (``tests/test_freq_root.py`` compares the two).
+    """
+    flo = f(lo)
+    if not (flo > 0 > f(hi)):
+        raise ArithmeticError("the bracket does not hold a sign change")
+    for _ in range(2200):
+        mid = 0.5 * (lo + hi)
+        if mid <= lo or mid >= hi:
+            break
+        fm = f(mid)
+        if fm == 0:
+            return float(mid)
+        if fm > 0:
+            lo = mid
+        else:
+            hi = mid
+    return float(lo)
 
 
 def _upper_bracket(f, start: float) -> float:
@@ -154,7 +218,7 @@ def tau2_pm(yi: np.ndarray, vi: np.ndarray) -> float:
     if f(0.0) <= 0:
         return 0.0
     hi = _upper_bracket(f, 10 * float(np.var(yi)) + 1.0)
-    return float(optimize.brentq(f, 0.0, hi, xtol=1e-15, rtol=1e-15, maxiter=500))
+    return _root(f, 0.0, hi)
 
 
 def tau2_reml(yi: np.ndarray, vi: np.ndarray) -> float:
@@ -172,7 +236,7 @@ def tau2_reml(yi: np.ndarray, vi: np.ndarray) -> float:
     if score(0.0) <= 0:
         return 0.0
     hi = _upper_bracket(score, 10 * float(np.var(yi)) + 1.0)
-    return float(optimize.brentq(score, 0.0, hi, xtol=1e-15, rtol=1e-15, maxiter=500))
+    return _root(score, 0.0, hi)
 
 
 def rma_iv(yi, vi, *, method: str = "REML", hksj: bool = False, level: float = 0.95,
@@ -219,7 +283,7 @@ def rma_iv(yi, vi, *, method: str = "REML", hksj: bool = False, level: float = 0
         se = float(math.sqrt(np.sum(w * (yi - mu) ** 2) / ((k - 1) * sw)))
     crit = _crit(level, df)
     stat = mu / se if se > 0 else math.inf
-    pval = float(2 * (special.ndtr(-abs(stat)) if df is None else special.stdtr(df, -abs(stat))))
+    pval = _pval(stat, df)
     w0 = 1 / vi
     mu_fe = np.sum(w0 * yi) / np.sum(w0)
     q = float(np.sum(w0 * (yi - mu_fe) ** 2))
@@ -288,7 +352,7 @@ def rma_mh(ai, n1i, ci, n2i, *, measure: str = "OR", level: float = 0.95) -> Fre
     q, i2 = _q_from_escalc(measure, ai, n1i, ci, n2i, beta, k)
     return FreqResult(measure=measure, method="MH", hksj=False, estimate=float(beta), se=float(se),
                       ci_low=beta - crit * se, ci_high=beta + crit * se,
-                      pval=float(2 * special.ndtr(-abs(beta / se))), tau2=0.0, i2=i2, q=q, k=k,
+                      pval=norm_sf2(beta / se), tau2=0.0, i2=i2, q=q, k=k,
                       pi_low=None, pi_high=None, level=level,
                       notes=["common-effect method: no between-study variance, no prediction interval"])
 
@@ -318,7 +382,7 @@ def rma_peto(ai, n1i, ci, n2i, *, level: float = 0.95) -> FreqResult:
         q = 0.0
     return FreqResult(measure="OR", method="PETO", hksj=False, estimate=beta, se=se,
                       ci_low=beta - crit * se, ci_high=beta + crit * se,
-                      pval=float(2 * special.ndtr(-abs(beta / se))), tau2=0.0, i2=i2, q=q, k=len(ai),
+                      pval=norm_sf2(beta / se), tau2=0.0, i2=i2, q=q, k=len(ai),
                       pi_low=None, pi_high=None, level=level,
                       notes=["common-effect method: no between-study variance, no prediction interval"])
 
@@ -328,12 +392,28 @@ def rma_peto(ai, n1i, ci, n2i, *, level: float = 0.95) -> FreqResult:
 # ---------------------------------------------------------------------------------------------------
 
 def _agq_loglik(mu: float, tau: float, xi: np.ndarray, ni: np.ndarray, nodes: np.ndarray,
-                weights: np.ndarray) -> float:
+                weights: np.ndarray, logc: np.ndarray | None = None,
+                start: np.ndarray | None = None, grad: bool = False):
     """Marginal log-likelihood of the binomial-normal model by adaptive Gauss-Hermite quadrature.
 
-    logit p_i = mu + tau * u_i, u_i ~ N(0, 1); binomial coefficients included.
+    logit p_i = mu + tau * u_i, u_i ~ N(0, 1); binomial coefficients included (``logc``, computed when not
+    given). ``start`` is a first guess at the conditional modes (e.g. those of a nearby (mu, tau), which the
+    optimiser's next evaluation usually is); the modes are solved to 1e-10 from wherever they start.
+
+    With ``grad``, also the exact gradient of this quadrature approximation in (mu, tau): the derivative of
+    each study's term through the nodes, which move with the conditional mode u* and the scale sigma
+    (implicit differentiation of the mode equation; ``tests/test_freq_root.py`` checks it against central
+    differences). It lets L-BFGS-B take one evaluation per step instead of three.
+
+    Returns
+    -------
+    (float, ndarray) or (float, ndarray, ndarray)
+        The log-likelihood and the conditional modes (pass them as ``start`` to the next evaluation), and with
+        ``grad`` the gradient (d/dmu, d/dtau).
     """
-    logc = special.gammaln(ni + 1) - special.gammaln(xi + 1) - special.gammaln(ni - xi + 1)
+    from scipy import special
+    if logc is None:
+        logc = special.gammaln(ni + 1) - special.gammaln(xi + 1) - special.gammaln(ni - xi + 1)
 
     def h(u):  # u has shape (k, nodes)
         eta = mu + tau * u
@@ -343,7 +423,7 @@ def _agq_loglik(mu: float, tau: float, xi: np.ndarray, ni: np.ndarray, nodes: np
     # [tau (x - n), tau x]; safeguarded Newton (bisection whenever Newton leaves the bracket).
     lo = tau * (xi - ni)
     hi = tau * xi
-    u = np.clip(np.zeros_like(xi), lo, hi)
+    u = np.clip(np.zeros_like(xi) if start is None else start, lo, hi)
     for _ in range(200):
         p = special.expit(mu + tau * u)
         g = tau * (xi - ni * p) - u
@@ -362,9 +442,28 @@ def _agq_loglik(mu: float, tau: float, xi: np.ndarray, ni: np.ndarray, nodes: np
     z = u[:, None] + math.sqrt(2) * sig[:, None] * nodes[None, :]
     vals = h(z) + nodes[None, :] ** 2
     m = vals.max(axis=1, keepdims=True)
-    integ = np.log(np.sum(weights[None, :] * np.exp(vals - m), axis=1)) + m[:, 0]
+    wexp = weights[None, :] * np.exp(vals - m)
+    integ = np.log(np.sum(wexp, axis=1)) + m[:, 0]
     li = logc + integ + np.log(math.sqrt(2) * sig) - 0.5 * math.log(2 * math.pi)
-    return float(np.sum(li))
+    if not grad:
+        return float(np.sum(li)), u
+    # d/dtheta of log sum_j w_j exp(h(z_j) + x_j^2) + log sigma, with z_j = u* + sqrt(2) sigma x_j
+    q = p * (1 - p)
+    s2 = sig**2
+    du = np.stack([-tau * ni * q * s2, s2 * ((xi - ni * p) - tau * ni * q * u)])  # du*/d(mu, tau)
+    deta = np.stack([1 + tau * du[0], u + tau * du[1]])  # d(mu + tau u*)/d(mu, tau)
+    dD = np.stack([tau**2 * ni * q * (1 - 2 * p) * deta[0],
+                   2 * tau * ni * q + tau**2 * ni * q * (1 - 2 * p) * deta[1]])  # D = 1/sigma^2
+    dsig = -0.5 * sig**3 * dD
+    pz = special.expit(mu + tau * z)
+    resid = xi[:, None] - ni[:, None] * pz  # dh/d(eta) at the nodes
+    hprime = tau * resid - z
+    post = wexp / wexp.sum(axis=1, keepdims=True)
+    out = np.empty(2)
+    for a, dh in enumerate((resid, z * resid)):  # dh/dmu, dh/dtau at fixed z
+        dz = du[a][:, None] + math.sqrt(2) * dsig[a][:, None] * nodes[None, :]
+        out[a] = np.sum(np.sum(post * (dh + hprime * dz), axis=1) + dsig[a] / sig)
+    return float(np.sum(li)), u, out
 
 
 def _numeric_hessian(f, x: np.ndarray, rel: float = 1e-4) -> np.ndarray:
@@ -405,25 +504,36 @@ def rma_glmm_plo(xi, ni, *, n_agq: int = 7, level: float = 0.95) -> FreqResult:
                            "continuity correction")
     nodes, weights = np.polynomial.hermite.hermgauss(n_agq)
 
+    from scipy import optimize, special
+    logc = special.gammaln(ni + 1) - special.gammaln(xi + 1) - special.gammaln(ni - xi + 1)
+    modes = [None]  # the last evaluation's conditional modes: a warm start for the next one
+
     def nll(par):
-        return -_agq_loglik(par[0], abs(par[1]), xi, ni, nodes, weights)
+        ll, modes[0] = _agq_loglik(par[0], abs(par[1]), xi, ni, nodes, weights, logc, modes[0])
+        return -ll
+
+    def nll_grad(par):  # tau enters as |par[1]|; the bounds keep par[1] >= 0
+        ll, modes[0], g = _agq_loglik(par[0], abs(par[1]), xi, ni, nodes, weights, logc, modes[0], grad=True)
+        return -ll, -g
 
     es = escalc("PLO", xi, ni)
     iv = rma_iv(es.yi, es.vi, method="DL", measure="PLO")
     best = None
     for tau0 in (math.sqrt(iv.tau2) if iv.tau2 > 0 else 0.3, 0.05, 1.0):
-        res = optimize.minimize(nll, np.array([iv.estimate, tau0]), method="L-BFGS-B",
+        res = optimize.minimize(nll_grad, np.array([iv.estimate, tau0]), method="L-BFGS-B", jac=True,
                                 bounds=[(-30, 30), (0.0, 20.0)],
                                 options={"ftol": 1e-14, "gtol": 1e-9, "maxiter": 2000})
         if best is None or res.fun < best.fun:
             best = res
     x = np.array(best.x, dtype=float)
-    # polish with Newton steps on central differences (L-BFGS-B stops a little short of the optimum)
+    # polish with Newton steps, the Hessian by central differences of the gradient (L-BFGS-B stops a little
+    # short of the optimum)
     if x[1] > 1e-3:
         for _ in range(8):
             h = 1e-5 * np.maximum(np.abs(x), 1e-2)
-            g = np.array([(nll(x + e) - nll(x - e)) / (2 * e.sum()) for e in np.diag(h)])
-            H = _numeric_hessian(nll, x)
+            g = nll_grad(x)[1]
+            H = np.array([(nll_grad(x + e)[1] - nll_grad(x - e)[1]) / (2 * e.sum()) for e in np.diag(h)])
+            H = 0.5 * (H + H.T)
             try:
                 step = np.linalg.solve(H, g)
             except np.linalg.LinAlgError:
@@ -456,7 +566,7 @@ def rma_glmm_plo(xi, ni, *, n_agq: int = 7, level: float = 0.95) -> FreqResult:
     pse = math.sqrt(se**2 + tau2)
     return FreqResult(measure="PLO", method="GLMM", hksj=False, estimate=mu, se=se,
                       ci_low=mu - crit * se, ci_high=mu + crit * se,
-                      pval=float(2 * special.ndtr(-abs(mu / se))), tau2=tau2, i2=i2, q=None, k=k,
+                      pval=norm_sf2(mu / se), tau2=tau2, i2=i2, q=None, k=k,
                       pi_low=mu - crit * pse, pi_high=mu + crit * pse, level=level, notes=notes)
 
 
