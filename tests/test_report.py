@@ -9,7 +9,8 @@ import pytest
 
 from conftest import ROOT
 from rescuemeta.data import load_studies
-from rescuemeta.report import _input_hash, analyze, browser_check, current_report, mirror_query
+from rescuemeta.pipeline import mirror_query
+from rescuemeta.report import _input_hash, analyze, browser_check, current_report
 from rescuemeta.sampling import default_sampler
 
 DATA = ROOT / "data" / "studies.csv"

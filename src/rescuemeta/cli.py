@@ -490,88 +490,79 @@ def _abstract_for(abstract, outcome: str, quantity: str):
 def _fit_all(data, spec_path, abstract_path, draws, seed, backend, out_dir, as_json):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .fit import fit as run_fit
-    from .sampling import default_sampler
+    from . import pipeline
     from .spec import load_primary
 
     spec = load_primary(spec_path)
     table = load_studies(data)
     abstract = load_abstract(abstract_path) if abstract_path is not None else []
     source = load_source(abstract_path) if abstract_path is not None else None
-    configs = spec.configs(table.outcomes, draws=draws, seed=seed, backend=backend)
     if out_dir is not None:
         ensure_dir(out_dir)
-    sampler = default_sampler(backend)
-    results, failures = [], []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=err, transient=False, disable=as_json and not err.is_terminal) as bar:
-        task = bar.add_task("fitting", total=len(configs))
-        for cfg in configs:
-            bar.update(task, description=f"fitting {cfg.outcome} ({cfg.model})")
-            try:
-                res = run_fit(table, cfg, sampler)
-            except ConvergenceError as e:
-                failures.append({"outcome": cfg.outcome, "model": cfg.model, "error": str(e),
-                                 "diagnostics": e.diagnostics})
-                bar.advance(task)
-                continue
-            except InputError as e:
-                results.append({"outcome": cfg.outcome, "model": cfg.model, "unavailable": e.message})
-                bar.advance(task)
-                continue
-            if out_dir is not None:
-                _write_fit(res, out_dir)
-            results.append(res.summary())
-            bar.advance(task)
+        task = bar.add_task("fitting", total=None)
+
+        def step(i, n, cfg):
+            bar.update(task, total=n, completed=i - 1, description=f"fitting {cfg.outcome} ({cfg.model})")
+
+        run = pipeline.run(table, spec, abstract=abstract, draws=draws, seed=seed, backend=backend, progress=step)
+        bar.update(task, completed=len(run.entries))
+    if out_dir is not None:
+        for e in run.fitted:
+            _write_fit(e.result, out_dir)
     if as_json:
-        emit_json(results + failures)
+        rows = []
+        for e in run.entries:
+            if e.result is not None:
+                rows.append({**e.result.summary(), "frequentist": e.reference.to_dict() if e.reference else None})
+            elif e.unavailable is not None:
+                rows.append({"outcome": e.outcome, "model": e.model, "unavailable": e.unavailable})
+            else:
+                rows.append({"outcome": e.outcome, "model": e.model, "error": e.failure["reason"],
+                             "diagnostics": e.failure["diagnostics"]})
+        emit_json(rows)
     else:
-        _print_fit_table(results, table, spec, abstract, source)
-        for f in failures:
-            err.print(f"[bold red]convergence failure:[/] {f['outcome']} ({f['model']}): {f['error']}")
-    if failures:
+        _print_fit_table(run, abstract, source)
+        for f in run.failures:
+            err.print(f"[bold red]convergence failure:[/] {f['outcome']} ({f['model']}): {f['reason']}")
+    if run.failures:
         raise typer.Exit(EXIT_CONVERGENCE)
 
 
-def _print_fit_table(results, table, spec, abstract, source):
+def _print_fit_table(run, abstract, source):
+    table, spec = run.table, run.spec
     title = "Bayesian posterior beside the frequentist estimate" + (f" and the {source.label}'s" if source else "")
     t = Table(title=title, caption=table.description.evidence_note, caption_justify="left")
     cols = ["outcome", "model", "k", "quantity", "Bayes median (95% CrI)", "tau median", "frequentist (method, k)"]
     cols += [source.short()] if source else []
     for c in cols + ["R-hat / ESS / div"]:
         t.add_column(c)
-    cc = ContinuityCorrection()
-    for r in results:
-        if "unavailable" in r:
-            t.add_row(r["outcome"], r["model"], "0", "—", r["unavailable"][:70], *[""] * (len(cols) - 4))
+    for e in run.entries:
+        if e.failure is not None:
+            t.add_row(e.outcome, e.model, "—", "—", "not reported: failed its convergence guard",
+                      *[""] * (len(cols) - 4))
             continue
-        oc = r["outcome"]
-        if r["model"] == "proportion":
-            qty, key, a = "rate", "rate", _abstract_for(abstract, oc, "pooled_rate_treat")
-            meas, meth, arms = "PLO", "GLMM", "one"
-        else:
-            a = _abstract_for(abstract, oc, "RR") or _abstract_for(abstract, oc, "OR")
-            qty = a.quantity if a is not None else "OR"
-            key = qty.lower()
-            meas, meth, arms = qty, "MH", "two"
-        try:
-            sel = select(table, oc, arms=arms, all_studies=spec.all_studies, exclude_basis=tuple(spec.exclude_basis))
-            fr = meta_analyze(meas, meth, *sel.counts(), cc=cc)
-            nat = fr.natural
-            freq_txt = (f"{nat['estimate']:.3f} ({nat['ci_low']:.3f}–{nat['ci_high']:.3f}) {meas} {meth}, "
-                        f"k={fr.k}")
-        except (InputError, ValueError) as e:
-            freq_txt = f"— ({e})"[:40]
+        if e.unavailable is not None:
+            t.add_row(e.outcome, e.model, "0", "—", e.unavailable[:70], *[""] * (len(cols) - 4))
+            continue
+        r = e.result.summary()
+        qty, key = ("rate", "rate") if e.measure == "PLO" else (e.measure, e.key)
+        a = _abstract_for(abstract, e.outcome, "pooled_rate_treat" if e.measure == "PLO" else e.measure)
+        ref = e.reference
+        freq_txt = (f"{ref.estimate:.3f} ({ref.ci_low:.3f}–{ref.ci_high:.3f}) {ref.label}" if ref is not None
+                    else f"— ({e.reference_note})"[:40])
         a_txt = "—" if a is None else f"{a.estimate:g} ({a.ci_low:g}–{a.ci_high:g})"
         d = r["diagnostics"]
         diag = (f"{d['rhat_max']:.3f} / {min(d['ess_bulk_min'], d['ess_tail_min']):.0f} / {d['divergences']}"
                 if d.get("rhat_max") is not None else "exact")
-        qlabel = qty + (" at mean control risk" if key in ("rr", "rd") and r["model"] == "contrast" else "")
-        t.add_row(oc, r["model"], str(r["k"]), qlabel, _stat(r.get(key)), _fmt(r["tau"]["q50"]), freq_txt,
+        qlabel = qty + (" at mean control risk" if key in ("rr", "rd") and e.model == "contrast" else "")
+        t.add_row(e.outcome, e.model, str(r["k"]), qlabel, _stat(r.get(key)), _fmt(r["tau"]["q50"]), freq_txt,
                   *([a_txt] if source else []), diag)
     out.print(t)
     out.print(f"Priors: tau ~ {spec.tau_prior}, mu ~ {spec.effect_prior}, alpha_i ~ {spec.baseline_prior} "
-              f"(spec {spec.path}); per-outcome overrides: {', '.join(spec.outcome) or 'none'}.")
+              f"(spec {spec.path}); per-outcome overrides: {', '.join(spec.outcome) or 'none'}. Frequentist: REML "
+              "for ratios, the binomial-normal GLMM for rates.")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -22,29 +22,14 @@ from scipy.special import expit
 from . import __version__
 from .atomic import atomic_path, clean_stale_parts, ensure_dir, write_text
 from .check import check as run_check, load_abstract
-from .data import COUNT_BASIS, load_studies, select
+from . import pipeline
+from .data import COUNT_BASIS, load_studies
 from .description import Description, SourceDescription, load_source
 from .effects import ContinuityCorrection, escalc
-from .errors import ConvergenceError, InputError
-from .fit import FitResult, fit_cached
-from .freq import meta_analyze
-from .queries import parse_query, probability
-from .sampling import default_sampler
+from .fit import FitResult
 from .spec import load_primary
 
 CACHE_DIR = Path(".cache")  # relative to the working directory; RESCUEMETA_CACHE moves it
-
-
-def mirror_query(text: str) -> str:
-    """``RR < 0.8`` -> ``RR > 1.25`` (and RD < -x -> RD > x): the same benefit for an outcome where more events
-    are better."""
-    q = parse_query(text)
-    op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}[q.op]
-    if q.scale in ("OR", "RR"):
-        return f"{q.scale} {op} {1 / q.value:.4g}"
-    if q.scale == "RD":
-        return f"RD {op} {-q.value:.4g}"
-    return text
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -272,37 +257,14 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
     tables = ensure_dir(out / "tables")
     for d in (out, figs, tables, Path(cache_dir) / "fits"):
         clean_stale_parts(d)  # temp files of a run that was killed mid-write
-    configs = spec.configs(table.outcomes, draws=draws)
-    sampler = default_sampler()
-
-    # 1. Bayesian fits
-    fits, unavailable, failures = [], [], []
-    for i, cfg in enumerate(configs, 1):
-        step(f"fitting {cfg.outcome} ({cfg.model}) [{i}/{len(configs)}]")
-        try:
-            fits.append(fit_cached(table, cfg, cache_dir / "fits", sampler))
-        except InputError as e:
-            unavailable.append({"outcome": cfg.outcome, "model": cfg.model, "reason": e.message})
-        except ConvergenceError as e:
-            failures.append({"outcome": cfg.outcome, "model": cfg.model, "reason": str(e), **e.diagnostics})
+    # 1. the pipeline: fits, probability queries, frequentist references (shared with `fit --all`)
+    run = pipeline.run(table, spec, abstract=abstract, draws=draws, cache_dir=cache_dir / "fits",
+                       progress=lambda i, n, cfg: step(f"fitting {cfg.outcome} ({cfg.model}) [{i}/{n}]"))
+    unavailable, failures, prob_rows = run.unavailable, run.failures, run.probabilities
     # 2. frequentist check against the published estimates
     step("frequentist check")
     check_rows = (run_check(table, abstract, all_studies=spec.all_studies, exclude_basis=tuple(spec.exclude_basis),
                             source=source) if abstract else [])
-    # 3. queries
-    step("probability queries")
-    prob_rows = []
-    for res in fits:
-        if res.config.model != "contrast":
-            continue
-        higher = desc.better(res.config.outcome) == "higher"
-        for qtext in spec.queries:
-            q = mirror_query(qtext) if higher else qtext
-            for pred in (False, True):
-                r = probability(res, q, predictive=pred)
-                prob_rows.append({"outcome": res.config.outcome, "query": q, "predictive": pred,
-                                  "probability": r["probability"], "mcse": r["mcse"], "draws": r["draws"],
-                                  "benefit": "more events" if higher else "fewer events"})
     # 4. small sensitivity grid
     step("prior sensitivity grid")
     sspec = sens.SensitivitySpec(path=str(spec_path), outcomes=["*"], models=["contrast", "proportion"],
@@ -315,33 +277,18 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
     # 5. figures
     step("figures")
     fig_files = {}
-    cc = ContinuityCorrection()
     summary_rows, diag_rows = [], []
-    for res in fits:
-        oc, m = res.config.outcome, res.config.model
-        if m == "proportion":
-            measure, a = "PLO", _abstract_row(abstract, oc, "pooled_rate_treat")
-            fmeas, fmeth = "PLO", "GLMM"
-        else:
-            a = _abstract_row(abstract, oc, "RR") or _abstract_row(abstract, oc, "OR")
-            measure = a.quantity if a is not None else "OR"
-            fmeas, fmeth = measure, "REML"
-        try:
-            sel = select(table, oc, arms="one" if m == "proportion" else "two", all_studies=spec.all_studies,
-                         exclude_basis=tuple(spec.exclude_basis))
-            fr = meta_analyze(fmeas, fmeth, *sel.counts(), cc=cc)
-            nat = fr.natural
-            freq = {"estimate": nat["estimate"], "ci_low": nat["ci_low"], "ci_high": nat["ci_high"],
-                    "label": f"{'rate' if fmeas == 'PLO' else fmeas} {fmeth} (k={fr.k})", "k": fr.k}
-        except (InputError, ValueError):
-            freq = None
+    for entry in run.fitted:
+        res, oc, m, measure = entry.result, entry.outcome, entry.model, entry.measure
+        a = _abstract_row(abstract, oc, "pooled_rate_treat" if measure == "PLO" else measure)
+        freq = entry.reference.to_dict() if entry.reference is not None else None
         names = forest(res, "OR" if measure == "PLO" else measure, freq, a, figs, source)
         names += densities(res, figs)
         if m == "contrast":
             names += benefit_curve(res, measure, figs)
         fig_files[(oc, m)] = names
         s = res.summary()
-        key = "rate" if m == "proportion" else measure.lower()
+        key = entry.key
         row = {"outcome": oc, "model": m,
                "quantity": key.upper() if key != "rate" else f"event rate ({desc.treatment} arm)", "k": s["k"]}
         if source is not None:
@@ -360,11 +307,12 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
                           "divergences": d["divergences"], "attempts": d["attempts"],
                           "target_accept": d["target_accept"], "draws per chain": d["draws"], "ok": d["ok"]})
     for f in failures:  # stated where the result would be
+        d = f["diagnostics"]
         summary_rows.append({"outcome": f["outcome"], "model": f["model"], "quantity": "—", "k": "—",
                              "Bayesian median (95% CrI)": "not reported: the fit failed its convergence guard "
-                             f"(R-hat max {f.get('rhat_max', float('nan')):.3f}, ESS bulk/tail min "
-                             f"{f.get('ess_bulk_min', float('nan')):.0f}/{f.get('ess_tail_min', float('nan')):.0f}, "
-                             f"{f.get('divergences', '?')} divergences)"})
+                             f"(R-hat max {d.get('rhat_max', float('nan')):.3f}, ESS bulk/tail min "
+                             f"{d.get('ess_bulk_min', float('nan')):.0f}/{d.get('ess_tail_min', float('nan')):.0f}, "
+                             f"{d.get('divergences', '?')} divergences)"})
     sens_figs = [Path(p).name for p in sens.plot(grid.rows, out, note=desc.evidence_note)]
     # 6. tables
     step("tables")
@@ -381,7 +329,8 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
         prov = table.frame.groupby("outcome").size().rename("rows").reset_index()
     frames = {"summary": pd.DataFrame(summary_rows), "probabilities": pd.DataFrame(prob_rows),
               "diagnostics": pd.DataFrame(diag_rows), "audit": pd.DataFrame(audit_rows), "provenance": prov,
-              "sensitivity": sens.tidy(grid.rows), "unavailable": pd.DataFrame(unavailable + failures)}
+              "sensitivity": sens.tidy(grid.rows), "unavailable": pd.DataFrame(unavailable + [{k: v for k, v in f.items() if k != "diagnostics"}
+                                                     | f["diagnostics"] for f in failures])}
     for name, df in frames.items():
         with atomic_path(tables / f"{name}.csv") as tmp:
             df.to_csv(tmp, index=False)
@@ -389,7 +338,7 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
     step("HTML")
     page = _html(spec, table, frames, fig_files, sens_figs, unavailable, failures, check_rows, source)
     write_text(out / "index.html", page)
-    result = {"index": str(out / "index.html"), "summary": summary_rows, "fits": len(fits),
+    result = {"index": str(out / "index.html"), "summary": summary_rows, "fits": len(run.fitted),
               "unavailable": unavailable, "failures": failures,
               "grid_computed": grid.computed, "grid_cached": grid.cached, "seconds": time.perf_counter() - t0,
               "figures": sum(len(v) for v in fig_files.values()) + len(sens_figs)}
