@@ -3,6 +3,8 @@ numbers: Bayesian estimates, tau, and the frequentist reference (REML for ratios
 
 import json
 
+import numpy as np
+
 import pytest
 from typer.testing import CliRunner
 
@@ -86,3 +88,50 @@ def test_reported_measure_follows_the_published_estimate():
     assert pipeline.reported_measure("contrast", "s", pub) == "OR"
     assert pipeline.reported_measure("contrast", "x", pub, default="RR") == "RR"
     assert pipeline.reported_measure("proportion", "m", pub) == "PLO"
+
+
+def test_every_model_a_spec_accepts_runs_in_analyze(tmp_path):
+    """models = ["normal"] validated and then crashed `analyze` (the exact fit had no draws); now an exact fit
+    offers independent draws of its quadrature posterior, and the report covers it."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text('sensitivity_tau_priors = ["halfnormal(0.5)"]\nmodels = ["normal", "proportion"]\n'
+                    'measure = "RR"\n' + ("draws = 300\n" if CI else ""))
+    out = tmp_path / "report"
+    r = runner.invoke(app, ["analyze", "--data", str(BCG), "--spec", str(spec), "--out", str(out)],
+                      env={"RESCUEMETA_CACHE": str(tmp_path / "cache")})
+    assert r.exit_code == 0, r.output
+    summary = __import__("pandas").read_csv(out / "tables" / "summary.csv")
+    assert set(summary["model"]) == {"normal", "proportion"}
+    row = summary[summary["model"] == "normal"].iloc[0]
+    assert row["quantity"] == "RR" and "RR REML (k=13)" in row["frequentist"]
+    assert (out / "figures" / "forest_bcg_metafor_normal.png").exists()
+    assert (out / "figures" / "benefit_curve_bcg_metafor_normal.png").exists()
+    probs = __import__("pandas").read_csv(out / "tables" / "probabilities.csv")
+    assert len(probs) > 0 and set(probs["outcome"]) == {"bcg_metafor"}
+
+
+def test_exact_fit_draws_follow_the_exact_posterior():
+    from scipy import stats
+
+    from rescuemeta.fit import FitConfig, fit
+
+    table = load_studies(BCG)
+    res = fit(table, FitConfig(outcome="bcg_metafor", model="normal", measure="RR", draws=2000, chains=4))
+    assert res.exact is not None and res.diagnostics is None
+    ex = res.exact
+    for name in ("mu", "tau"):
+        d = res.draws(name).ravel()
+        # the draws' CDF at the exact quartiles is within 5 binomial SDs of (0.25, 0.5, 0.75)
+        for q in (0.25, 0.5, 0.75):
+            x = ex.quantile(name, q)
+            assert abs((d <= x).mean() - q) < 5 * np.sqrt(q * (1 - q) / d.size), (name, q)
+    # study effects: theta_i's draws against the exact mixture CDF at its median
+    theta = res.idata.posterior["theta"].values.reshape(-1, res.k)
+    for i in (0, 5, 12):
+        x = ex.quantile(i, 0.5)
+        assert abs((theta[:, i] <= x).mean() - 0.5) < 5 * np.sqrt(0.25 / theta.shape[0])
+    # a new study: theta_new's draws against the exact predictive quartiles
+    new = res.draws("mu", predictive=True).ravel()
+    for q in (0.1, 0.9):
+        assert abs((new <= ex.quantile("theta_new", q)).mean() - q) < 5 * np.sqrt(q * (1 - q) / new.size)
+    assert stats.kstest(res.draws("tau").ravel(), lambda t: ex.tau_cdf(t)).pvalue > 1e-4

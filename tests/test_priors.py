@@ -86,3 +86,36 @@ def test_effect_priors():
     assert float(p.ppf(0.975)) == pytest.approx(2.5 * stats.t.ppf(0.975, 3))
     with pytest.raises(InputError):
         parse("halfnormal(1)", "effect")
+
+
+def test_a_new_family_is_one_registry_entry(monkeypatch):
+    """Adding a prior family touches one entry of priors.FAMILIES: parsing, densities, quantiles, draws, the
+    exact quadrature posterior and the PyMC model all read it (here a gamma prior on tau, not shipped)."""
+    import pymc as pm
+    from scipy import stats
+
+    from rescuemeta import priors
+    from rescuemeta.exact import NormalNormalPosterior
+    from rescuemeta.models import ModelData, build_model
+
+    fam = priors.Family("gamma", "tau", ("shape", "rate"), (0, 1), "tau",
+                        lambda p: stats.gamma(p[0], scale=1 / p[1]),
+                        lambda rng, p, n: rng.gamma(p[0], 1 / p[1], n),
+                        lambda pm_, p: pm_.Gamma("tau", alpha=p[0], beta=p[1]))
+    monkeypatch.setitem(priors.FAMILIES, "gamma", fam)
+    pr = priors.parse("gamma(2, 4)")
+    assert pr.family == "gamma" and pr.spec == "gamma(2, 4)"
+    with pytest.raises(InputError, match="argument 2 \\(rate\\) must be > 0"):
+        priors.parse("gamma(2, 0)")
+    x = np.array([0.1, 0.5, 1.0])
+    np.testing.assert_allclose(pr.logpdf(x), stats.gamma.logpdf(x, 2, scale=0.25))
+    assert pr.ppf(0.5) == pytest.approx(stats.gamma.ppf(0.5, 2, scale=0.25))
+    assert pr.sample(np.random.default_rng(1), 20000).mean() == pytest.approx(0.5, rel=0.03)
+    ex = NormalNormalPosterior(np.array([0.1, -0.3, 0.4]), np.array([0.2, 0.3, 0.25]), pr)
+    assert 0 < ex.tau_quantile(0.5) < 2
+    model = build_model(ModelData("normal", {"y": np.array([0.1, -0.3]), "s": np.array([0.2, 0.3])}), pr,
+                        priors.parse("normal(0, 4)", "effect"))
+    ip = model.initial_point()
+    # the model's log density at tau: the gamma density on the log scale (PyMC's transform adds log tau)
+    assert "tau_log__" in ip and np.isfinite(model.compile_logp()(ip))
+    assert isinstance(model["tau"].owner.op, type(pm.Gamma.dist(2, 4).owner.op))

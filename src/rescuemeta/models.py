@@ -146,26 +146,8 @@ def observed_data(data: ModelData, size: int | None = None, shared_binomial: boo
 
 
 def _tau(tau_prior: Prior, par):
-    f = tau_prior.family
-    if f == "halfnormal":
-        return pm.HalfNormal("tau", sigma=par[0])
-    if f == "halfcauchy":
-        return pm.HalfCauchy("tau", beta=par[0])
-    if f == "halft":
-        return pm.HalfStudentT("tau", nu=par[0], sigma=par[1])
-    if f == "exponential":
-        return pm.Exponential("tau", lam=par[0])
-    if f == "uniform":
-        return pm.Uniform("tau", lower=par[0], upper=par[1])
-    if f == "lognormal":
-        return pm.LogNormal("tau", mu=par[0], sigma=par[1])
-    if f == "invgamma":  # on tau^2
-        tau2 = pm.InverseGamma("tau2", alpha=par[0], beta=par[1])
-        return pm.Deterministic("tau", pm.math.sqrt(tau2))
-    if f == "lognormal2":  # Turner: on tau^2
-        tau2 = pm.LogNormal("tau2", mu=par[0], sigma=par[1])
-        return pm.Deterministic("tau", pm.math.sqrt(tau2))
-    raise ValueError(f"no PyMC form for tau prior family {f!r}")  # pragma: no cover
+    """The PyMC variable ``tau`` of the prior's family (:data:`rescuemeta.priors.FAMILIES`)."""
+    return tau_prior.definition.pymc(pm, par)
 
 
 def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None = None,
@@ -227,7 +209,7 @@ def _pooled_effect(tau, prior: Prior, par, y_hat, prec):
     scale): 1/s^2 = 1/scale^2 + sum_i W_i, m = s^2 (loc/scale^2 + sum_i W_i y_hat_i), W_i = prec_i/(1 + tau^2 prec_i).
     With few studies mu's posterior scale grows with tau (the (mu, tau) funnel); standardised, it does not.
     The density of u is the prior's density of mu times the Jacobian s (a potential on a flat u): exact."""
-    loc_i, scale_i = _LOCATION_SCALE[prior.family]
+    loc_i, scale_i = prior.definition.location_scale
     w = prec / (1.0 + tau**2 * prec)
     precision = 1.0 / par[scale_i] ** 2 + pm.math.sum(w)
     sd = 1.0 / pm.math.sqrt(precision)
@@ -272,13 +254,4 @@ def _baselines(theta, prior: Prior, par, shift, center):
 
 
 def _location_dist(prior: Prior, par):
-    return _LOCATION_DISTS[prior.family](par)
-
-
-# where the location and the scale of each location family sit in its parameter vector
-_LOCATION_SCALE = {"normal": (0, 1), "student_t": (1, 2)}
-
-_LOCATION_DISTS = {
-    "normal": lambda par: pm.Normal.dist(mu=par[0], sigma=par[1]),
-    "student_t": lambda par: pm.StudentT.dist(nu=par[0], mu=par[1], sigma=par[2]),
-}
+    return prior.definition.pymc(pm, par)

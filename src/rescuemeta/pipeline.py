@@ -200,7 +200,7 @@ def run(table: StudyTable, spec, *, abstract: Sequence = (), draws: int | None =
                 e.reference = frequentist_reference(table, cfg, e.measure)
             except (InputError, ValueError) as err:
                 e.reference_note = getattr(err, "message", str(err))
-            if cfg.model == "contrast":
+            if cfg.model != "proportion":
                 e.probabilities = probability_rows(e.result, spec.queries, desc.better(cfg.outcome))
         entries.append(e)
     return PrimaryRun(table=table, spec=spec, entries=entries)

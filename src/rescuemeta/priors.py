@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,10 +92,100 @@ def turner_parameters(outcome: str, comparison: str | None = None) -> tuple[floa
     return float(_TURNER_MU[i, j]), float(_TURNER_SIGMA[i, j])
 
 
-# --- specs --------------------------------------------------------------------------------------------
-TAU_FAMILIES = {"halfnormal": 1, "halfcauchy": 1, "halft": 2, "exponential": 1, "uniform": 2,
-                "lognormal": 2, "invgamma": 2, "turner": None}
-EFFECT_FAMILIES = {"normal": 2, "student_t": 3}
+# --- the prior families: one registry entry each ------------------------------------------------------
+@dataclass(frozen=True)
+class Family:
+    """A prior family: everything the package needs to know about it, in one place.
+
+    Attributes
+    ----------
+    name : str
+        As written in a spec (``lognormal2`` is internal: what ``turner(...)`` parses to).
+    kind : {"tau", "effect"}
+        A heterogeneity prior, or a prior for an effect / study baseline.
+    args : tuple of str
+        Argument names, in the spec's order.
+    positive : tuple of int
+        Arguments that must be > 0.
+    scale : {"tau", "tau2", "effect"}
+        The variable the distribution is stated on; ``tau2`` densities on tau get the Jacobian 2 tau.
+    dist : callable
+        ``dist(params)``: the scipy.stats distribution on that variable (``folded``: of X where the prior is |X|).
+    draw : callable
+        ``draw(rng, params, size)``: draws on tau (tau families) or on the effect scale.
+    pymc : callable
+        ``pymc(pm, par)``: tau families create the PyMC variable ``tau`` (through ``tau2`` for tau^2 families);
+        effect families return an unnamed PyMC distribution (``.dist``) with ``par`` its parameter vector.
+    folded : bool
+        The prior is |X| for X ~ ``dist`` (density doubled on tau > 0, quantile at (1 + q) / 2).
+    location_scale : tuple of int, optional
+        Effect families: where location and scale sit in the parameters (for the sampler's standardisation).
+    check : callable, optional
+        ``check(params)``: a message when the parameters are invalid beyond positivity, else None.
+    """
+
+    name: str
+    kind: str
+    args: tuple[str, ...]
+    positive: tuple[int, ...]
+    scale: str
+    dist: Callable
+    draw: Callable
+    pymc: Callable
+    folded: bool = False
+    location_scale: tuple[int, int] | None = None
+    check: Callable | None = None
+
+
+def _stats():
+    from scipy import stats
+    return stats
+
+
+def _tau2(pm, var):
+    return pm.Deterministic("tau", pm.math.sqrt(var))
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("halfnormal", "tau", ("sigma",), (0,), "tau", lambda p: _stats().halfnorm(scale=p[0]),
+           lambda rng, p, n: np.abs(rng.normal(0, p[0], n)), lambda pm, p: pm.HalfNormal("tau", sigma=p[0])),
+    Family("halfcauchy", "tau", ("scale",), (0,), "tau", lambda p: _stats().halfcauchy(scale=p[0]),
+           lambda rng, p, n: np.abs(p[0] * rng.standard_cauchy(n)), lambda pm, p: pm.HalfCauchy("tau", beta=p[0])),
+    Family("halft", "tau", ("nu", "scale"), (0, 1), "tau", lambda p: _stats().t(p[0], scale=p[1]),
+           lambda rng, p, n: np.abs(p[1] * rng.standard_t(p[0], n)),
+           lambda pm, p: pm.HalfStudentT("tau", nu=p[0], sigma=p[1]), folded=True),
+    Family("exponential", "tau", ("rate",), (0,), "tau", lambda p: _stats().expon(scale=1 / p[0]),
+           lambda rng, p, n: rng.exponential(1 / p[0], n), lambda pm, p: pm.Exponential("tau", lam=p[0])),
+    Family("uniform", "tau", ("lower", "upper"), (), "tau", lambda p: _stats().uniform(p[0], p[1] - p[0]),
+           lambda rng, p, n: rng.uniform(p[0], p[1], n), lambda pm, p: pm.Uniform("tau", lower=p[0], upper=p[1]),
+           check=lambda p: None if 0 <= p[0] < p[1] else "uniform(a, b) on tau needs 0 <= a < b"),
+    Family("lognormal", "tau", ("mu", "sigma"), (1,), "tau", lambda p: _stats().lognorm(s=p[1], scale=math.exp(p[0])),
+           lambda rng, p, n: np.exp(rng.normal(p[0], p[1], n)), lambda pm, p: pm.LogNormal("tau", mu=p[0], sigma=p[1])),
+    Family("invgamma", "tau", ("shape", "scale"), (0, 1), "tau2", lambda p: _stats().invgamma(p[0], scale=p[1]),
+           lambda rng, p, n: np.sqrt(p[1] / rng.gamma(p[0], 1.0, n)),
+           lambda pm, p: _tau2(pm, pm.InverseGamma("tau2", alpha=p[0], beta=p[1]))),
+    Family("lognormal2", "tau", ("mu", "sigma"), (1,), "tau2", lambda p: _stats().lognorm(s=p[1], scale=math.exp(p[0])),
+           lambda rng, p, n: np.sqrt(np.exp(rng.normal(p[0], p[1], n))),
+           lambda pm, p: _tau2(pm, pm.LogNormal("tau2", mu=p[0], sigma=p[1]))),
+    Family("normal", "effect", ("mean", "sd"), (1,), "effect", lambda p: _stats().norm(p[0], p[1]),
+           lambda rng, p, n: rng.normal(p[0], p[1], n), lambda pm, p: pm.Normal.dist(mu=p[0], sigma=p[1]),
+           location_scale=(0, 1)),
+    Family("student_t", "effect", ("nu", "location", "scale"), (0, 2), "effect",
+           lambda p: _stats().t(p[0], p[1], p[2]), lambda rng, p, n: p[1] + p[2] * rng.standard_t(p[0], n),
+           lambda pm, p: pm.StudentT.dist(nu=p[0], mu=p[1], sigma=p[2]), location_scale=(1, 2)),
+)}
+
+
+
+def spec_families(kind: str) -> dict[str, int | None]:
+    """What a spec may name for a ``kind`` of prior, with each family's number of arguments: every registered
+    family of that kind (``lognormal2`` only through ``turner``, whose arguments are names)."""
+    out: dict[str, int | None] = {n: len(f.args) for n, f in FAMILIES.items() if f.kind == kind and n != "lognormal2"}
+    if kind == "tau":
+        out["turner"] = None
+    return out
+
+
 _SPEC_RE = re.compile(r"^\s*([a-z_]+)\s*\((.*)\)\s*$", re.IGNORECASE)
 
 
@@ -105,7 +196,8 @@ class Prior:
     Attributes
     ----------
     family : str
-        Canonical family name (``turner`` is stored as ``lognormal2``: log-normal on tau^2).
+        Canonical family name, a key of :data:`FAMILIES` (``turner`` is stored as ``lognormal2``: log-normal
+        on tau^2).
     params : tuple of float
     kind : {"tau", "effect"}
         What it is a prior for (effect priors also serve study baselines).
@@ -119,100 +211,64 @@ class Prior:
     spec: str
 
     @property
+    def definition(self) -> Family:
+        return FAMILIES[self.family]
+
+    @property
     def scale(self) -> str:
         """``tau2`` for priors stated on tau^2 (invgamma, turner), ``tau`` or ``effect`` otherwise."""
-        return "tau2" if self.family in ("invgamma", "lognormal2") else self.kind
+        return self.definition.scale
+
+    def _dist(self):
+        return self.definition.dist(self.params)
 
     def logpdf(self, x):
         """Log density at ``x``: of tau for heterogeneity priors (Jacobian included for tau^2 priors)."""
-        from scipy import stats
         x = np.asarray(x, dtype=float)
-        f, p = self.family, self.params
+        fam, dist = self.definition, self._dist()
         with np.errstate(divide="ignore", invalid="ignore"):
-            if f == "normal":
-                return stats.norm.logpdf(x, p[0], p[1])
-            if f == "student_t":
-                return stats.t.logpdf(x, p[0], p[1], p[2])
+            if fam.kind == "effect":
+                return dist.logpdf(x)
             out = np.full(x.shape, -np.inf)
             pos = x > 0
             t = x[pos]
-            if f == "halfnormal":
-                v = stats.halfnorm.logpdf(t, scale=p[0])
-            elif f == "halfcauchy":
-                v = stats.halfcauchy.logpdf(t, scale=p[0])
-            elif f == "halft":
-                v = math.log(2) + stats.t.logpdf(t, p[0], scale=p[1])
-            elif f == "exponential":
-                v = stats.expon.logpdf(t, scale=1 / p[0])
-            elif f == "uniform":
-                v = stats.uniform.logpdf(t, p[0], p[1] - p[0])
-            elif f == "lognormal":
-                v = stats.lognorm.logpdf(t, s=p[1], scale=math.exp(p[0]))
-            elif f == "invgamma":
-                v = stats.invgamma.logpdf(t**2, p[0], scale=p[1]) + np.log(2 * t)
-            elif f == "lognormal2":
-                v = stats.lognorm.logpdf(t**2, s=p[1], scale=math.exp(p[0])) + np.log(2 * t)
-            else:  # pragma: no cover - parse() admits only the families above
-                raise ValueError(f)
+            if fam.scale == "tau2":
+                v = dist.logpdf(t**2) + np.log(2 * t)
+            elif fam.folded:
+                v = math.log(2) + dist.logpdf(t)
+            else:
+                v = dist.logpdf(t)
             out[pos] = v
             return out
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """Draws on tau (heterogeneity priors) or on the effect scale."""
-        f, p = self.family, self.params
-        if f == "normal":
-            return rng.normal(p[0], p[1], size)
-        if f == "student_t":
-            return p[1] + p[2] * rng.standard_t(p[0], size)
-        if f == "halfnormal":
-            return np.abs(rng.normal(0, p[0], size))
-        if f == "halfcauchy":
-            return np.abs(p[0] * rng.standard_cauchy(size))
-        if f == "halft":
-            return np.abs(p[1] * rng.standard_t(p[0], size))
-        if f == "exponential":
-            return rng.exponential(1 / p[0], size)
-        if f == "uniform":
-            return rng.uniform(p[0], p[1], size)
-        if f == "lognormal":
-            return np.exp(rng.normal(p[0], p[1], size))
-        if f == "invgamma":
-            return np.sqrt(p[1] / rng.gamma(p[0], 1.0, size))
-        if f == "lognormal2":
-            return np.sqrt(np.exp(rng.normal(p[0], p[1], size)))
-        raise ValueError(f)  # pragma: no cover
+        return self.definition.draw(rng, self.params, size)
 
     def ppf(self, q):
         """Quantile function on tau (heterogeneity priors) or on the effect scale."""
-        from scipy import stats
         q = np.asarray(q, dtype=float)
-        f, p = self.family, self.params
-        if f == "normal":
-            return stats.norm.ppf(q, p[0], p[1])
-        if f == "student_t":
-            return stats.t.ppf(q, p[0], p[1], p[2])
-        if f == "halfnormal":
-            return stats.halfnorm.ppf(q, scale=p[0])
-        if f == "halfcauchy":
-            return stats.halfcauchy.ppf(q, scale=p[0])
-        if f == "halft":
-            return p[1] * stats.t.ppf((1 + q) / 2, p[0])
-        if f == "exponential":
-            return stats.expon.ppf(q, scale=1 / p[0])
-        if f == "uniform":
-            return stats.uniform.ppf(q, p[0], p[1] - p[0])
-        if f == "lognormal":
-            return np.exp(stats.norm.ppf(q, p[0], p[1]))
-        if f == "invgamma":
-            return np.sqrt(stats.invgamma.ppf(q, p[0], scale=p[1]))
-        if f == "lognormal2":
-            return np.sqrt(np.exp(stats.norm.ppf(q, p[0], p[1])))
-        raise ValueError(f)  # pragma: no cover
+        fam, dist = self.definition, self._dist()
+        if fam.scale == "tau2":
+            return np.sqrt(dist.ppf(q))
+        if fam.folded:
+            return dist.ppf((1 + q) / 2)
+        return dist.ppf(q)
+
+    @property
+    def lower(self) -> float:
+        """The lower end of the support (0 for tau priors, except uniform(a, b))."""
+        return float(self.ppf(0.0))
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the support has a finite upper end."""
+        return bool(np.isfinite(self.ppf(1.0)))
 
     def upper(self, mass: float = 1 - 1e-9) -> float:
         """A finite upper end of the support holding ``mass`` of the prior (for quadrature grids)."""
-        if self.family == "uniform":
-            return float(self.params[1])
+        if self.bounded:
+            return float(self.ppf(1.0))
         return float(self.ppf(mass))
 
 
@@ -235,7 +291,7 @@ def parse(spec: str, kind: str = "tau") -> Prior:
         With the accepted forms, for anything malformed (unknown family, wrong number of arguments,
         non-numeric or out-of-range values).
     """
-    families = TAU_FAMILIES if kind == "tau" else EFFECT_FAMILIES
+    families = spec_families(kind)
     what = "tau prior" if kind == "tau" else "effect prior"
     forms = ", ".join(f"{k}({'...' if n is None else ', '.join(['x'] * n)})" for k, n in families.items())
     m = _SPEC_RE.match(spec or "")
@@ -261,13 +317,13 @@ def parse(spec: str, kind: str = "tau") -> Prior:
         raise InputError(f"{what} {spec!r}: arguments must be numbers") from None
     if not all(math.isfinite(v) for v in vals):
         raise InputError(f"{what} {spec!r}: arguments must be finite")
-    positive = {"halfnormal": [0], "halfcauchy": [0], "halft": [0, 1], "exponential": [0], "lognormal": [1],
-                "invgamma": [0, 1], "normal": [1], "student_t": [0, 2]}
-    for i in positive.get(name, []):
+    fam = FAMILIES[name]
+    for i in fam.positive:
         if vals[i] <= 0:
-            raise InputError(f"{what} {spec!r}: argument {i + 1} must be > 0")
-    if name == "uniform" and not (0 <= vals[0] < vals[1]):
-        raise InputError(f"{what} {spec!r}: uniform(a, b) on tau needs 0 <= a < b")
+            raise InputError(f"{what} {spec!r}: argument {i + 1} ({fam.args[i]}) must be > 0")
+    problem = fam.check(vals) if fam.check is not None else None
+    if problem:
+        raise InputError(f"{what} {spec!r}: {problem}")
     norm = f"{name}({', '.join(f'{v:g}' for v in vals)})"
     return Prior(name, vals, kind, norm)
 

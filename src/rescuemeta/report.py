@@ -73,9 +73,12 @@ def _study_effects(res: FitResult, measure: str):
             rows.append((sid, ai[i] / n1i[i], lo[i], hi[i], *q, f"{int(ai[i])}/{int(n1i[i])}"))
         return rows
     es = escalc(measure, ai, n1i, ci, n2i, ContinuityCorrection())
-    alpha = post["alpha"].values
+    # theta is the log OR (contrast) or the log of the normal model's own measure; the contrast model's RR
+    # needs each study's baseline
+    ratio_is_theta = res.config.model == "normal" or measure == "OR"
+    alpha = None if ratio_is_theta else post["alpha"].values
     for i, sid in enumerate(res.data.study_ids):
-        if measure == "OR":
+        if ratio_is_theta:
             shr = np.exp(theta[..., i])
         else:
             shr = expit(alpha[..., i] + theta[..., i]) / expit(alpha[..., i])
@@ -168,7 +171,8 @@ def densities(res: FitResult, out_dir: Path) -> list[str]:
         if name == "tau":
             g = g[g > 0]
         ax.plot(g, np.nan_to_num(np.exp(prior.logpdf(g)), posinf=0.0), color="C1", ls="--", label=f"prior {prior.spec}")
-        ax.set_xlabel({"mu": "mu (log OR)" if res.config.model == "contrast" else "mu (logit rate)", "tau": "tau"}[name])
+        mu_label = "mu (logit rate)" if res.config.model == "proportion" else f"mu (log {res.config.effect_measure})"
+        ax.set_xlabel({"mu": mu_label, "tau": "tau"}[name])
         ax.legend(fontsize=7)
     fig.suptitle(f"{res.description.label(res.config.outcome)} ({res.config.model}): posterior and prior")
     fig.tight_layout()
@@ -195,7 +199,8 @@ def benefit_curve(res: FitResult, measure: str, out_dir: Path) -> list[str]:
     ax.set_title(f"{res.description.label(res.config.outcome)}: probability of the {measure} being below x")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = _save(fig, out_dir, f"benefit_curve_{res.config.outcome}")
+    out = _save(fig, out_dir, f"benefit_curve_{res.config.outcome}"
+                + ("" if res.config.model == "contrast" else f"_{res.config.model}"))
     plt.close(fig)
     return out
 
@@ -284,7 +289,7 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
         freq = entry.reference.to_dict() if entry.reference is not None else None
         names = forest(res, "OR" if measure == "PLO" else measure, freq, a, figs, source)
         names += densities(res, figs)
-        if m == "contrast":
+        if m != "proportion":
             names += benefit_curve(res, measure, figs)
         fig_files[(oc, m)] = names
         s = res.summary()
@@ -302,10 +307,13 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
             "tau median (95% CrI)": _fmt_ci(s["tau"]["q50"], s["tau"]["q025"], s["tau"]["q975"]),
             "inclusion rule": s["inclusion"]["rule"], "studies": ", ".join(s["inclusion"]["included"])})
         d = s["diagnostics"]
-        diag_rows.append({"outcome": oc, "model": m, "R-hat max": round(d["rhat_max"], 4),
-                          "ESS bulk min": round(d["ess_bulk_min"]), "ESS tail min": round(d["ess_tail_min"]),
-                          "divergences": d["divergences"], "attempts": d["attempts"],
-                          "target_accept": d["target_accept"], "draws per chain": d["draws"], "ok": d["ok"]})
+        if d.get("rhat_max") is None:  # exact quadrature: nothing sampled, nothing to diagnose
+            diag_rows.append({"outcome": oc, "model": m, "R-hat max": "exact", "ok": True})
+        else:
+            diag_rows.append({"outcome": oc, "model": m, "R-hat max": round(d["rhat_max"], 4),
+                              "ESS bulk min": round(d["ess_bulk_min"]), "ESS tail min": round(d["ess_tail_min"]),
+                              "divergences": d["divergences"], "attempts": d["attempts"],
+                              "target_accept": d["target_accept"], "draws per chain": d["draws"], "ok": d["ok"]})
     for f in failures:  # stated where the result would be
         d = f["diagnostics"]
         summary_rows.append({"outcome": f["outcome"], "model": f["model"], "quantity": "—", "k": "—",

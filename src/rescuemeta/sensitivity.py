@@ -261,16 +261,13 @@ def _psense(idata) -> dict:
 
 
 def _exact_idata(res, n: int = 4000, seed: int = 1):
-    """Independent draws from the exact normal-normal posterior (tau from the quadrature nodes, mu | tau normal)
-    with log_prior and marginal log_likelihood, so that psens applies to exact fits too."""
+    """Independent draws from the exact normal-normal posterior (:meth:`NormalNormalPosterior.sample`) with
+    log_prior and the marginal log_likelihood p(y_i | mu, tau), the likelihood psens power-scales for exact fits."""
     import arviz as az
 
     ex = res.exact
-    t, w, m, v = ex._grid
-    rng = np.random.default_rng([seed, 11])
-    j = rng.choice(len(t), size=n, p=w / w.sum())
-    tau = t[j]
-    mu = rng.normal(m[j], np.sqrt(v[j]))
+    d = ex.sample(n, np.random.default_rng([seed, 11]))
+    tau, mu = d["tau"], d["mu"]
     y, s = ex.y, ex.s
     ll = stats.norm.logpdf(y[None, :], mu[:, None], np.sqrt(s[None, :] ** 2 + tau[:, None] ** 2))
     p = res.config.priors()
@@ -349,7 +346,7 @@ def run_one(cfg: dict, data_path: str) -> dict:
     d = s["diagnostics"]
     row.update(method=s["method"], diag_rhat_max=d.get("rhat_max"), diag_ess_bulk_min=d.get("ess_bulk_min"),
                diag_ess_tail_min=d.get("ess_tail_min"), diag_divergences=d.get("divergences"), diag_ok=d.get("ok"))
-    idata = res.idata if res.idata is not None else _exact_idata(res, seed=cfg["seed"])
+    idata = _exact_idata(res, seed=cfg["seed"]) if res.exact is not None else res.idata
     ps = _psense(idata)
     for v in ("mu", "tau"):
         row[f"psens_prior_{v}"] = ps[v]["prior"]
