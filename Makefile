@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: analysis test test-full lock reference clean
+.PHONY: analysis test test-full lint lock reference clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ PYTEST_WORKERS ?= 2
 test: $(STAMP)
 	@rc=0; $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(if $(filter true,$(CI)),-m "not slow",) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure" >&2; fi; exit $$rc
+
+## Lint and type-check (ruff, mypy; configured in pyproject.toml). CI runs it before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests validation bench
+	$(BIN)/mypy
 
 ## Everything, slow checks included.
 test-full: $(STAMP)

@@ -48,7 +48,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - t)
             if p.returncode != 0:
                 sys.exit(f"{name} failed: {p.stderr.decode()[-500:]}")
-    lines = [f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.processor() or platform.machine()}, "
+    lines = [f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.processor() or platform.machine()}, "
              f"{os.cpu_count()} cores, Python {platform.python_version()}; {args.rounds} rounds, each command a new "
              "process, the rows interleaved round by round.", "",
              "| command | median s | min s | max s |", "|---|---:|---:|---:|"]

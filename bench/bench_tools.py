@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from bench_fit import configs, ess_min, machine, versions, write_block  # noqa: E402
+
 from rescuemeta.models import build_model  # noqa: E402
 from rescuemeta.sampling import Sampler  # noqa: E402
 

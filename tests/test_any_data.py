@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import CI, DATASETS, ROOT
 from rescuemeta.cli import app
 from rescuemeta.data import load_studies
 from rescuemeta.description import load_description
+
+from conftest import CI, DATASETS, ROOT
 
 runner = CliRunner()
 BCG = DATASETS / "bcg_metafor.csv"  # trial, author, year, tpos, tneg, cpos, cneg (metafor's dat.bcg)

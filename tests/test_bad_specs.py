@@ -6,9 +6,10 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from conftest import ROOT
 from rescuemeta.cli import app
 from rescuemeta.data import load_studies
+
+from conftest import ROOT
 
 BAD = ROOT / "tests" / "data" / "bad"
 DATA = str(ROOT / "data" / "studies.csv")

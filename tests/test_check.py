@@ -5,14 +5,13 @@ import json
 import math
 
 import pytest
-
-from rescuemeta.description import load_source
 from scipy import stats
 from typer.testing import CliRunner
 
 from rescuemeta.check import PrintedEstimate, audit, check, load_abstract, parse_p
 from rescuemeta.cli import app
 from rescuemeta.data import load_studies, select
+from rescuemeta.description import load_source
 from rescuemeta.freq import meta_analyze
 
 runner = CliRunner()

@@ -7,17 +7,18 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import nutpie
 import pytensor
-import numpy as np
 import pytest
 
-from conftest import ROOT
 from rescuemeta import compiled
 from rescuemeta.data import load_studies
 from rescuemeta.fit import FitConfig, prepare
 from rescuemeta.models import build_model, observed_data, padded_size, prior_data
 from rescuemeta.priors import parse
+
+from conftest import ROOT
 
 DATA = ROOT / "data" / "studies.csv"
 

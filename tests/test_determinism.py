@@ -5,8 +5,9 @@ import json
 
 from typer.testing import CliRunner
 
-from conftest import ROOT
 from rescuemeta.cli import app
+
+from conftest import ROOT
 
 runner = CliRunner()
 DATA = str(ROOT / "data" / "studies.csv")

@@ -9,12 +9,13 @@ import math
 
 import numpy as np
 import pytest
-from scipy import integrate, stats
+from scipy import integrate
 
-from conftest import load_dataset
 from rescuemeta.effects import escalc
 from rescuemeta.exact import NormalNormalPosterior
 from rescuemeta.priors import parse
+
+from conftest import load_dataset
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,11 @@ import pytest
 from scipy.special import expit
 from typer.testing import CliRunner
 
-from conftest import load_dataset
 from rescuemeta.cli import app
 from rescuemeta.data import load_studies
 from rescuemeta.fit import FitConfig, fit
+
+from conftest import load_dataset
 
 runner = CliRunner()
 

@@ -2,6 +2,7 @@
 groups (az.psens works on them), the exact path of the normal model, --all, reproducibility, and failures."""
 
 import json
+
 import arviz as az
 import numpy as np
 import pymc as pm
@@ -10,12 +11,13 @@ from scipy import stats
 from scipy.special import expit, logit
 from typer.testing import CliRunner
 
-from conftest import ROOT
 from rescuemeta.cli import app
 from rescuemeta.data import load_studies
 from rescuemeta.fit import FitConfig, fit, prepare
 from rescuemeta.models import build_model
 from rescuemeta.summaries import STAT_KEYS, summarize
+
+from conftest import ROOT
 
 runner = CliRunner()
 DATA = str(ROOT / "data" / "studies.csv")

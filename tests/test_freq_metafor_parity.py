@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import load_dataset
 from rescuemeta.effects import ContinuityCorrection
 from rescuemeta.errors import InputError
 from rescuemeta.freq import meta_analyze
+
+from conftest import load_dataset
 
 REF = json.loads((Path(__file__).parent / "data" / "metafor_reference.json").read_text())
 KEYS = ["estimate", "se", "ci_low", "ci_high", "pval", "tau2", "i2", "q", "k", "pi_low", "pi_high"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import optimize, special
 
-from rescuemeta.freq import _root, _upper_bracket, expit, logit, norm_sf2, tau2_pm, tau2_reml, _crit
+from rescuemeta.freq import _crit, _root, _upper_bracket, expit, logit, norm_sf2, tau2_pm, tau2_reml
 
 
 def _brentq(f, hi):

@@ -5,16 +5,17 @@ Tolerance: each posterior quantile within 4 Monte Carlo standard errors (ArviZ `
 so the check fails for a real discrepancy but not by chance (about 1 in 15,000 per quantity).
 """
 
+import arviz as az
 import numpy as np
 import pytest
-import arviz as az
 
-from conftest import CI, load_dataset
 from rescuemeta.effects import escalc
 from rescuemeta.exact import NormalNormalPosterior
 from rescuemeta.models import ModelData
 from rescuemeta.priors import parse
 from rescuemeta.sampling import ConvergenceError, Sampler
+
+from conftest import CI, load_dataset
 
 DRAWS = 1000 if CI else 2500
 

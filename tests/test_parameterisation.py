@@ -57,7 +57,7 @@ def test_change_of_variables_is_exact(kind, mu_prior):
         if "b" in free:
             point["b"] = rng.normal(size=k)
 
-        def transform(vec):
+        def transform(vec, point=point):
             p = dict(point, u=vec[0], z=vec[1:1 + k])
             if "b" in free:
                 p["b"] = vec[1 + k:]

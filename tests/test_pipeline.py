@@ -4,16 +4,16 @@ numbers: Bayesian estimates, tau, and the frequentist reference (REML for ratios
 import json
 
 import numpy as np
-
 import pytest
 from typer.testing import CliRunner
 
-from conftest import CI, DATASETS
 from rescuemeta import pipeline
 from rescuemeta.cli import app
 from rescuemeta.data import load_studies
 from rescuemeta.freq import meta_analyze
 from rescuemeta.report import _fmt_ci
+
+from conftest import CI, DATASETS
 
 runner = CliRunner()
 BCG = DATASETS / "bcg_metafor.csv"

@@ -18,7 +18,7 @@ TAU_SPECS = ["halfnormal(0.5)", "halfcauchy(0.5)", "halft(3, 0.5)", "exponential
 @pytest.mark.parametrize("spec", TAU_SPECS)
 def test_tau_density_integrates_to_one_on_tau(spec):
     p = parse(spec)
-    dens = lambda t: float(np.exp(p.logpdf(np.array([t]))[0]))  # noqa: E731
+    dens = lambda t: float(np.exp(p.logpdf(np.array([t]))[0]))
     if p.family == "uniform":
         total = integrate.quad(dens, *p.params)[0]
     else:

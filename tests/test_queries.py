@@ -10,12 +10,13 @@ import pytest
 from scipy.special import expit, logit
 from typer.testing import CliRunner
 
-from conftest import ROOT
 from rescuemeta.cli import app
 from rescuemeta.data import load_studies
 from rescuemeta.errors import InputError
 from rescuemeta.fit import FitConfig, fit
 from rescuemeta.queries import parse_query, probability
+
+from conftest import ROOT
 
 runner = CliRunner()
 DATA = str(ROOT / "data" / "studies.csv")

@@ -9,10 +9,11 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
-from conftest import ROOT
 from rescuemeta.cli import app
 from rescuemeta.errors import InputError
 from rescuemeta.reanalyze import PublishedEstimate, check_against_nuts, named_prior, posterior, reanalyze
+
+from conftest import ROOT
 
 runner = CliRunner()
 ABSTRACT = str(ROOT / "data" / "abstract_estimates.csv")

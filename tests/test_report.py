@@ -7,11 +7,12 @@ import shutil
 import pandas as pd
 import pytest
 
-from conftest import ROOT
 from rescuemeta.data import load_studies
 from rescuemeta.pipeline import mirror_query
 from rescuemeta.report import _input_hash, analyze, browser_check, current_report
 from rescuemeta.sampling import default_sampler
+
+from conftest import ROOT
 
 DATA = ROOT / "data" / "studies.csv"
 ABSTRACT = ROOT / "data" / "abstract_estimates.csv"

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import ROOT
+from rescuemeta import sensitivity as sens
 from rescuemeta.cli import app
 from rescuemeta.data import load_studies
 from rescuemeta.errors import InputError
 from rescuemeta.sampling import default_sampler
-from rescuemeta import sensitivity as sens
+
+from conftest import ROOT
 
 runner = CliRunner()
 DATA = str(ROOT / "data" / "studies.csv")

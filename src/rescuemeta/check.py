@@ -14,9 +14,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
+from typing import Any
 
 from .data import Selection, StudyTable, select
-from .description import SourceDescription, load_source
+from .description import SourceDescription
 from .effects import ContinuityCorrection
 from .errors import InputError
 from .freq import FreqResult, expit, logit, meta_analyze, norm_sf2
@@ -153,7 +154,7 @@ def audit(e: PrintedEstimate) -> dict:
         flags.append({"severity": "warning", "check": "ci_symmetry",
                       "message": f"estimate {e.estimate:g} is not at the {kind} midpoint {midpoint:.3g} of "
                                  f"its CI, even allowing for rounding"})
-    out = {"midpoint": midpoint, "implied_p": None, "implied_p_midpoint": None, "printed_p": e.p_text or None}
+    out: dict[str, Any] = {"midpoint": midpoint, "implied_p": None, "implied_p_midpoint": None, "printed_p": e.p_text or None}
     if null is not None:
         se = (hi_t - lo_t) / (2 * Z975)
         out["implied_p"] = norm_sf2((f(e.estimate) - null) / se)
@@ -217,28 +218,29 @@ def check(table: StudyTable, estimates: list[PrintedEstimate], *, all_studies: b
         support carries ``available: false`` and a ``reason``.
     """
     rows = []
-    selections: dict[tuple[str, str], Selection | InputError] = {}  # several estimates share one selection
+    selections: dict[tuple[str, str], Selection] = {}
+    refused: dict[tuple[str, str], InputError] = {}  # several estimates share one selection
 
     def selection(outcome: str, arms: str) -> Selection:
         key = (outcome, arms)
-        if key not in selections:
+        if key not in selections and key not in refused:
             try:
                 selections[key] = select(table, outcome, arms=arms, all_studies=all_studies,
                                          exclude_basis=exclude_basis)
             except InputError as err:
-                selections[key] = err
-        if isinstance(selections[key], InputError):
-            raise selections[key]
+                refused[key] = err
+        if key in refused:
+            raise refused[key]
         return selections[key]
 
     for e in estimates:
-        item = {"outcome": e.outcome, "quantity": e.quantity,
+        item: dict[str, Any] = {"outcome": e.outcome, "quantity": e.quantity,
                 "abstract": {"estimate": e.estimate, "ci_low": e.ci_low, "ci_high": e.ci_high,
                              "p": e.p_text or None},
                 "k_abstract": source.k if source is not None else None,
                 "source": source.label if source is not None else None, "reproductions": [], "audit": audit(e)}
         for measure, method in REPRODUCTIONS[e.quantity]:
-            rep = {"measure": measure, "method": method}
+            rep: dict[str, Any] = {"measure": measure, "method": method}
             arms = "one" if measure == "PLO" else "two"
             try:
                 sel = selection(e.outcome, arms)

@@ -12,7 +12,6 @@ import math
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -184,13 +183,13 @@ def _freq_row(table, outcome, measure, method, *, hksj, all_studies, exclude, cc
 @app.command()
 def freq(
     data: Path = DataOpt,
-    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome to pool [default: the file's only "
+    outcome: str | None = typer.Option(None, "--outcome", help="Outcome to pool [default: the file's only "
                                           "outcome]."),
     measure: Measure = typer.Option(Measure.OR, "--measure", help="OR, RR, RD (two-arm) or PLO (treatment arm)."),
     method: Method = typer.Option(Method.REML, "--method", help="tau^2 estimator or pooling method."),
     hksj: bool = typer.Option(False, "--hksj", help="Hartung-Knapp-Sidik-Jonkman adjustment."),
     all_studies: bool = AllStudiesOpt,
-    exclude_basis: Optional[str] = ExcludeOpt,
+    exclude_basis: str | None = ExcludeOpt,
     cc_add: float = typer.Option(0.5, "--cc-add", help="Continuity correction added to zero-cell studies."),
     cc_to: str = typer.Option("only0", "--cc-to", help=f"Which studies get it: {', '.join(CC_TARGETS)}."),
     keep_double_zero: bool = typer.Option(False, "--keep-double-zero",
@@ -211,7 +210,7 @@ def freq(
         if all_outcomes:
             rows = []
             for oc in table.outcomes:
-                for arms, pairs in (("two", ALL_TWO_ARM), ("one", ALL_ONE_ARM)):
+                for _arms, pairs in (("two", ALL_TWO_ARM), ("one", ALL_ONE_ARM)):
                     for meas, meth in pairs:
                         try:
                             rows.append(_freq_row(table, oc, meas, meth, hksj=False, all_studies=all_studies,
@@ -295,7 +294,7 @@ def check(
     data: Path = DataOpt,
     abstract: Path = typer.Option(DEFAULT_ABSTRACT, "--abstract", help="The abstract's printed estimates."),
     all_studies: bool = AllStudiesOpt,
-    exclude_basis: Optional[str] = ExcludeOpt,
+    exclude_basis: str | None = ExcludeOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Published pooled estimates (e.g. an abstract's) next to our reproduction, and an audit of the printed
@@ -400,29 +399,29 @@ def _write_fit(res, out_dir: Path) -> list[str]:
 @app.command()
 def fit(
     data: Path = DataOpt,
-    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome to analyse [default: the file's only "
+    outcome: str | None = typer.Option(None, "--outcome", help="Outcome to analyse [default: the file's only "
                                           "outcome]."),
     model: ModelKind = typer.Option(ModelKind.contrast, "--model", help="contrast (two arms), proportion "
                                     "(treatment arm) or normal (normal-normal on log OR/RR, exact)."),
-    measure: Optional[RatioMeasure] = typer.Option(None, "--measure", help="OR or RR: the scale of the normal "
+    measure: RatioMeasure | None = typer.Option(None, "--measure", help="OR or RR: the scale of the normal "
                                                    "model [default: OR]; the binomial models take none."),
     tau_prior: str = TauPriorOpt,
     effect_prior: str = EffectPriorOpt,
     baseline_prior: str = BaselinePriorOpt,
-    draws: Optional[int] = typer.Option(None, "--draws", help="Posterior draws per chain [default: 1000, or "
+    draws: int | None = typer.Option(None, "--draws", help="Posterior draws per chain [default: 1000, or "
                                         "the spec's with --all]."),
     tune: int = typer.Option(1000, "--tune", help="Tuning draws per chain."),
     chains: int = typer.Option(4, "--chains", help="Chains."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [default: 1, or the spec's with --all]."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed [default: 1, or the spec's with --all]."),
     all_studies: bool = AllStudiesOpt,
-    exclude_basis: Optional[str] = ExcludeOpt,
+    exclude_basis: str | None = ExcludeOpt,
     nuts: bool = typer.Option(False, "--nuts", help="Normal model: sample with NUTS instead of exact quadrature."),
     backend: Backend = typer.Option(Backend.nutpie, "--backend", help="NUTS implementation."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Write <outcome>_<model>.json and .nc here."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Write <outcome>_<model>.json and .nc here."),
     all_outcomes: bool = typer.Option(False, "--all", help="Every outcome and model of the spec."),
-    spec_path: Optional[Path] = typer.Option(None, "--spec", help="Analysis spec used by --all [default: the "
+    spec_path: Path | None = typer.Option(None, "--spec", help="Analysis spec used by --all [default: the "
                                              "built-in defaults]."),
-    abstract: Optional[Path] = typer.Option(None, "--abstract", help="Published estimates to show beside the "
+    abstract: Path | None = typer.Option(None, "--abstract", help="Published estimates to show beside the "
                                             "fits (--all)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
@@ -573,10 +572,10 @@ def _print_fit_table(run, abstract, source):
 def prob(
     queries: list[str] = typer.Argument(..., help="Queries such as 'RR < 1' 'RR < 0.8' 'RD < -0.05' 'NNT < 10'."),
     data: Path = DataOpt,
-    outcome: Optional[str] = typer.Option(None, "--outcome", help="Outcome to analyse [default: the file's only "
+    outcome: str | None = typer.Option(None, "--outcome", help="Outcome to analyse [default: the file's only "
                                           "outcome]."),
     model: ModelKind = typer.Option(ModelKind.contrast, "--model", help="contrast, proportion or normal."),
-    measure: Optional[RatioMeasure] = typer.Option(None, "--measure", help="OR or RR: the scale of the normal "
+    measure: RatioMeasure | None = typer.Option(None, "--measure", help="OR or RR: the scale of the normal "
                                                    "model [default: OR]; the binomial models take none."),
     tau_prior: str = TauPriorOpt,
     effect_prior: str = EffectPriorOpt,
@@ -586,14 +585,14 @@ def prob(
     chains: int = typer.Option(4, "--chains", help="Chains."),
     seed: int = typer.Option(1, "--seed", help="Random seed."),
     all_studies: bool = AllStudiesOpt,
-    exclude_basis: Optional[str] = ExcludeOpt,
+    exclude_basis: str | None = ExcludeOpt,
     nuts: bool = typer.Option(False, "--nuts", help="Normal model: NUTS instead of exact quadrature."),
     backend: Backend = typer.Option(Backend.nutpie, "--backend", help="NUTS implementation."),
     predictive: bool = typer.Option(False, "--predictive", help="Ask about the effect in a new study."),
-    baseline_risk: Optional[float] = typer.Option(None, "--baseline-risk",
+    baseline_risk: float | None = typer.Option(None, "--baseline-risk",
                                                   help="Control-arm risk for RR/RD/NNT [default: mean control-arm "
                                                        "risk of the included studies]."),
-    direction: Optional[str] = typer.Option(None, "--direction", help="'higher' if more events are better, "
+    direction: str | None = typer.Option(None, "--direction", help="'higher' if more events are better, "
                                             "'lower' if fewer are (sets the NNT sign) [default: the data's "
                                             "description, else lower]."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -639,22 +638,22 @@ def prob(
 
 @app.command()
 def reanalyze(
-    measure: Optional[RatioMeasure] = typer.Option(None, "--measure", help="RR or OR."),
-    estimate: Optional[float] = typer.Option(None, "--estimate", help="The published ratio."),
-    ci: Optional[tuple[float, float]] = typer.Option(None, "--ci", help="Its 95% CI: LOW HIGH."),
+    measure: RatioMeasure | None = typer.Option(None, "--measure", help="RR or OR."),
+    estimate: float | None = typer.Option(None, "--estimate", help="The published ratio."),
+    ci: tuple[float, float] | None = typer.Option(None, "--ci", help="Its 95% CI: LOW HIGH."),
     from_abstract: bool = typer.Option(False, "--from-abstract", help="Every RR/OR line of the abstract file."),
     abstract: Path = typer.Option(DEFAULT_ABSTRACT, "--abstract", help="The abstract's printed estimates."),
-    prior: Optional[list[str]] = typer.Option(None, "--prior", help="neutral, skeptical, enthusiastic, pessimistic "
+    prior: list[str] | None = typer.Option(None, "--prior", help="neutral, skeptical, enthusiastic, pessimistic "
                                               "or normal(m, s) on the log ratio; repeatable [default: the four "
                                               "named priors]."),
-    threshold: Optional[list[float]] = typer.Option(None, "--threshold", help="Report P(ratio < T); repeatable "
+    threshold: list[float] | None = typer.Option(None, "--threshold", help="Report P(ratio < T); repeatable "
                                                     "[default: 1, 0.9, 0.8]."),
-    important: Optional[float] = typer.Option(None, "--important", help="Clinically important ratio for the "
+    important: float | None = typer.Option(None, "--important", help="Clinically important ratio for the "
                                               "skeptical/enthusiastic/pessimistic priors [default: 0.8, or 1.25 "
                                               "for outcomes where more events are better]."),
     center: str = typer.Option("estimate", "--center", help="Centre the likelihood on the printed 'estimate' or "
                                "on the CI's log 'midpoint'."),
-    direction: Optional[str] = typer.Option(None, "--direction", help="'higher' if more events are better "
+    direction: str | None = typer.Option(None, "--direction", help="'higher' if more events are better "
                                             "[default: the study table's description (--data), else lower]."),
     data: Path = typer.Option(DEFAULT_DATA, "--data", help="Study table whose description (beside it, .toml) "
                               "says which direction is benefit per outcome (--from-abstract)."),
@@ -662,7 +661,8 @@ def reanalyze(
 ):
     """Bayesian re-analysis of a published pooled RR/OR (exact, conjugate normal on the log scale)."""
     from .description import load_description
-    from .reanalyze import DEFAULT_THRESHOLDS, NAMED_PRIORS, PublishedEstimate, default_important, reanalyze as run
+    from .reanalyze import DEFAULT_THRESHOLDS, NAMED_PRIORS, PublishedEstimate, default_important
+    from .reanalyze import reanalyze as run
 
     with guard():
         if direction is not None and direction not in ("higher", "lower"):
@@ -682,7 +682,7 @@ def reanalyze(
                 raise InputError("no RR or OR lines in the abstract file", file=abstract)
         else:
             missing = [n for n, v in (("--measure", measure), ("--estimate", estimate), ("--ci", ci)) if v is None]
-            if missing:
+            if missing or measure is None or estimate is None or ci is None:
                 raise InputError(f"give {', '.join(missing)} (or --from-abstract)")
             inputs.append((None, PublishedEstimate(measure.value, estimate, ci[0], ci[1], center,
                                                    label=f"{measure.value} {estimate:g} ({ci[0]:g}-{ci[1]:g})")))
@@ -729,9 +729,9 @@ def reanalyze(
 def sensitivity(
     data: Path = DataOpt,
     spec_path: Path = typer.Option(Path("models/sensitivity.toml"), "--spec", help="Grid spec (TOML)."),
-    outcome: Optional[str] = typer.Option(None, "--outcome", help="Run the grid for this outcome only."),
+    outcome: str | None = typer.Option(None, "--outcome", help="Run the grid for this outcome only."),
     workers: int = typer.Option(1, "--workers", help="Local worker processes."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address tcp://HOST:PORT."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address tcp://HOST:PORT."),
     out_dir: Path = typer.Option(Path("results/sensitivity"), "--out", help="Tables, figures and the cache."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the figures."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
@@ -817,13 +817,13 @@ def sensitivity(
 
 @app.command()
 def analyze(
-    spec_path: Optional[Path] = typer.Option(None, "--spec", help="Analysis spec (TOML) [default: the built-in "
+    spec_path: Path | None = typer.Option(None, "--spec", help="Analysis spec (TOML) [default: the built-in "
                                              "defaults: every outcome, contrast and proportion models]."),
     data: Path = DataOpt,
-    abstract: Optional[Path] = typer.Option(None, "--abstract", help="Published estimates to check against "
+    abstract: Path | None = typer.Option(None, "--abstract", help="Published estimates to check against "
                                             "(CSV, e.g. data/abstract_estimates.csv) [default: no check]."),
     out_dir: Path = typer.Option(Path("report"), "--out", help="Where index.html, figures/ and tables/ go."),
-    draws: Optional[int] = typer.Option(None, "--draws", help="Override the spec's draws per chain."),
+    draws: int | None = typer.Option(None, "--draws", help="Override the spec's draws per chain."),
 ):
     """The main job: fits, probabilities, a small sensitivity grid and the frequentist estimates (and the check
     against published estimates with --abstract), as an HTML report."""
@@ -867,7 +867,7 @@ def analyze(
             raise typer.Exit(EXIT_CONVERGENCE)
 
 
-def _terminate(signum, frame):  # noqa: ARG001
+def _terminate(signum, frame):
     # SIGTERM becomes SystemExit, so that every atomic writer deletes its temporary file on the way out
     raise SystemExit(128 + signum)
 

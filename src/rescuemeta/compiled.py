@@ -139,7 +139,8 @@ def _arrays_src(names: list[str], layout: dict) -> tuple[str, str]:
 def _cache_key(src: str, inner) -> str | None:
     from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS
 
-    inner_key = CACHED_SRC_FUNCTIONS.get(getattr(inner, "py_func", None))
+    py_func = getattr(inner, "py_func", None)
+    inner_key = CACHED_SRC_FUNCTIONS.get(py_func) if py_func is not None else None
     if inner_key is None:  # PyTensor could not cache the inner function: nothing stable to key on
         return None
     import llvmlite
@@ -173,7 +174,7 @@ def _cfunc(src: str, name: str, sig, inner):
         return build(False)
     try:
         return build(True)
-    except Exception as exc:  # noqa: BLE001 - an unreadable cache entry: drop it and compile again
+    except Exception as exc:
         log.warning("numba cache entry for %s unusable (%s); recompiling", name, exc)
         _remove_cache_entries(key)
         return build(True)

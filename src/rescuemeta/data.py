@@ -25,6 +25,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -224,7 +225,7 @@ def _parse_count(value: str, *, file, row, line, column):
 
 
 def _schema() -> pa.DataFrameSchema:
-    count = dict(dtype="Int64", checks=pa.Check.ge(0, error="must be >= 0"), coerce=False)
+    count: dict[str, Any] = dict(dtype="Int64", checks=pa.Check.ge(0, error="must be >= 0"), coerce=False)
     return pa.DataFrameSchema(
         {
             "study_id": pa.Column(str, pa.Check.str_length(min_value=1, error="must not be empty")),
@@ -313,7 +314,7 @@ def load_studies(path: str | Path = DEFAULT_DATA, description: str | Path | None
 
 
 def _load_rows(path: Path, reader, header: list[str], sums: dict, desc) -> StudyTable:
-    records = []
+    records: list[list[str]] = []
     lines = []
     try:
         for rec in reader:

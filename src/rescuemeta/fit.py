@@ -9,6 +9,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -139,7 +140,7 @@ class FitResult:
 
     config: FitConfig
     data: PreparedData
-    idata: object | None
+    idata: Any
     exact: NormalNormalPosterior | None
     diagnostics: Diagnostics | None
     seconds: float
@@ -222,7 +223,7 @@ class FitResult:
     @cached_property
     def _summary(self) -> dict:
         cfg = self.config
-        out = {"outcome": cfg.outcome, "model": cfg.model, "measure": cfg.effect_measure,
+        out: dict[str, Any] = {"outcome": cfg.outcome, "model": cfg.model, "measure": cfg.effect_measure,
                "method": "exact" if self.exact is not None else "nuts", "k": self.k,
                "priors": self.prior_record()}
         out.update(self._exact_quantities() if self.exact is not None else self._draw_quantities())
@@ -247,13 +248,13 @@ class FitResult:
 
     def prior_record(self) -> dict:
         p = self.config.priors()
-        rec = {"tau": p["tau"].spec, "tau_scale": p["tau"].scale, "effect": p["effect"].spec}
+        rec: dict[str, str | None] = {"tau": p["tau"].spec, "tau_scale": p["tau"].scale, "effect": p["effect"].spec}
         rec["baseline"] = p["baseline"].spec if self.config.model == "contrast" else None
         return rec
 
     def _draw_quantities(self) -> dict:
         m = self.config.model
-        d = {"mu": summarize(self.draws("mu")), "tau": summarize(self.draws("tau"))}
+        d: dict[str, Any] = {"mu": summarize(self.draws("mu")), "tau": summarize(self.draws("tau"))}
         theta = self._post("theta")
         if m == "proportion":
             d["rate"] = summarize(self.draws("rate"))
@@ -284,6 +285,7 @@ class FitResult:
 
     def _exact_quantities(self) -> dict:
         ex = self.exact
+        assert ex is not None
         meas = self.config.effect_measure
         p0 = self.data.control_risk
 
@@ -302,8 +304,8 @@ class FitResult:
         def rr_of(x):
             return ratio_scales(x, meas, p0)["rr"]
 
-        d = {"mu": block("mu"), "tau": block("tau")}
-        exp_m = lambda w: ex.moments(w, "exp")  # noqa: E731
+        d: dict[str, Any] = {"mu": block("mu"), "tau": block("tau")}
+        exp_m = lambda w: ex.moments(w, "exp")
         d[meas.lower()] = block("mu", np.exp, exp_m)
         if meas == "OR":
             d["rr"] = block("mu", rr_of, lambda w: ex.expect_moments(w, rr_of))
@@ -373,7 +375,7 @@ def _augment(idata, prep: PreparedData, cfg: FitConfig, priors: dict[str, Prior]
     rng = np.random.default_rng([cfg.seed, 7])
     a = prep.model_data.arrays
     theta_new = new_study_draws(mu, tau, cfg.seed)
-    pp = {"theta_new": (("chain", "draw"), theta_new)}
+    pp: dict[str, tuple[tuple[str, ...], Any]] = {"theta_new": (("chain", "draw"), theta_new)}
     if cfg.model in ("contrast", "proportion"):
         n1 = np.asarray(a["n1i"], dtype="int64")
         ai = np.asarray(a["ai"], dtype="int64")
@@ -398,7 +400,8 @@ def _augment(idata, prep: PreparedData, cfg: FitConfig, priors: dict[str, Prior]
         pp["y"] = (("chain", "draw", "study"), rng.normal(theta, s))
         obs = {"y": (("study",), y)}
         const = {"se": (("study",), s)}
-    lp = {"mu": (("chain", "draw"), priors["effect"].logpdf(mu)), "tau": (("chain", "draw"), priors["tau"].logpdf(tau))}
+    lp: dict[str, tuple[tuple[str, ...], Any]] = {"mu": (("chain", "draw"), priors["effect"].logpdf(mu)),
+                                                  "tau": (("chain", "draw"), priors["tau"].logpdf(tau))}
     if cfg.model == "contrast":
         lp["alpha"] = (("chain", "draw", "study"), priors["baseline"].logpdf(post["alpha"].values))
     sc = {k: v for k, v in coords.items()}
@@ -503,7 +506,7 @@ def fit_cached(table: StudyTable, cfg: FitConfig, cache_dir, sampler: Sampler | 
             diag = Diagnostics(**info["diagnostics"])
             return FitResult(cfg, prepare(table, cfg), idata, None, diag, info["seconds"], table.path, table.sha256,
                              table.description)
-        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed, never trusted
+        except Exception:
             pass
     res = fit(table, cfg, sampler)
     res.to_netcdf(nc)

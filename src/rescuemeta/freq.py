@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +96,7 @@ def study_table(measure: str, ai, n1i, ci, n2i, tau2: float = 0.0, cc: Continuit
     w = np.where(ok, 1 / np.where(ok, vi + tau2, 1.0), 0.0)
     w = 100 * w / w.sum() if w.sum() > 0 else w
     z = _crit(level, None)
-    rows = []
+    rows: list[dict[str, float | None]] = []
     for i in range(len(yi)):
         if not ok[i]:
             rows.append({"yi": None, "vi": None, "ci_low": None, "ci_high": None, "weight": None})
@@ -518,7 +518,7 @@ def rma_glmm_plo(xi, ni, *, n_agq: int = 7, level: float = 0.95) -> FreqResult:
 
     es = escalc("PLO", xi, ni)
     iv = rma_iv(es.yi, es.vi, method="DL", measure="PLO")
-    best = None
+    best: Any = None
     for tau0 in (math.sqrt(iv.tau2) if iv.tau2 > 0 else 0.3, 0.05, 1.0):
         res = optimize.minimize(nll_grad, np.array([iv.estimate, tau0]), method="L-BFGS-B", jac=True,
                                 bounds=[(-30, 30), (0.0, 20.0)],

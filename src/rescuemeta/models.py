@@ -169,8 +169,8 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
     pymc.Model
         Free variables ``tau`` (or ``tau2``), ``u``, ``z`` (and ``b`` for ``contrast``; see
         :func:`_pooled_effect`, :func:`_study_effects` and :func:`_baselines`); observed ``y_treat``
-        (+ ``y_control``) or ``y``; deterministic ``mu``, ``theta`` (study effects) and ``alpha`` (baselines). Observations and prior parameters
-        are ``pm.Data``, so both can be swapped without recompiling.
+        (+ ``y_control``) or ``y``; deterministic ``mu``, ``theta`` (study effects) and ``alpha`` (baselines).
+        Observations and prior parameters are ``pm.Data``, so both can be swapped without recompiling.
     """
     kind = data.kind
     if kind not in MODEL_KINDS:
@@ -191,6 +191,7 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
         mu = _pooled_effect(tau, effect_prior, mu_par, d["approx_y"], d["approx_prec"])
         theta = _study_effects(mu, tau, d["approx_y"], d["approx_prec"])
         if shared or kind == "contrast":
+            assert baseline_prior is not None, "the contrast model needs a baseline prior"
             alpha_par = pm.Data("alpha_par", pdat["alpha_par"])
             alpha = _baselines(theta, baseline_prior, alpha_par, d["base_shift"], d["base_center"])
             pm.Binomial("y_control", n=d["n_control"], logit_p=alpha, observed=d["events_control"], dims="study")
@@ -209,6 +210,7 @@ def _pooled_effect(tau, prior: Prior, par, y_hat, prec):
     scale): 1/s^2 = 1/scale^2 + sum_i W_i, m = s^2 (loc/scale^2 + sum_i W_i y_hat_i), W_i = prec_i/(1 + tau^2 prec_i).
     With few studies mu's posterior scale grows with tau (the (mu, tau) funnel); standardised, it does not.
     The density of u is the prior's density of mu times the Jacobian s (a potential on a flat u): exact."""
+    assert prior.definition.location_scale is not None, f"{prior.spec} is not a location-scale effect prior"
     loc_i, scale_i = prior.definition.location_scale
     w = prec / (1.0 + tau**2 * prec)
     precision = 1.0 / par[scale_i] ** 2 + pm.math.sum(w)

@@ -17,9 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .data import StudyTable, select
 from .errors import ConvergenceError, InputError
+
+if TYPE_CHECKING:  # the fitting stack (PyMC) loads when a run starts, not on import
+    from .fit import FitConfig, FitResult
+    from .spec import PrimarySpec
 
 # the frequentist method beside each model kind's Bayesian estimate
 REFERENCE_METHOD = {"contrast": "REML", "normal": "REML", "proportion": "GLMM"}
@@ -50,9 +55,9 @@ class Entry:
     """One outcome x model of the analysis, in exactly one state: ``result`` (fitted), ``unavailable`` (the
     reason the data cannot support it) or ``failure`` (``reason`` and the convergence ``diagnostics``)."""
 
-    config: object  # FitConfig
+    config: FitConfig
     measure: str  # the scale the Bayesian estimate is reported on: OR/RR for ratios, PLO for rates
-    result: object | None = None  # FitResult
+    result: FitResult | None = None
     unavailable: str | None = None
     failure: dict | None = None
     reference: Reference | None = None
@@ -76,7 +81,7 @@ class Entry:
 @dataclass
 class PrimaryRun:
     table: StudyTable
-    spec: object  # PrimarySpec
+    spec: PrimarySpec
     entries: list[Entry]
 
     @property
@@ -158,7 +163,7 @@ def probability_rows(res, queries: Sequence[str], better: str | None) -> list[di
 
 def run(table: StudyTable, spec, *, abstract: Sequence = (), draws: int | None = None, seed: int | None = None,
         backend: str = "nutpie", sampler=None, cache_dir: str | Path | None = None,
-        progress: Callable[[int, int, object], None] | None = None) -> PrimaryRun:
+        progress: Callable[[int, int, FitConfig], None] | None = None) -> PrimaryRun:
     """Run every outcome x model of ``spec`` on ``table``.
 
     Parameters

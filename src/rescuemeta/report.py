@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from . import __version__
+from . import __version__, pipeline
 from .atomic import atomic_path, clean_stale_parts, ensure_dir, write_text
-from .check import check as run_check, load_abstract
-from . import pipeline
+from .check import check as run_check
+from .check import load_abstract
 from .data import COUNT_BASIS, load_studies
 from .description import Description, SourceDescription, load_source
 from .effects import ContinuityCorrection, escalc
@@ -78,7 +78,7 @@ def _study_effects(res: FitResult, measure: str):
     ratio_is_theta = res.config.model == "normal" or measure == "OR"
     alpha = None if ratio_is_theta else post["alpha"].values
     for i, sid in enumerate(res.data.study_ids):
-        if ratio_is_theta:
+        if alpha is None:
             shr = np.exp(theta[..., i])
         else:
             shr = expit(alpha[..., i] + theta[..., i]) / expit(alpha[..., i])
@@ -285,6 +285,7 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
     summary_rows, diag_rows = [], []
     for entry in run.fitted:
         res, oc, m, measure = entry.result, entry.outcome, entry.model, entry.measure
+        assert res is not None
         a = _abstract_row(abstract, oc, "pooled_rate_treat" if measure == "PLO" else measure)
         freq = entry.reference.to_dict() if entry.reference is not None else None
         names = forest(res, "OR" if measure == "PLO" else measure, freq, a, figs, source)
@@ -337,8 +338,7 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
         prov = table.frame.groupby("outcome").size().rename("rows").reset_index()
     frames = {"summary": pd.DataFrame(summary_rows), "probabilities": pd.DataFrame(prob_rows),
               "diagnostics": pd.DataFrame(diag_rows), "audit": pd.DataFrame(audit_rows), "provenance": prov,
-              "sensitivity": sens.tidy(grid.rows), "unavailable": pd.DataFrame(unavailable + [{k: v for k, v in f.items() if k != "diagnostics"}
-                                                     | f["diagnostics"] for f in failures])}
+              "sensitivity": sens.tidy(grid.rows), "unavailable": pd.DataFrame(unavailable + [_flat(f) for f in failures])}
     for name, df in frames.items():
         with atomic_path(tables / f"{name}.csv") as tmp:
             df.to_csv(tmp, index=False)
@@ -355,6 +355,11 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
     if not failures:  # a report with failed fits is rebuilt next time
         write_text(stamp_path, json.dumps({"inputs": inputs, "files": files, "result": result}, default=str))
     return result
+
+
+def _flat(failure: dict) -> dict:
+    """A failure record with its diagnostics as columns of their own (for the CSV)."""
+    return {**{k: v for k, v in failure.items() if k != "diagnostics"}, **failure["diagnostics"]}
 
 
 def current_report(out_dir, inputs: str) -> dict | None:

@@ -56,7 +56,7 @@ def diagnose(idata, ess_min: float = ESS_MIN) -> Diagnostics:
     rhat = az.rhat(idata, var_names=var_names)
     ess_b = az.ess(idata, var_names=var_names, method="bulk")
     ess_t = az.ess(idata, var_names=var_names, method="tail")
-    mx = lambda ds, f: float(f([float(f(ds[v].values)) for v in ds.data_vars]))  # noqa: E731
+    mx = lambda ds, f: float(f([float(f(ds[v].values)) for v in ds.data_vars]))
     div = int(idata.sample_stats["diverging"].values.sum()) if "diverging" in idata.sample_stats else 0
     required = float(ess_min)
     return Diagnostics(rhat_max=mx(rhat, np.nanmax), ess_bulk_min=mx(ess_b, np.nanmin),
@@ -101,7 +101,7 @@ class Sampler:
             from .models import SHARED_BINOMIAL_BASELINE
             from .priors import parse
 
-            bp = parse(SHARED_BINOMIAL_BASELINE, "effect")
+            bp: Prior | None = parse(SHARED_BINOMIAL_BASELINE, "effect")
         else:
             bp = baseline_prior if data.kind == "contrast" else None
         return compiled.with_data(**prior_data(tau_prior, effect_prior, bp),

@@ -30,6 +30,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -97,7 +98,8 @@ def load_sensitivity(path: str | Path = DEFAULT_SENSITIVITY) -> SensitivitySpec:
         if key == "simulation":
             sim_allowed = {**_SIM_KEYS, "baseline_risk": float, "mu": float, "tau": float}
             check_keys(value, sim_allowed, path, prefix="simulation.")
-            sim = SimulationSpec(**{k: (float(v) if sim_allowed[k] is float else v) for k, v in value.items()})
+            sim = SimulationSpec(**{k: (float(v) if sim_allowed[k] is float else v)  # type: ignore[arg-type]
+                                    for k, v in value.items()})
             if sim.model not in ("contrast", "proportion"):
                 raise InputError(f"key 'simulation.model' must be contrast or proportion, got {sim.model!r}", file=path)
             for k_, lo in (("k", 1), ("n_per_arm", 1), ("replications", 1)):
@@ -233,7 +235,7 @@ def _psense(idata) -> dict:
     diagnosis, and the Pareto k-hat of the power-scaling importance weights (delta = 0.01, as psens)."""
     import arviz as az
 
-    out = {}
+    out: dict[str, Any] = {}
     pri = az.psens(idata, component="prior", var_names=["mu", "tau"])
     lik = az.psens(idata, component="likelihood", var_names=["mu", "tau"])
     lp = sum(idata.log_prior[v].values.reshape(idata.log_prior[v].shape[0], idata.log_prior[v].shape[1], -1).sum(-1)
@@ -327,8 +329,9 @@ def run_one(cfg: dict, data_path: str) -> dict:
         row.update(status="unavailable", reason=e.message, k=0)
         return row
     except ConvergenceError as e:
-        row.update(status="failed", reason=str(e), k=None, **{f"diag_{k}": v for k, v in e.diagnostics.items()
-                                                                if k in ("rhat_max", "ess_bulk_min", "ess_tail_min", "divergences")})
+        kept = ("rhat_max", "ess_bulk_min", "ess_tail_min", "divergences")
+        row.update(status="failed", reason=str(e), k=None,
+                   **{f"diag_{k}": v for k, v in e.diagnostics.items() if k in kept})
         return row
     s = res.summary()
     row.update(status="ok", k=s["k"])
@@ -476,7 +479,8 @@ def run_grid(cfgs: list[dict], data_path: str, *, cache_dir: str | None, workers
                     client.close()
         elif workers > 1:
             import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed as cf_completed
+            from concurrent.futures import ProcessPoolExecutor
+            from concurrent.futures import as_completed as cf_completed
 
             ctx = mp.get_context("spawn")  # nutpie/numba state must not be forked
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
@@ -505,6 +509,7 @@ def run_grid(cfgs: list[dict], data_path: str, *, cache_dir: str | None, workers
 
 def simulation_grid(spec: SensitivitySpec) -> list[dict]:
     sim = spec.simulation
+    assert sim is not None, "simulation_grid needs a [simulation] table"
     out = []
     for r in range(sim.replications):
         for ep in spec.effect_priors:
@@ -651,7 +656,7 @@ def plot(rows: list[dict], out_dir: str | Path, note: str | None = None) -> list
         if m != "proportion":
             ax2 = axes[0, 1]
             keys = [k for k in rs[0] if k.startswith("p_") and "_lt_" in k]
-            for j, key in enumerate(keys):
+            for _j, key in enumerate(keys):
                 label = "P(" + key[2:].split("_lt_")[0].upper() + " < " + key.split("_lt_")[1] + ")"
                 ax2.plot([r[key] for r in rs], y, "o", label=label)
             ax2.set_yticks(y, [""] * len(y))
@@ -665,7 +670,7 @@ def plot(rows: list[dict], out_dir: str | Path, note: str | None = None) -> list
         written += _save(fig, out_dir / f"sensitivity_{oc}_{m}")
         plt.close(fig)
         # prior vs posterior density of tau, one panel per tau prior (first inclusion / effect prior)
-        first = {}
+        first: dict[str, dict] = {}
         for r in rs:
             first.setdefault(r["tau_prior"], r)
         n = len(first)

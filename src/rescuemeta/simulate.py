@@ -95,12 +95,12 @@ def sbc(kind: str, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior 
     """
     sampler = sampler or Sampler()
     rng = np.random.default_rng(seed)
-    ranks = {"mu": [], "tau": []}
+    ranks: dict[str, list[int]] = {"mu": [], "tau": []}
     divergent = 0
     for i in range(n_sims):
         mu = float(effect_prior.sample(rng, 1)[0])
         tau = float(tau_prior.sample(rng, 1)[0])
-        alpha = baseline_prior.sample(rng, k) if kind == "contrast" else None
+        alpha = baseline_prior.sample(rng, k) if (kind == "contrast" and baseline_prior is not None) else None
         md, _ = simulate_counts(kind, rng, mu=mu, tau=tau, k=k, alpha=alpha)
         idata, diag = sampler.sample(md, tau_prior, effect_prior, baseline_prior if kind == "contrast" else None,
                                      draws=draws, tune=tune, chains=chains, seed=seed * 100003 + i, guard=False,
