@@ -173,3 +173,45 @@ def test_falls_back_to_nutpie_when_internals_change(monkeypatch):
     assert compiled.last_path == "nutpie"
     assert any("cached nutpie compilation is unavailable" in str(x.message) for x in w)
     assert np.isfinite(_draws(c)["mu"]).all()
+
+
+def test_layout_check_catches_a_moved_field(normal_pair):
+    """The field-by-field check of nutpie's record: our layout passes; a layout one word off, or one that names
+    a variable the record does not hold, is refused."""
+    ours = normal_pair[0]
+    layout, _ = compiled.user_data_layout(list(ours.shared_data), ours.shared_data)
+    compiled.check_layout(ours.user_data, layout)
+    name = next(iter(layout))
+    i_ptr, i_size, i_shape, ndim, dtype = layout[name]
+    with pytest.raises(compiled.FastPathUnavailable, match=f"shared.size.{name}"):
+        compiled.check_layout(ours.user_data, {**layout, name: (i_ptr, i_size + 1, i_shape, ndim, dtype)})
+    with pytest.raises(compiled.FastPathUnavailable, match="another structure"):
+        compiled.check_layout(ours.user_data, {**layout, "not_there": layout[name]})
+
+
+def test_one_point_check_compares_the_wrapper_with_nutpies_function(normal_pair):
+    """The wrapper's log density at one point equals the PyTensor function's; a wrapper that reads other data
+    than the function (here: the record pointed at new observations, the function left with the old) is
+    caught."""
+    ours = normal_pair[0]
+    compiled.check_one_point(ours)
+    shifted = ours.with_data(y_obs=ours.shared_data["y_obs"] + 1.0)
+    with pytest.raises(compiled.FastPathUnavailable, match="log density"):
+        compiled.check_one_point(shifted)
+
+
+def test_untested_versions_and_the_opt_out_use_nutpies_compiler(monkeypatch):
+    import pymc as pm
+
+    with pm.Model() as model:
+        pm.Normal("mu", 0.0, 1.0)
+    monkeypatch.setitem(compiled.TESTED, "nutpie", "9.9.")
+    with pytest.warns(RuntimeWarning, match="not the tested 9.9.x series"):
+        compiled.compile_pymc_model(model)
+    assert compiled.last_path == "nutpie"
+    monkeypatch.setitem(compiled.TESTED, "nutpie", nutpie.__version__)
+    monkeypatch.setenv("RESCUEMETA_FAST_COMPILE", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the opt-out is silent
+        c = compiled.compile_pymc_model(model)
+    assert compiled.last_path == "nutpie" and np.isfinite(_draws(c)["mu"]).all()

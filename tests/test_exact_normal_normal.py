@@ -130,3 +130,16 @@ def test_ratio_moments_that_do_not_exist_are_inf_without_warnings():
         mu_mean, mu_sd = post.moments("mu", "exp")
     assert mean == math.inf and sd == math.inf
     assert math.isfinite(mu_mean) and math.isfinite(mu_sd)
+
+
+def test_predictive_density_is_the_derivative_of_its_cdf(crins):
+    """The new-study effect's density (bayesmeta's dposterior(predict=TRUE)) integrates to 1 and is the slope of
+    the predictive CDF."""
+    post = crins
+    lo, hi = post.predictive_quantile(1e-6), post.predictive_quantile(1 - 1e-6)
+    total, _ = integrate.quad(lambda x: float(post.predictive_pdf(x)[0]), lo, hi, limit=200)
+    assert total == pytest.approx(1 - 2e-6, abs=1e-7)
+    for x in (post.predictive_quantile(q) for q in (0.1, 0.5, 0.9)):
+        h = 1e-5
+        slope = (post.predictive_cdf(x + h) - post.predictive_cdf(x - h)) / (2 * h)
+        assert float(post.predictive_pdf(x)[0]) == pytest.approx(float(np.squeeze(slope)), rel=1e-6)

@@ -41,10 +41,16 @@ def test_fit_all_and_analyze_share_one_pipeline_and_agree(tmp_path, spy):
     assert r.exit_code == 0, r.output
     rows = {(x["outcome"], x["model"]): x for x in json.loads(r.stdout)}
     out = tmp_path / "report"
+    import matplotlib
+
+    backend, font_size = matplotlib.get_backend(), matplotlib.rcParams["font.size"]
     r2 = runner.invoke(app, ["analyze", "--data", str(BCG), "--spec", str(spec), "--out", str(out)],
                        env={"RESCUEMETA_CACHE": str(tmp_path / "cache")})
     assert r2.exit_code == 0, r2.output
     assert len(spy) == 2  # both commands went through pipeline.run
+    # the report drew and saved its figures without switching the user's backend or editing rcParams
+    assert (matplotlib.get_backend(), matplotlib.rcParams["font.size"]) == (backend, font_size)
+    assert len(list((out / "figures").glob("*.svg"))) >= 4
     summary = {(x["outcome"], x["model"]): x for x in
                __import__("pandas").read_csv(out / "tables" / "summary.csv").to_dict("records")}
     assert set(rows) == set(summary) and len(rows) == 2
@@ -135,3 +141,28 @@ def test_exact_fit_draws_follow_the_exact_posterior():
     for q in (0.1, 0.9):
         assert abs((new <= ex.quantile("theta_new", q)).mean() - q) < 5 * np.sqrt(q * (1 - q) / new.size)
     assert stats.kstest(res.draws("tau").ravel(), lambda t: ex.tau_cdf(t)).pvalue > 1e-4
+
+
+def test_a_new_model_kind_is_one_registry_entry(monkeypatch):
+    """Adding a model kind touches one entry of kinds.MODEL_KINDS: here the normal model restricted to log RR,
+    registered under a new name, goes through FitConfig, fit, its summary, the queries and the pipeline's
+    frequentist reference without any other change."""
+    from dataclasses import replace
+
+    from rescuemeta import kinds
+    from rescuemeta.fit import FitConfig, fit
+    from rescuemeta.queries import probability
+
+    monkeypatch.setitem(kinds.MODEL_KINDS, "normal_rr", replace(kinds.MODEL_KINDS["normal"], name="normal_rr",
+                                                                measures=("RR",)))
+    table = load_studies(BCG)
+    cfg = FitConfig(outcome="bcg_metafor", model="normal_rr", measure="OR", draws=500)
+    assert cfg.effect_measure == "RR"  # the kind's only measure, whatever the config asked
+    res = fit(table, cfg)
+    s = res.summary()
+    ref = fit(table, FitConfig(outcome="bcg_metafor", model="normal", measure="RR", draws=500)).summary()
+    assert s["rr"]["q50"] == pytest.approx(ref["rr"]["q50"], rel=1e-12)
+    assert probability(res, "RR < 1")["probability"] == pytest.approx(0.99, abs=0.01)
+    assert pipeline.frequentist_reference(table, cfg, "RR").method == "REML"
+    with pytest.raises(Exception, match="unknown model 'nope'; choose from .*normal_rr"):
+        FitConfig(outcome="bcg_metafor", model="nope").validate()

@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 
 from rescuemeta.cli import app
 from rescuemeta.errors import InputError
-from rescuemeta.reanalyze import PublishedEstimate, check_against_nuts, named_prior, posterior, reanalyze
+from rescuemeta.reanalyze import PublishedEstimate, named_prior, posterior, reanalyze
 
 from conftest import ROOT
+from helpers import check_against_nuts
 
 runner = CliRunner()
 ABSTRACT = str(ROOT / "data" / "abstract_estimates.csv")

@@ -9,10 +9,11 @@ import pytest
 
 from rescuemeta.data import load_studies
 from rescuemeta.pipeline import mirror_query
-from rescuemeta.report import _input_hash, analyze, browser_check, current_report
+from rescuemeta.report import _input_hash, analyze, current_report
 from rescuemeta.sampling import default_sampler
 
 from conftest import ROOT
+from helpers import browser_check
 
 DATA = ROOT / "data" / "studies.csv"
 ABSTRACT = ROOT / "data" / "abstract_estimates.csv"
@@ -41,7 +42,7 @@ def test_report_has_every_figure_and_table(report):
             assert (out / p.replace(".png", ".svg")).exists()
     names = {p.split("/")[-1] for p in imgs}
     for oc in ("functional_independence", "mortality", "sich", "recanalization"):
-        assert f"forest_{oc}_contrast.png" in names and f"benefit_curve_{oc}.png" in names
+        assert f"forest_{oc}_contrast.png" in names and f"benefit_curve_{oc}_contrast.png" in names
     for oc in ("functional_independence", "mortality", "sich", "recanalization", "reocclusion"):
         assert f"forest_{oc}_proportion.png" in names and f"density_{oc}_proportion.png" in names
         assert f"sensitivity_{oc}_proportion.png" in names and f"tau_prior_posterior_{oc}_proportion.png" in names

@@ -21,7 +21,8 @@ import pytest
 
 from rescuemeta.priors import parse
 from rescuemeta.sampling import default_sampler
-from rescuemeta.simulate import sbc
+
+from helpers import sbc
 
 CASES = {
     "contrast": (parse("halfnormal(0.5)"), parse("normal(0, 1)", "effect"), parse("normal(-1, 0.75)", "effect")),

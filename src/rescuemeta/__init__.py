@@ -13,12 +13,8 @@ The public API below is imported on first use, so that ``import rescuemeta`` (an
 """
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("rescuemeta")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0+unknown"
+from ._version import __version__
 
 _API = {
     "load_studies": "data", "select": "data",

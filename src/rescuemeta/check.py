@@ -13,10 +13,10 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 from .data import Selection, StudyTable, select
+from .defaults import Z975
 from .description import SourceDescription
 from .effects import ContinuityCorrection
 from .errors import InputError
@@ -24,7 +24,6 @@ from .freq import FreqResult, expit, logit, meta_analyze, norm_sf2
 
 DEFAULT_ABSTRACT = Path("data/abstract_estimates.csv")
 QUANTITIES = ("pooled_rate_treat", "RR", "OR", "RD")
-Z975 = NormalDist().inv_cdf(0.975)
 
 # our reproduction of each kind of printed estimate: (measure, method) pairs
 REPRODUCTIONS = {

@@ -19,11 +19,12 @@ from rich.table import Table
 
 # Only light modules at the top: --help, --version, check and freq must not load PyMC, ArviZ, numba or
 # matplotlib (tests/test_cli_startup.py). The Bayesian commands import them when they run.
-from . import __version__
+from ._version import __version__
 from .atomic import ensure_dir, to_jsonable, write_text
 from .description import load_source
 from .effects import CC_TARGETS, ContinuityCorrection
 from .errors import EXIT_CONVERGENCE, EXIT_INPUT, ConvergenceError, InputError, RescueMetaError
+from .kinds import MODEL_KINDS
 from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR
 
 DEFAULT_DATA = Path("data/studies.csv")
@@ -347,10 +348,7 @@ def check(
 # fit
 # ---------------------------------------------------------------------------------------------------
 
-class ModelKind(str, Enum):
-    contrast = "contrast"
-    proportion = "proportion"
-    normal = "normal"
+ModelKind = Enum("ModelKind", {name: name for name in MODEL_KINDS}, type=str)  # type: ignore[misc]
 
 
 class RatioMeasure(str, Enum):
@@ -375,10 +373,13 @@ def _config_from_options(outcome, model, measure, tau_prior, effect_prior, basel
                          seed, all_studies, exclude_basis, nuts, backend):
     from .fit import FitConfig
 
-    if measure is not None and model.value != "normal":
-        raise InputError(f"--measure applies to the normal model only: the {model.value} model "
-                         + ("estimates the OR (RR and RD are derived at a baseline risk)" if model.value == "contrast"
-                            else "estimates an event rate") + "; drop --measure or use --model normal")
+    mk = MODEL_KINDS[model.value]
+    if measure is not None and len(mk.measures) == 1:
+        choices = [k.name for k in MODEL_KINDS.values() if len(k.measures) > 1]
+        raise InputError(f"--measure applies to the {' and '.join(choices)} model only: the {mk.name} model "
+                         + ("estimates an event rate" if mk.estimand == "rate" else
+                            f"estimates the {mk.measures[0]} (RR and RD are derived at a baseline risk)")
+                         + f"; drop --measure or use --model {' or '.join(choices)}")
     cfg = FitConfig(outcome=outcome, model=model.value, measure=(measure or RatioMeasure.OR).value, tau_prior=tau_prior,
                     effect_prior=effect_prior, baseline_prior=baseline_prior, all_studies=all_studies,
                     exclude_basis=parse_exclude_basis(exclude_basis), method="nuts" if nuts else "auto",
@@ -389,7 +390,8 @@ def _config_from_options(outcome, model, measure, tau_prior, effect_prior, basel
 
 def _write_fit(res, out_dir: Path) -> list[str]:
     ensure_dir(out_dir)
-    stem = f"{res.config.outcome}_{res.config.model}" + (f"_{res.config.measure}" if res.config.model == "normal" else "")
+    mk = res.config.kind
+    stem = f"{res.config.outcome}_{res.config.model}" + (f"_{res.config.measure}" if len(mk.measures) > 1 else "")
     written = [str(write_text(out_dir / f"{stem}.json", json.dumps(_clean(res.summary()), indent=2) + "\n"))]
     if res.idata is not None:
         written.append(res.to_netcdf(out_dir / f"{stem}.nc"))
@@ -401,7 +403,7 @@ def fit(
     data: Path = DataOpt,
     outcome: str | None = typer.Option(None, "--outcome", help="Outcome to analyse [default: the file's only "
                                           "outcome]."),
-    model: ModelKind = typer.Option(ModelKind.contrast, "--model", help="contrast (two arms), proportion "
+    model: ModelKind = typer.Option(ModelKind["contrast"], "--model", help="contrast (two arms), proportion "
                                     "(treatment arm) or normal (normal-normal on log OR/RR, exact)."),
     measure: RatioMeasure | None = typer.Option(None, "--measure", help="OR or RR: the scale of the normal "
                                                    "model [default: OR]; the binomial models take none."),
@@ -555,7 +557,7 @@ def _print_fit_table(run, abstract, source):
         d = r["diagnostics"]
         diag = (f"{d['rhat_max']:.3f} / {min(d['ess_bulk_min'], d['ess_tail_min']):.0f} / {d['divergences']}"
                 if d.get("rhat_max") is not None else "exact")
-        qlabel = qty + (" at mean control risk" if key in ("rr", "rd") and e.model == "contrast" else "")
+        qlabel = qty + (" at mean control risk" if key in ("rr", "rd") and e.config.kind.control_risk == "draws" else "")
         t.add_row(e.outcome, e.model, str(r["k"]), qlabel, _stat(r.get(key)), _fmt(r["tau"]["q50"]), freq_txt,
                   *([a_txt] if source else []), diag)
     out.print(t)
@@ -574,7 +576,7 @@ def prob(
     data: Path = DataOpt,
     outcome: str | None = typer.Option(None, "--outcome", help="Outcome to analyse [default: the file's only "
                                           "outcome]."),
-    model: ModelKind = typer.Option(ModelKind.contrast, "--model", help="contrast, proportion or normal."),
+    model: ModelKind = typer.Option(ModelKind["contrast"], "--model", help="contrast, proportion or normal."),
     measure: RatioMeasure | None = typer.Option(None, "--measure", help="OR or RR: the scale of the normal "
                                                    "model [default: OR]; the binomial models take none."),
     tau_prior: str = TauPriorOpt,

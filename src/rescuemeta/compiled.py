@@ -15,12 +15,23 @@ shared variable, all 8-byte fields) and calls the very same PyTensor function, s
 those of ``nutpie.compile_pymc_model`` with the same seed (tested in ``tests/test_compiled.py``). Should the
 nutpie internals it relies on change, :func:`compile_pymc_model` falls back to ``nutpie.compile_pymc_model``
 and says so in ``last_path``.
+
+The fence around those internals (each failure falls back to nutpie's own compiler with a warning):
+
+* the fast path runs only on the nutpie and PyTensor series it was tested with (:data:`TESTED`);
+* nutpie's ``user_data`` record is checked field by field (byte offset of every pointer, size and shape)
+  against the layout the generated wrapper reads;
+* before the compiled model is returned, the wrapper's log density and gradient at one point are compared with
+  those of the PyTensor function nutpie wraps (they must agree to rounding);
+* ``RESCUEMETA_FAST_COMPILE=0`` in the environment turns the fast path off.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
+import os
 import threading
 import warnings
 from functools import wraps
@@ -37,6 +48,67 @@ WRAPPER_VERSION = "rescuemeta-cfunc-3"
 
 # "fast": our cached wrapper; "nutpie": nutpie.compile_pymc_model (fallback). Set by the last compile.
 last_path: str | None = None
+
+# the nutpie and PyTensor release series the fast path is tested with (tests/test_compiled.py)
+TESTED = {"nutpie": "0.16.", "pytensor": "2.38."}
+
+
+class FastPathUnavailable(RuntimeError):
+    """The cached wrapper cannot be trusted here (untested versions, another record layout, a mismatch)."""
+
+
+def _fast_path_allowed() -> None:
+    import nutpie
+    import pytensor
+
+    if os.environ.get("RESCUEMETA_FAST_COMPILE", "1").strip().lower() in ("0", "false", "no", "off"):
+        raise FastPathUnavailable("turned off by RESCUEMETA_FAST_COMPILE")
+    for name, module in (("nutpie", nutpie), ("pytensor", pytensor)):
+        if not module.__version__.startswith(TESTED[name]):
+            raise FastPathUnavailable(f"{name} {module.__version__} is not the tested {TESTED[name]}x series")
+
+
+def _field(dt: np.dtype, name: str) -> tuple[np.dtype, int]:
+    fields = dt.fields
+    if fields is None or name not in fields:
+        raise KeyError(name)
+    return fields[name][0], fields[name][1]
+
+
+def check_layout(user_data: np.ndarray, layout: dict) -> None:
+    """Raise FastPathUnavailable unless every field of nutpie's record sits where :func:`user_data_layout` says
+    (the byte offset of each variable's data pointer, size and shape, and the shape's length)."""
+    try:
+        shared, base = _field(user_data.dtype, "shared")
+        for name, (i_ptr, i_size, i_shape, ndim, _) in layout.items():
+            for part, word in (("data", i_ptr), ("size", i_size), ("shape", i_shape)):
+                sub, sub_offset = _field(shared, part)
+                field_dt, offset = _field(sub, name)
+                offset += base + sub_offset
+                if offset != 8 * word:
+                    raise FastPathUnavailable(f"user_data field shared.{part}.{name} at byte {offset}, expected "
+                                              f"{8 * word}")
+                if part == "shape" and field_dt.itemsize != 8 * ndim:
+                    raise FastPathUnavailable(f"user_data field shared.shape.{name} holds {field_dt.itemsize // 8} "
+                                              f"values, expected {ndim}")
+    except (KeyError, TypeError) as exc:
+        raise FastPathUnavailable(f"nutpie's user_data record has another structure (no field {exc})") from None
+
+
+def check_one_point(compiled) -> None:
+    """Raise FastPathUnavailable unless the wrapper's log density and gradient at one point equal those of the
+    PyTensor function nutpie wraps (to rounding): the wrapper reads every shared array through the record."""
+    n = compiled._n_dim
+    x = np.linspace(-0.3, 0.4, n) if n > 1 else np.array([0.1])
+    grad, logp = np.zeros(n), np.zeros(())
+    dbl = ctypes.POINTER(ctypes.c_double)
+    rc = compiled.compiled_logp_func.ctypes(n, x.ctypes.data_as(dbl), grad.ctypes.data_as(dbl),
+                                            logp.ctypes.data_as(dbl), compiled.user_data.ctypes.data_as(ctypes.c_void_p))
+    ref_logp, ref_grad = compiled.logp_func(x)
+    if rc != 0 or not (np.allclose(logp, ref_logp, rtol=1e-12, atol=1e-12)
+                       and np.allclose(grad, ref_grad, rtol=1e-12, atol=1e-12)):
+        raise FastPathUnavailable(f"the cached wrapper gives log density {float(logp):.17g} (code {rc}) where "
+                                  f"nutpie's function gives {float(ref_logp):.17g}")
 
 
 @intrinsic
@@ -214,7 +286,9 @@ def _compile_fast(model):
     user_data = ncp.make_user_data(shared_vars, shared_data)
     layout, n_ud = user_data_layout(list(shared_vars), shared_data)
     if user_data.dtype.itemsize != 8 * n_ud:
-        raise TypeError(f"unexpected nutpie user_data layout ({user_data.dtype.itemsize} bytes, expected {8 * n_ud})")
+        raise FastPathUnavailable(f"unexpected nutpie user_data size ({user_data.dtype.itemsize} bytes, expected "
+                                  f"{8 * n_ud})")
+    check_layout(user_data, layout)
 
     arrays, args = _arrays_src([v.name for v in logp_pt.get_shared()], layout)
     logp_c = _cfunc(_LOGP_SRC.format(n_dim=n_dim, n_ud=n_ud, arrays=arrays, args=args), "logp_c", LOGP_SIG,
@@ -223,12 +297,14 @@ def _compile_fast(model):
     expand_c = _cfunc(_EXPAND_SRC.format(n_dim=n_dim, n_expanded=n_expanded, n_ud=n_ud, arrays=arrays, args=args),
                       "expand_c", EXPAND_SIG, expand_pt.vm.jit_fn)
     dims, coords = ncp._prepare_dims_and_coords(model, shape_info)
-    return ncp.CompiledPyMCModel(
+    compiled = ncp.CompiledPyMCModel(
         _n_dim=n_dim, dims=dims, _coords=coords,
         _shapes={name: tuple(shape) for name, _, shape in zip(*shape_info)},
         compiled_logp_func=logp_c, compiled_expand_func=expand_c, initial_point_func=initial_point_fn,
         shared_data=shared_data, user_data=user_data, n_expanded=n_expanded, shape_info=shape_info,
         logp_func=logp_pt, expand_func=expand_pt)
+    check_one_point(compiled)
+    return compiled
 
 
 def compile_pymc_model(model, *, fast: bool = True):
@@ -257,11 +333,16 @@ def compile_pymc_model(model, *, fast: bool = True):
     with pytensor.config.change_flags(numba__fastmath=False):
         if fast:
             try:
+                _fast_path_allowed()
                 compiled = _compile_fast(model)
                 last_path = "fast"
                 return compiled
-            except (AttributeError, ImportError, TypeError, KeyError) as exc:  # nutpie/PyTensor internals changed
-                warnings.warn(f"rescuemeta's cached nutpie compilation is unavailable ({exc!r}); using "
+            except FastPathUnavailable as exc:
+                reason = str(exc)
+            except Exception as exc:  # any failure of nutpie/PyTensor internals: use nutpie's own
+                reason = repr(exc)
+            if "RESCUEMETA_FAST_COMPILE" not in reason:
+                warnings.warn(f"rescuemeta's cached nutpie compilation is unavailable ({reason}); using "
                               "nutpie.compile_pymc_model (slower to compile, same draws)", RuntimeWarning,
                               stacklevel=2)
         last_path = "nutpie"

@@ -35,7 +35,6 @@ from .description import Description, load_description
 from .errors import InputError
 
 REQUIRED = ("study_id", "outcome", "events_treat", "total_treat")
-CONTROL = ("events_control", "total_control")
 COUNT_COLUMNS = ("events_treat", "total_treat", "events_control", "total_control")
 COUNT_BASIS = ("reported", "from_percent", "denominator_fitted", "approximate")
 DEFAULT_DATA = Path("data/studies.csv")

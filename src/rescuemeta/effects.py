@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 TWO_ARM_MEASURES = ("OR", "RR", "RD")
-ONE_ARM_MEASURES = ("PLO",)
 CC_TARGETS = ("only0", "all", "if0all", "none")
 
 

@@ -13,17 +13,17 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from scipy import stats
 from scipy.special import expit
 
-from . import __version__
+from . import kinds
+from ._version import __version__
 from .atomic import atomic_path
 from .data import Selection, StudyTable, select
 from .description import Description
-from .effects import ContinuityCorrection, escalc
 from .errors import InputError
 from .exact import NormalNormalPosterior
-from .models import MODEL_KINDS, ModelData
+from .kinds import MODEL_KINDS, ModelKind
+from .models import ModelData
 from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR, Prior, parse
 from .sampling import Diagnostics, Sampler, default_sampler
 from .summaries import baseline_risk, new_study_draws, ratio_scales, summarize
@@ -53,15 +53,20 @@ class FitConfig:
     seed: int = 1
     backend: str = "nutpie"
 
+    @property
+    def kind(self) -> ModelKind:
+        """The model kind's registry entry (:mod:`rescuemeta.kinds`)."""
+        return kinds.get(self.model)
+
     def validate(self) -> None:
-        if self.model not in MODEL_KINDS:
-            raise InputError(f"unknown model {self.model!r}; choose from {', '.join(MODEL_KINDS)}")
-        if self.model == "normal" and self.measure not in ("OR", "RR"):
-            raise InputError(f"the normal model takes --measure OR or RR, not {self.measure!r}")
+        mk = kinds.get(self.model)
+        if len(mk.measures) > 1 and self.measure not in mk.measures:
+            raise InputError(f"the {mk.name} model takes --measure {' or '.join(mk.measures)}, not {self.measure!r}")
         if self.method not in ("auto", "nuts", "exact"):
             raise InputError(f"unknown method {self.method!r}; choose auto, nuts or exact")
-        if self.method == "exact" and self.model != "normal":
-            raise InputError("the exact (quadrature) method exists for the normal model only")
+        if self.method == "exact" and not mk.exact:
+            exact = [k.name for k in MODEL_KINDS.values() if k.exact]
+            raise InputError(f"the exact (quadrature) method exists for the {' and '.join(exact)} model only")
         for name, v, lo in (("draws", self.draws, 10), ("tune", self.tune, 0), ("chains", self.chains, 1)):
             if int(v) != v or v < lo:
                 raise InputError(f"--{name} must be an integer >= {lo}, got {v!r}")
@@ -77,11 +82,11 @@ class FitConfig:
 
     @property
     def is_exact(self) -> bool:
-        return self.model == "normal" and self.method in ("auto", "exact")
+        return self.kind.exact and self.method in ("auto", "exact")
 
     @property
     def effect_measure(self) -> str:
-        return {"contrast": "OR", "proportion": "PLO"}.get(self.model, self.measure)
+        return self.kind.measure(self.measure)
 
 
 @dataclass
@@ -94,26 +99,16 @@ class PreparedData:
 
 
 def prepare(table: StudyTable, cfg: FitConfig) -> PreparedData:
-    """Select the rows and build the model's arrays (counts as they are; log OR/RR with metafor's default
-    continuity correction for the normal model)."""
-    arms = "one" if cfg.model == "proportion" else "two"
-    sel = select(table, cfg.outcome, arms=arms, all_studies=cfg.all_studies, exclude_basis=cfg.exclude_basis)
+    """Select the rows and build the model's arrays (the kind's :attr:`rescuemeta.kinds.ModelKind.prepare`:
+    counts as they are; log OR/RR with metafor's default continuity correction for the normal model)."""
+    mk = cfg.kind
+    sel = select(table, cfg.outcome, arms=mk.arms, all_studies=cfg.all_studies, exclude_basis=cfg.exclude_basis)
     ai, n1i, ci, n2i = sel.counts()
-    ids = sel.study_ids
-    if cfg.model == "contrast":
-        md = ModelData("contrast", {"ai": ai.astype(int), "n1i": n1i.astype(int), "ci": ci.astype(int),
-                                    "n2i": n2i.astype(int)})
-        return PreparedData(sel, md, ids)
-    if cfg.model == "proportion":
-        return PreparedData(sel, ModelData("proportion", {"ai": ai.astype(int), "n1i": n1i.astype(int)}), ids)
-    es = escalc(cfg.measure, ai, n1i, ci, n2i, ContinuityCorrection())
-    ok = np.isfinite(es.yi) & np.isfinite(es.vi)
-    dropped = [{"study_id": s, "reason": "no finite log ratio (double zero)"} for s, good in zip(ids, ok) if not good]
-    if not ok.any():
-        raise InputError(f"outcome {cfg.outcome!r}: no study has a finite log {cfg.measure} for the normal model")
-    md = ModelData("normal", {"y": es.yi[ok], "s": np.sqrt(es.vi[ok])})
-    return PreparedData(sel, md, [s for s, good in zip(ids, ok) if good], dropped,
-                        control_risk=float(np.mean(ci[ok] / n2i[ok])))
+    try:
+        prep = mk.prepare(ai, n1i, ci, n2i, sel.study_ids, cfg.effect_measure)
+    except InputError as e:
+        raise InputError(f"outcome {cfg.outcome!r}: {e.message}") from None
+    return PreparedData(sel, ModelData(mk.name, prep.arrays), prep.study_ids, prep.dropped, prep.control_risk)
 
 
 @dataclass
@@ -161,10 +156,12 @@ class FitResult:
         return self.idata.posterior_predictive["theta_new"].values
 
     def default_baseline_risk(self):
-        """Per-draw mean control-arm risk (contrast), the observed mean control risk (normal), else None."""
-        if self.config.model == "contrast":
+        """The control-arm risk RR and RD are evaluated at: per draw, the mean over the studies' baselines
+        (kinds with baselines), or the observed mean control risk of the included studies; None for rates."""
+        source = self.config.kind.control_risk
+        if source == "draws":
             return baseline_risk(self._post("alpha"))
-        if self.config.model == "normal":
+        if source == "observed":
             return self.data.control_risk
         return None
 
@@ -195,10 +192,10 @@ class FitResult:
         if quantity == "mu":
             return eff
         m = self.config.model
-        if m == "proportion":
+        if self.config.kind.estimand == "rate":
             if quantity == "rate":
                 return expit(eff)
-            raise ValueError(f"the proportion model has mu, tau and rate, not {quantity!r}")
+            raise ValueError(f"the {m} model has mu, tau and rate, not {quantity!r}")
         p0 = self.default_baseline_risk() if baseline_risk is None else baseline_risk
         scales = ratio_scales(eff, self.config.effect_measure, p0)
         if quantity not in scales or quantity == "p1":
@@ -249,14 +246,14 @@ class FitResult:
     def prior_record(self) -> dict:
         p = self.config.priors()
         rec: dict[str, str | None] = {"tau": p["tau"].spec, "tau_scale": p["tau"].scale, "effect": p["effect"].spec}
-        rec["baseline"] = p["baseline"].spec if self.config.model == "contrast" else None
+        rec["baseline"] = p["baseline"].spec if self.config.kind.baseline_prior else None
         return rec
 
     def _draw_quantities(self) -> dict:
-        m = self.config.model
+        mk = self.config.kind
         d: dict[str, Any] = {"mu": summarize(self.draws("mu")), "tau": summarize(self.draws("tau"))}
         theta = self._post("theta")
-        if m == "proportion":
+        if mk.estimand == "rate":
             d["rate"] = summarize(self.draws("rate"))
             d["theta_new"] = summarize(self._theta_new)
             d["rate_new"] = summarize(self.draws("rate", predictive=True))
@@ -270,7 +267,7 @@ class FitResult:
         for key, v in pooled.items():
             if key != "p1":
                 d[key] = summarize(v)
-        if m == "contrast":
+        if mk.control_risk == "draws":
             d["baseline_risk"] = summarize(self.default_baseline_risk())
         else:
             d["baseline_risk"] = {"value": self.data.control_risk,
@@ -376,33 +373,13 @@ def _augment(idata, prep: PreparedData, cfg: FitConfig, priors: dict[str, Prior]
     a = prep.model_data.arrays
     theta_new = new_study_draws(mu, tau, cfg.seed)
     pp: dict[str, tuple[tuple[str, ...], Any]] = {"theta_new": (("chain", "draw"), theta_new)}
-    if cfg.model in ("contrast", "proportion"):
-        n1 = np.asarray(a["n1i"], dtype="int64")
-        ai = np.asarray(a["ai"], dtype="int64")
-        if cfg.model == "contrast":
-            alpha = post["alpha"].values
-            n2 = np.asarray(a["n2i"], dtype="int64")
-            c = np.asarray(a["ci"], dtype="int64")
-            p_t, p_c = expit(alpha + theta), expit(alpha)
-            ll = stats.binom.logpmf(ai, n1, p_t) + stats.binom.logpmf(c, n2, p_c)
-            pp["y_control"] = (("chain", "draw", "study"), rng.binomial(n2, p_c))
-            obs = {"y_treat": (("study",), ai), "y_control": (("study",), c)}
-            const = {"n_treat": (("study",), n1), "n_control": (("study",), n2)}
-        else:
-            p_t = expit(theta)
-            ll = stats.binom.logpmf(ai, n1, p_t)
-            obs = {"y_treat": (("study",), ai)}
-            const = {"n_treat": (("study",), n1)}
-        pp["y_treat"] = (("chain", "draw", "study"), rng.binomial(n1, p_t))
-    else:
-        y, s = np.asarray(a["y"], dtype=float), np.asarray(a["s"], dtype=float)
-        ll = stats.norm.logpdf(y, theta, s)
-        pp["y"] = (("chain", "draw", "study"), rng.normal(theta, s))
-        obs = {"y": (("study",), y)}
-        const = {"se": (("study",), s)}
+    mk = cfg.kind
+    draws = {"theta": theta, **({"alpha": post["alpha"].values} if mk.baseline_prior else {})}
+    ll, predictive, obs, const = mk.pointwise(a, draws, rng)
+    pp.update(predictive)
     lp: dict[str, tuple[tuple[str, ...], Any]] = {"mu": (("chain", "draw"), priors["effect"].logpdf(mu)),
                                                   "tau": (("chain", "draw"), priors["tau"].logpdf(tau))}
-    if cfg.model == "contrast":
+    if mk.baseline_prior:
         lp["alpha"] = (("chain", "draw", "study"), priors["baseline"].logpdf(post["alpha"].values))
     sc = {k: v for k, v in coords.items()}
     groups = {
@@ -421,7 +398,7 @@ def _augment(idata, prep: PreparedData, cfg: FitConfig, priors: dict[str, Prior]
         "created_by": f"rescuemeta {__version__}", "outcome": cfg.outcome, "model": cfg.model,
         "measure": cfg.effect_measure, "tau_prior": priors["tau"].spec, "tau_prior_scale": priors["tau"].scale,
         "effect_prior": priors["effect"].spec,
-        "baseline_prior": priors["baseline"].spec if cfg.model == "contrast" else "",
+        "baseline_prior": priors["baseline"].spec if mk.baseline_prior else "",
         "seed": int(cfg.seed), "draws": int(cfg.draws), "tune": int(cfg.tune), "chains": int(cfg.chains),
         "backend": cfg.backend, "data_path": table.path, "data_sha256": table.sha256,
         "inclusion_rule": prep.selection.rule, "study_ids": json.dumps(ids),
@@ -468,7 +445,7 @@ def fit(table: StudyTable, cfg: FitConfig, sampler: Sampler | None = None) -> Fi
     if sampler.backend != cfg.backend:
         raise ValueError(f"sampler backend {sampler.backend!r} differs from the config's {cfg.backend!r}")
     idata, diag = sampler.sample(prep.model_data, priors["tau"], priors["effect"],
-                                 priors["baseline"] if cfg.model == "contrast" else None,
+                                 priors["baseline"] if cfg.kind.baseline_prior else None,
                                  draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, seed=cfg.seed)
     idata = _augment(idata, prep, cfg, priors, table)
     return FitResult(cfg, prep, idata, None, diag, time.perf_counter() - t0, table.path, table.sha256,

@@ -302,7 +302,7 @@ def rma_iv(yi, vi, *, method: str = "REML", hksj: bool = False, level: float = 0
 # Common-effect methods on 2x2 tables
 # ---------------------------------------------------------------------------------------------------
 
-def _q_from_escalc(measure, ai, n1i, ci, n2i, beta, k_tables):
+def _q_from_escalc(measure, ai, n1i, ci, n2i, beta):
     """Cochran's Q and I^2 as rma.mh / rma.peto compute them (yi with add 1/2 to only0, drop00)."""
     es = escalc(measure, ai, n1i, ci, n2i, ContinuityCorrection(0.5, "only0", True))
     ok = es.usable
@@ -349,7 +349,7 @@ def rma_mh(ai, n1i, ci, n2i, *, measure: str = "OR", level: float = 0.95) -> Fre
     else:
         raise ValueError(f"Mantel-Haenszel is for OR, RR and RD, not {measure!r}")
     crit = _crit(level, None)
-    q, i2 = _q_from_escalc(measure, ai, n1i, ci, n2i, beta, k)
+    q, i2 = _q_from_escalc(measure, ai, n1i, ci, n2i, beta)
     return FreqResult(measure=measure, method="MH", hksj=False, estimate=float(beta), se=float(se),
                       ci_low=beta - crit * se, ci_high=beta + crit * se,
                       pval=norm_sf2(beta / se), tau2=0.0, i2=i2, q=q, k=k,

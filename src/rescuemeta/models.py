@@ -1,10 +1,5 @@
-"""The models stage: PyMC hierarchical models, one per outcome.
-
-* ``contrast`` (two arms, exact binomial likelihood; Smith, Spiegelhalter & Thomas 1995):
-  logit p_control,i = alpha_i, logit p_treat,i = alpha_i + theta_i, theta_i ~ N(mu, tau^2);
-  alpha_i ~ baseline prior; ``mu`` is the pooled log odds ratio.
-* ``proportion`` (one arm): logit p_i = theta_i ~ N(mu, tau^2).
-* ``normal``: y_i ~ N(theta_i, s_i^2), theta_i ~ N(mu, tau^2) on study log OR / log RR.
+"""The models stage: the PyMC hierarchical model of each model kind (:mod:`rescuemeta.kinds`: contrast,
+proportion, normal; their likelihoods and data live in that registry), with the parameterisation below.
 
 The sampler sees a parameterisation chosen to be well conditioned from very weak to very informative data
 (see :func:`build_model`): each theta_i is standardised by its conditional posterior given (mu, tau) under a
@@ -24,9 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 import pymc as pm
 
+from . import kinds
+from .kinds import MODEL_KINDS, PAD_SE
 from .priors import Prior
 
-MODEL_KINDS = ("contrast", "proportion", "normal")
+__all__ = ["MODEL_KINDS", "PAD_SE", "ModelData", "approximation", "build_model", "observed_data", "padded_size",
+           "prior_data", "structure_key"]
 
 
 @dataclass(frozen=True)
@@ -60,17 +58,18 @@ def padded_size(k: int, minimum: int = 16) -> int:
 # off (``use_baseline`` = 0, no control arms): logit p_treat,i = theta_i exactly, and alpha_i only follows its
 # prior (it is dropped from the results). One compiled model then serves both kinds: half the compile time.
 SHARED_BINOMIAL_BASELINE = "normal(0, 10)"
+SHARED_BINOMIAL_LIKELIHOOD = kinds.MODEL_KINDS["contrast"].likelihood  # the graph the binomial kinds share
 
 
 def structure_key(kind: str, k: int, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None,
                   shared_binomial: bool = False) -> tuple:
     """What fixes the compiled graph: the model kind, the (padded) size, and the prior *families* (not their
     values). With ``shared_binomial``, contrast and proportion share one key (see SHARED_BINOMIAL_BASELINE)."""
-    if shared_binomial and kind in ("contrast", "proportion"):
-        fam = baseline_prior.family if (baseline_prior is not None and kind == "contrast") else "normal"
-        return ("binomial", k, tau_prior.family, effect_prior.family, fam)
-    return (kind, k, tau_prior.family, effect_prior.family,
-            baseline_prior.family if (baseline_prior is not None and kind == "contrast") else None)
+    mk = kinds.get(kind)
+    own_baseline = baseline_prior.family if (baseline_prior is not None and mk.baseline_prior) else None
+    if shared_binomial and mk.binomial:
+        return ("binomial", k, tau_prior.family, effect_prior.family, own_baseline or "normal")
+    return (kind, k, tau_prior.family, effect_prior.family, own_baseline)
 
 
 def prior_data(tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None) -> dict:
@@ -83,17 +82,9 @@ def prior_data(tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | No
     return d
 
 
-PAD_SE = 1e8  # standard error given to padded studies of the normal model (likelihood gradient ~1e-16)
-
-
-def _logit_cc(events, total):
-    """Empirical logit with 1/2 added to both cells, and its approximate variance."""
-    e, n = np.asarray(events, dtype=float), np.asarray(total, dtype=float)
-    return np.log((e + 0.5) / (n - e + 0.5)), 1 / (e + 0.5) + 1 / (n - e + 0.5)
-
-
 def approximation(data: ModelData) -> dict:
-    """A normal approximation of each study's likelihood, used only to parameterise the sampler.
+    """A normal approximation of each study's likelihood, used only to parameterise the sampler (the kind's
+    :attr:`rescuemeta.kinds.ModelKind.approximation`).
 
     Returns
     -------
@@ -104,45 +95,27 @@ def approximation(data: ModelData) -> dict:
         approximate likelihood makes independent of theta_i (c_i = v_control / (v_control + v_treat)), and its
         estimate. Single-arm data have c_i = 0 and centre 0.
     """
-    a = data.arrays
-    k = data.k
-    if data.kind == "normal":
-        return {"approx_y": np.asarray(a["y"], dtype=float), "approx_prec": 1 / np.asarray(a["s"], dtype=float) ** 2}
-    yt, vt = _logit_cc(a["ai"], a["n1i"])
-    if data.kind == "proportion":
-        return {"approx_y": yt, "approx_prec": 1 / vt, "base_shift": np.zeros(k), "base_center": np.zeros(k)}
-    yc, vc = _logit_cc(a["ci"], a["n2i"])
-    c = vc / (vc + vt)
-    return {"approx_y": yt - yc, "approx_prec": 1 / (vc + vt), "base_shift": c, "base_center": yc + c * (yt - yc)}
+    return kinds.get(data.kind).approximation(data.arrays)
 
 
 def observed_data(data: ModelData, size: int | None = None, shared_binomial: bool = False) -> dict:
     """The ``pm.Data`` values holding the observations and their normal approximation (:func:`approximation`),
-    padded to ``size`` studies (padded studies: no data, precision 0)."""
+    padded to ``size`` studies (padded studies: no data, precision 0). In the shared binomial graph a kind
+    without control arms gets empty ones and ``use_baseline`` 0."""
     size = data.k if size is None else size
     pad = size - data.k
     if pad < 0:
         raise ValueError(f"cannot pad {data.k} studies to {size}")
-    a = data.arrays
+    mk = kinds.get(data.kind)
     approx = {name: np.concatenate([v, np.zeros(pad)]) for name, v in approximation(data).items()}
-    if shared_binomial and data.kind == "proportion":
-        approx.update(base_shift=np.zeros(size), base_center=np.zeros(size))
-
-    def ints(x):
-        return np.concatenate([np.asarray(x, dtype="int64"), np.zeros(pad, dtype="int64")])
-
-    if data.kind == "contrast":
-        d = {"events_treat": ints(a["ai"]), "n_treat": ints(a["n1i"]), "events_control": ints(a["ci"]),
-             "n_control": ints(a["n2i"]), **approx}
-        return {**d, "use_baseline": np.array(1.0)} if shared_binomial else d
-    if data.kind == "proportion":
-        d = {"events_treat": ints(a["ai"]), "n_treat": ints(a["n1i"]), **approx}
-        if shared_binomial:
+    d = {**mk.observed(data.arrays, pad), **approx}
+    if shared_binomial and mk.binomial:
+        if mk.baseline_prior:
+            d["use_baseline"] = np.array(1.0)
+        else:
             zeros = np.zeros(size, dtype="int64")
             d.update(events_control=zeros, n_control=zeros.copy(), use_baseline=np.array(0.0))
-        return d
-    return {"y_obs": np.concatenate([np.asarray(a["y"], dtype=float), np.zeros(pad)]),
-            "se": np.concatenate([np.asarray(a["s"], dtype=float), np.full(pad, PAD_SE)]), **approx}
+    return d
 
 
 def _tau(tau_prior: Prior, par):
@@ -172,16 +145,14 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
         (+ ``y_control``) or ``y``; deterministic ``mu``, ``theta`` (study effects) and ``alpha`` (baselines).
         Observations and prior parameters are ``pm.Data``, so both can be swapped without recompiling.
     """
-    kind = data.kind
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model {kind!r}; choose from {', '.join(MODEL_KINDS)}")
+    mk = kinds.get(data.kind)
     size = data.k if size is None else size
-    shared = shared_binomial and kind in ("contrast", "proportion")
-    if shared and kind == "proportion":
+    shared = shared_binomial and mk.binomial
+    if shared and not mk.baseline_prior:
         from .priors import parse
 
         baseline_prior = parse(SHARED_BINOMIAL_BASELINE, "effect")
-    pdat = prior_data(tau_prior, effect_prior, baseline_prior if (kind == "contrast" or shared) else None)
+    pdat = prior_data(tau_prior, effect_prior, baseline_prior if (mk.baseline_prior or shared) else None)
     obs = observed_data(data, size, shared_binomial=shared)
     with pm.Model(coords={"study": np.arange(size)}) as model:
         tau_par = pm.Data("tau_par", pdat["tau_par"])
@@ -190,17 +161,13 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
         d = {name: pm.Data(name, value, dims="study" if np.ndim(value) else None) for name, value in obs.items()}
         mu = _pooled_effect(tau, effect_prior, mu_par, d["approx_y"], d["approx_prec"])
         theta = _study_effects(mu, tau, d["approx_y"], d["approx_prec"])
-        if shared or kind == "contrast":
-            assert baseline_prior is not None, "the contrast model needs a baseline prior"
+        alpha = None
+        if shared or mk.baseline_prior:
+            assert baseline_prior is not None, f"the {mk.name} model needs a baseline prior"
             alpha_par = pm.Data("alpha_par", pdat["alpha_par"])
             alpha = _baselines(theta, baseline_prior, alpha_par, d["base_shift"], d["base_center"])
-            pm.Binomial("y_control", n=d["n_control"], logit_p=alpha, observed=d["events_control"], dims="study")
-            lp_treat = (d["use_baseline"] * alpha if shared else alpha) + theta
-            pm.Binomial("y_treat", n=d["n_treat"], logit_p=lp_treat, observed=d["events_treat"], dims="study")
-        elif kind == "proportion":
-            pm.Binomial("y_treat", n=d["n_treat"], logit_p=theta, observed=d["events_treat"], dims="study")
-        else:
-            pm.Normal("y", mu=theta, sigma=d["se"], observed=d["y_obs"], dims="study")
+        likelihood = SHARED_BINOMIAL_LIKELIHOOD if shared else mk.likelihood
+        likelihood(pm, d, theta, alpha)
     return model
 
 

@@ -26,8 +26,6 @@ if TYPE_CHECKING:  # the fitting stack (PyMC) loads when a run starts, not on im
     from .fit import FitConfig, FitResult
     from .spec import PrimarySpec
 
-# the frequentist method beside each model kind's Bayesian estimate
-REFERENCE_METHOD = {"contrast": "REML", "normal": "REML", "proportion": "GLMM"}
 
 
 @dataclass(frozen=True)
@@ -105,10 +103,13 @@ class PrimaryRun:
 def reported_measure(model: str, outcome: str, abstract: Sequence, default: str = "OR") -> str:
     """The scale a model's estimate is reported and compared on: PLO for rates; for ratios the published
     estimate's (RR before OR) when one exists for the outcome, else ``default`` (the spec's measure)."""
-    if model == "proportion":
-        return "PLO"
-    if model == "normal":
-        return default
+    from . import kinds
+
+    mk = kinds.get(model)
+    if mk.estimand == "rate":
+        return mk.measures[0]
+    if len(mk.measures) > 1:  # fitted on the measure the spec names
+        return mk.measure(default)
     for q in ("RR", "OR"):
         if any(a.outcome == outcome and a.quantity == q for a in abstract):
             return q
@@ -116,12 +117,13 @@ def reported_measure(model: str, outcome: str, abstract: Sequence, default: str 
 
 
 def frequentist_reference(table: StudyTable, cfg, measure: str) -> Reference:
-    """The frequentist estimate beside a Bayesian fit: REML for ratios, GLMM for rates (:data:`REFERENCE_METHOD`),
-    on the same inclusion set. Raises InputError or ValueError when the data cannot support it."""
+    """The frequentist estimate beside a Bayesian fit: the kind's ``reference_method`` (REML for ratios, GLMM for
+    rates; :mod:`rescuemeta.kinds`) on the same inclusion set. Raises InputError or ValueError when the data
+    cannot support it."""
     from .effects import ContinuityCorrection
     from .freq import meta_analyze
 
-    method = REFERENCE_METHOD[cfg.model]
+    method = cfg.kind.reference_method
     sel = select(table, cfg.outcome, arms="one" if measure == "PLO" else "two", all_studies=cfg.all_studies,
                  exclude_basis=tuple(cfg.exclude_basis))
     fr = meta_analyze(measure, method, *sel.counts(), cc=ContinuityCorrection())
@@ -205,7 +207,7 @@ def run(table: StudyTable, spec, *, abstract: Sequence = (), draws: int | None =
                 e.reference = frequentist_reference(table, cfg, e.measure)
             except (InputError, ValueError) as err:
                 e.reference_note = getattr(err, "message", str(err))
-            if cfg.model != "proportion":
+            if cfg.kind.estimand == "ratio":
                 e.probabilities = probability_rows(e.result, spec.queries, desc.better(cfg.outcome))
         entries.append(e)
     return PrimaryRun(table=table, spec=spec, entries=entries)

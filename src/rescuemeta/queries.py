@@ -33,7 +33,6 @@ from scipy.special import logit
 from .errors import InputError
 
 SCALES = ("OR", "RR", "RD", "NNT", "NNH", "TAU", "RATE")
-OPS = ("<", "<=", ">", ">=")
 GRAMMAR = ("SCALE OP VALUE, e.g. 'RR < 0.8', 'OR > 1.5', 'RD < -0.05' (or -5%), 'NNT < 10', 'tau > 0.5', "
            "'rate > 0.4'; SCALE one of OR, RR, RD, NNT, NNH, tau, rate; OP one of <, <=, >, >=")
 _RE = re.compile(r"^\s*([A-Za-z]+)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(%?)\s*$")
@@ -109,13 +108,14 @@ def _scale_draws(fit, q: Query, predictive: bool, baseline_risk, sign: int) -> n
 
 
 def _check_scale(fit, q: Query) -> None:
-    m, meas = fit.config.model, fit.config.effect_measure
-    ok = {"proportion": {"RATE", "TAU"}, "contrast": {"OR", "RR", "RD", "NNT", "NNH", "TAU"}}.get(m)
-    if ok is None:  # normal
+    mk, meas = fit.config.kind, fit.config.effect_measure
+    if mk.estimand == "rate":
+        ok = {"RATE", "TAU"}
+    else:  # an RR fit has no OR: the OR needs a baseline per study, which the log-RR scale does not carry
         ok = {"RR", "RD", "NNT", "NNH", "TAU"} | ({"OR"} if meas == "OR" else set())
     if q.scale not in ok:
-        raise InputError(f"query {q.text!r}: {q.scale} is not available for the {m} model"
-                         + (f" on log {meas}" if m == "normal" else "") + f"; available: {', '.join(sorted(ok))}")
+        raise InputError(f"query {q.text!r}: {q.scale} is not available for the {mk.name} model"
+                         + (f" on log {meas}" if len(mk.measures) > 1 else "") + f"; available: {', '.join(sorted(ok))}")
 
 
 def _exact_probability(fit, q: Query, predictive: bool, baseline_risk, sign: int) -> float:
@@ -223,9 +223,9 @@ def probability(fit, query: str | Query, *, predictive: bool = False, baseline_r
     bl = None
     if baseline_risk is not None:
         bl = float(baseline_risk)
-    elif fit.config.model == "normal":
+    elif fit.config.kind.control_risk == "observed":
         bl = fit.data.control_risk
     out.update(probability=p, mcse=mcse, draws=int(ind.size), baseline_risk=bl, method="nuts")
-    if q.scale in ("RR", "RD", "NNT", "NNH") and bl is None and fit.config.model == "contrast":
+    if q.scale in ("RR", "RD", "NNT", "NNH") and bl is None and fit.config.kind.control_risk == "draws":
         out["baseline_risk_note"] = "mean control-arm risk of the included studies, per posterior draw"
     return out

@@ -21,16 +21,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 from scipy import stats
 
+from .defaults import THRESHOLDS as DEFAULT_THRESHOLDS
+from .defaults import Z95, Z975
 from .errors import InputError
 from .priors import parse
 
-Z975 = float(stats.norm.ppf(0.975))
-Z95 = float(stats.norm.ppf(0.95))
 NAMED_PRIORS = ("neutral", "skeptical", "enthusiastic", "pessimistic")
-DEFAULT_THRESHOLDS = (1.0, 0.9, 0.8)
 
 
 @dataclass(frozen=True)
@@ -164,21 +162,6 @@ def default_important(better: str | None) -> float:
     """The clinically important ratio by default: 1.25 where more events are better (``better="higher"``),
     0.8 otherwise."""
     return 1.25 if better == "higher" else 0.8
-
-
-def check_against_nuts(est: PublishedEstimate, prior: LogNormalPrior, draws: int = 4000, seed: int = 1) -> np.ndarray:
-    """Posterior draws of the log ratio from NUTS (nutpie) on the same normal-normal model (for tests)."""
-    import nutpie
-    import pymc as pm
-
-    from .compiled import compile_pymc_model
-
-    with pm.Model() as model:
-        b = pm.Normal("log_ratio", prior.mean, prior.sd)
-        pm.Normal("y", b, est.se, observed=est.y)
-    compiled = compile_pymc_model(model)
-    idata = nutpie.sample(compiled, draws=draws // 4, tune=1000, chains=4, seed=seed, progress_bar=False)
-    return idata.posterior["log_ratio"].values
 
 
 from . import _callable_module  # noqa: E402

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from . import __version__, pipeline
+from . import figures, pipeline
+from ._version import __version__
 from .atomic import atomic_path, clean_stale_parts, ensure_dir, write_text
 from .check import check as run_check
 from .check import load_abstract
@@ -36,24 +37,8 @@ CACHE_DIR = Path(".cache")  # relative to the working directory; RESCUEMETA_CACH
 # figures
 # ---------------------------------------------------------------------------------------------------
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"font.size": 9, "svg.fonttype": "none"})
-    return plt
-
-
 def _save(fig, out_dir: Path, stem: str) -> list[str]:
-    paths = []
-    for ext in ("png", "svg"):
-        p = out_dir / f"{stem}.{ext}"
-        with atomic_path(p) as tmp:
-            fig.savefig(tmp, format=ext, dpi=120, bbox_inches="tight")
-        paths.append(p.name)
-    return paths
+    return [Path(p).name for p in figures.save(fig, out_dir / stem, dpi=120, bbox_inches="tight")]
 
 
 def _study_effects(res: FitResult, measure: str):
@@ -63,7 +48,7 @@ def _study_effects(res: FitResult, measure: str):
     post = res.idata.posterior
     theta = post["theta"].values
     rows = []
-    if res.config.model == "proportion":
+    if res.config.kind.estimand == "rate":
         from statsmodels.stats.proportion import proportion_confint
 
         lo, hi = proportion_confint(ai, n1i, alpha=0.05, method="wilson")
@@ -75,7 +60,7 @@ def _study_effects(res: FitResult, measure: str):
     es = escalc(measure, ai, n1i, ci, n2i, ContinuityCorrection())
     # theta is the log OR (contrast) or the log of the normal model's own measure; the contrast model's RR
     # needs each study's baseline
-    ratio_is_theta = res.config.model == "normal" or measure == "OR"
+    ratio_is_theta = not res.config.kind.baseline_prior or measure == "OR"
     alpha = None if ratio_is_theta else post["alpha"].values
     for i, sid in enumerate(res.data.study_ids):
         if alpha is None:
@@ -90,17 +75,17 @@ def _study_effects(res: FitResult, measure: str):
     return rows
 
 
+@figures.styled()
 def forest(res: FitResult, measure: str, freq: dict | None, abstract_row, out_dir: Path,
            source: SourceDescription | None = None) -> list[str]:
     """metafor/bayesmeta-style forest plot: observed and shrunken study estimates, the pooled estimate, the
     prediction for a new study, and the frequentist and abstract estimates as reference rows."""
-    plt = _plt()
     s = res.summary()
     rows = _study_effects(res, measure)
-    key = "rate" if res.config.model == "proportion" else measure.lower()
+    key = "rate" if res.config.kind.estimand == "rate" else measure.lower()
     new_key = f"{key}_new"
     n = len(rows)
-    fig, ax = plt.subplots(figsize=(8.5, 0.42 * (n + 6) + 1.2))
+    fig, ax = figures.new((8.5, 0.42 * (n + 6) + 1.2))
     y = np.arange(n + 5)[::-1].astype(float)
     labels = []
     for j, (sid, o, ol, oh, sl, sm, sh, counts) in enumerate(rows):
@@ -151,17 +136,16 @@ def forest(res: FitResult, measure: str, freq: dict | None, abstract_row, out_di
     if desc.evidence_note:
         fig.text(0.01, -0.01, desc.evidence_note, fontsize=7, wrap=True)
     out = _save(fig, out_dir, f"forest_{res.config.outcome}_{res.config.model}")
-    plt.close(fig)
     return out
 
 
+@figures.styled()
 def densities(res: FitResult, out_dir: Path) -> list[str]:
     """Posterior densities of mu and tau with the prior overlaid."""
     import arviz as az
 
-    plt = _plt()
     pri = res.config.priors()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    fig, axes = figures.new((9, 3), 1, 2)
     for ax, name, prior in ((axes[0], "mu", pri["effect"]), (axes[1], "tau", pri["tau"])):
         x = res.idata.posterior[name].values.ravel()
         kx, ky = az.kde(x, bound_correction=(name == "tau"))
@@ -171,22 +155,22 @@ def densities(res: FitResult, out_dir: Path) -> list[str]:
         if name == "tau":
             g = g[g > 0]
         ax.plot(g, np.nan_to_num(np.exp(prior.logpdf(g)), posinf=0.0), color="C1", ls="--", label=f"prior {prior.spec}")
-        mu_label = "mu (logit rate)" if res.config.model == "proportion" else f"mu (log {res.config.effect_measure})"
+        mu_label = ("mu (logit rate)" if res.config.kind.estimand == "rate"
+                    else f"mu (log {res.config.effect_measure})")
         ax.set_xlabel({"mu": mu_label, "tau": "tau"}[name])
         ax.legend(fontsize=7)
     fig.suptitle(f"{res.description.label(res.config.outcome)} ({res.config.model}): posterior and prior")
     fig.tight_layout()
     out = _save(fig, out_dir, f"density_{res.config.outcome}_{res.config.model}")
-    plt.close(fig)
     return out
 
 
+@figures.styled()
 def benefit_curve(res: FitResult, measure: str, out_dir: Path) -> list[str]:
     """P(ratio < x) against x, for the pooled effect and for a new study."""
-    plt = _plt()
     key = measure.lower()
     x = np.geomspace(0.2, 5, 200)
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    fig, ax = figures.new((5.5, 3.4))
     for pred, style in ((False, "-"), (True, "--")):
         d = res.draws(key, predictive=pred).ravel()
         ax.plot(x, (d[:, None] < x[None, :]).mean(axis=0), style, color="C0",
@@ -199,9 +183,7 @@ def benefit_curve(res: FitResult, measure: str, out_dir: Path) -> list[str]:
     ax.set_title(f"{res.description.label(res.config.outcome)}: probability of the {measure} being below x")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = _save(fig, out_dir, f"benefit_curve_{res.config.outcome}"
-                + ("" if res.config.model == "contrast" else f"_{res.config.model}"))
-    plt.close(fig)
+    out = _save(fig, out_dir, f"benefit_curve_{res.config.outcome}_{res.config.model}")
     return out
 
 
@@ -274,7 +256,7 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
     step("prior sensitivity grid")
     sspec = sens.SensitivitySpec(path=str(spec_path), outcomes=["*"], models=["contrast", "proportion"],
                                  tau_priors=list(spec.sensitivity_tau_priors), effect_priors=[spec.effect_prior],
-                                 inclusion=["dedup"], thresholds=[1.0, 0.8], baseline_prior=spec.baseline_prior,
+                                 inclusion=["dedup"], thresholds=list(spec.thresholds), baseline_prior=spec.baseline_prior,
                                  draws=draws or spec.draws, tune=spec.tune, chains=spec.chains, seed=spec.seed)
     grid_cfgs = sens.grid(sspec, table.outcomes, description=desc, unmatched="skip")
     grid = sens.run_grid(grid_cfgs, str(data_path), cache_dir=str(cache_dir / "sensitivity"),
@@ -290,7 +272,7 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
         freq = entry.reference.to_dict() if entry.reference is not None else None
         names = forest(res, "OR" if measure == "PLO" else measure, freq, a, figs, source)
         names += densities(res, figs)
-        if m != "proportion":
+        if res.config.kind.estimand == "ratio":
             names += benefit_curve(res, measure, figs)
         fig_files[(oc, m)] = names
         s = res.summary()
@@ -465,32 +447,3 @@ var d=document.getElementById('img-check');d.setAttribute('data-status',bad.leng
 d.setAttribute('data-images',String(imgs.length));d.textContent=bad.join(' ');});</script>
 </body></html>""")
     return "\n".join(parts)
-
-
-def browser_check(index_path, chromium: str | None = None, timeout: float = 120) -> dict:
-    """Open the report in headless Chromium, as a user would from disk, and report what the page saw.
-
-    Returns
-    -------
-    dict
-        ``images`` (number of <img> on the page), ``broken`` (src of images that did not load),
-        ``status`` (``ok`` when every image loaded), ``console`` (console messages and uncaught errors; an
-        empty list is what a clean page gives). Raises FileNotFoundError when no Chromium is installed.
-    """
-    import re
-    import shutil
-    import subprocess
-
-    exe = chromium or shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if exe is None:
-        raise FileNotFoundError("no chromium on PATH (Debian: apt-get install chromium)")
-    url = Path(index_path).resolve().as_uri()
-    p = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
-                        "--virtual-time-budget=10000", "--dump-dom", url], capture_output=True, text=True,
-                       timeout=timeout)
-    m = re.search(r'<div id="img-check" data-status="(\w+)" data-images="(\d+)">([^<]*)</div>', p.stdout)
-    console = [ln for ln in p.stderr.splitlines() if ":CONSOLE" in ln]
-    if m is None:
-        return {"status": "no-result", "images": 0, "broken": [], "console": console, "returncode": p.returncode}
-    return {"status": m.group(1), "images": int(m.group(2)), "broken": m.group(3).split(), "console": console,
-            "returncode": p.returncode}

@@ -12,15 +12,11 @@ import arviz as az
 import numpy as np
 import pymc as pm
 
+from . import kinds
+from .defaults import ESS_MIN, RHAT_MAX, TARGET_ACCEPT
 from .errors import EXIT_CONVERGENCE, ConvergenceError  # noqa: F401 - re-exported
 from .models import ModelData, build_model, observed_data, padded_size, prior_data, structure_key
 from .priors import Prior
-
-RHAT_MAX = 1.01
-# NUTS target acceptance. 0.95 rather than PyMC's 0.8: in simulation-based calibration (tests/test_sbc.py,
-# k = 5) 25 of 100 fits had divergent transitions at 0.8 and none at 0.95; sampling stays well under 1 s.
-TARGET_ACCEPT = 0.95
-ESS_MIN = 400
 
 
 @dataclass
@@ -97,15 +93,16 @@ class Sampler:
             self.compiles += 1
             self.compile_seconds += time.perf_counter() - t0
         compiled = self._cache[key]
-        if shared and data.kind == "proportion":
+        mk = kinds.get(data.kind)
+        if shared and mk.binomial and not mk.baseline_prior:
             from .models import SHARED_BINOMIAL_BASELINE
             from .priors import parse
 
             bp: Prior | None = parse(SHARED_BINOMIAL_BASELINE, "effect")
         else:
-            bp = baseline_prior if data.kind == "contrast" else None
+            bp = baseline_prior if mk.baseline_prior else None
         return compiled.with_data(**prior_data(tau_prior, effect_prior, bp),
-                                  **observed_data(data, size, shared_binomial=shared and data.kind != "normal"))
+                                  **observed_data(data, size, shared_binomial=shared and mk.binomial))
 
     def sample(self, data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None = None,
                *, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 1,
@@ -153,7 +150,7 @@ class Sampler:
                                   progress_bar=False, target_accept=target_accept, cores=min(chains, 2),
                                   save_warmup=False)
             idata = _unpad(idata, data.k)
-            if data.kind == "proportion" and "alpha" in idata.posterior:  # prior-only in the shared graph
+            if not kinds.get(data.kind).baseline_prior and "alpha" in idata.posterior:  # prior-only (shared graph)
                 idata.posterior = idata.posterior.drop_vars(["alpha", "b"], errors="ignore")
                 for g in [g for g in idata.groups() if g.startswith("warmup_posterior")]:
                     setattr(idata, g, idata[g].drop_vars(["alpha", "b"], errors="ignore"))
@@ -172,7 +169,7 @@ def _advice(diag: Diagnostics, kind: str) -> str:
     if diag.divergences:
         tips.append("divergent transitions persisted at target_accept 0.99: with few studies the posterior of tau "
                     "near 0 (or a very heavy-tailed tau prior) has regions NUTS cannot explore reliably; a tau prior "
-                    "with lighter tails helps" + ("" if kind == "normal" else
+                    "with lighter tails helps" + ("" if kinds.get(kind).exact else
                                                    ", or --model normal, computed exactly without sampling"))
     if min(diag.ess_bulk_min, diag.ess_tail_min) < diag.ess_required or diag.rhat_max > RHAT_MAX:
         tips.append("more --draws (and --tune) raise the effective sample size")

@@ -35,13 +35,15 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from . import __version__
+from . import figures
+from ._version import __version__
 from .atomic import atomic_path, clean_stale_parts, code_fingerprint, ensure_dir, to_jsonable, write_text
 from .data import load_studies
 from .description import Description, OutcomeDescription
 from .errors import InputError
 from .fit import FitConfig, fit
-from .models import MODEL_KINDS, padded_size, structure_key
+from .kinds import MODEL_KINDS
+from .models import padded_size, structure_key
 from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, parse
 from .spec import _check_prior, check_keys, read_toml
 
@@ -337,10 +339,10 @@ def run_one(cfg: dict, data_path: str) -> dict:
     row.update(status="ok", k=s["k"])
     row.update(mu_median=s["mu"]["q50"], mu_low=s["mu"]["q025"], mu_high=s["mu"]["q975"],
                tau_median=s["tau"]["q50"], tau_low=s["tau"]["q025"], tau_high=s["tau"]["q975"])
-    eff_key = "rate" if fc.model == "proportion" else fc.effect_measure.lower()
+    eff_key = "rate" if fc.kind.estimand == "rate" else fc.effect_measure.lower()
     row.update(effect=eff_key.upper() if eff_key != "rate" else "rate", effect_median=s[eff_key]["q50"],
                effect_low=s[eff_key]["q025"], effect_high=s[eff_key]["q975"])
-    if fc.model != "proportion":
+    if fc.kind.estimand == "ratio":
         rr = s.get("rr")
         row.update(rr_median=rr["q50"] if rr else None, rr_low=rr["q025"] if rr else None,
                    rr_high=rr["q975"] if rr else None)
@@ -621,15 +623,11 @@ def write_tables(rows: list[dict], out_dir: str | Path, stem: str = "sensitivity
     return written
 
 
+@figures.styled()
 def plot(rows: list[dict], out_dir: str | Path, note: str | None = None) -> list[str]:
     """Per outcome x model: the forest of priors (effect median and 95% CrI per configuration), P(ratio < t) per
     prior, and prior vs posterior densities of tau. PNG and SVG files, written atomically; ``note`` (the data's
     evidence note) is printed under each forest."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out_dir = ensure_dir(Path(out_dir) / "figures")
     written = []
     by = defaultdict(list)
@@ -639,8 +637,8 @@ def plot(rows: list[dict], out_dir: str | Path, note: str | None = None) -> list
     for (oc, m), rs in sorted(by.items()):
         labels = [f"{r['tau_prior']} | {r['effect_prior']} | {r['inclusion']} (k={r['k']})" for r in rs]
         eff = rs[0]["effect"]
-        fig, axes = plt.subplots(1, 2 if m != "proportion" else 1, figsize=(13 if m != "proportion" else 8,
-                                                                              0.45 * len(rs) + 1.6), squeeze=False)
+        ratio = rs[0]["effect"] != "rate"
+        fig, axes = figures.new((13 if ratio else 8, 0.45 * len(rs) + 1.6), 1, 2 if ratio else 1, squeeze=False)
         ax = axes[0, 0]
         y = np.arange(len(rs))[::-1]
         med = np.array([r["effect_median"] for r in rs])
@@ -653,7 +651,7 @@ def plot(rows: list[dict], out_dir: str | Path, note: str | None = None) -> list
             ax.axvline(1, color="grey", lw=0.8, ls="--")
         ax.set_xlabel(f"{eff}: posterior median and 95% CrI")
         ax.set_title(f"{oc} ({m}): sensitivity to the priors")
-        if m != "proportion":
+        if ratio:
             ax2 = axes[0, 1]
             keys = [k for k in rs[0] if k.startswith("p_") and "_lt_" in k]
             for _j, key in enumerate(keys):
@@ -667,8 +665,7 @@ def plot(rows: list[dict], out_dir: str | Path, note: str | None = None) -> list
         if note:
             fig.text(0.01, 0.005, note, fontsize=7)
         fig.tight_layout(rect=(0, 0.02, 1, 1))
-        written += _save(fig, out_dir / f"sensitivity_{oc}_{m}")
-        plt.close(fig)
+        written += figures.save(fig, out_dir / f"sensitivity_{oc}_{m}", dpi=110)
         # prior vs posterior density of tau, one panel per tau prior (first inclusion / effect prior)
         first: dict[str, dict] = {}
         for r in rs:
@@ -676,7 +673,7 @@ def plot(rows: list[dict], out_dir: str | Path, note: str | None = None) -> list
         n = len(first)
         cols = min(4, n)
         rws = math.ceil(n / cols)
-        fig, axes = plt.subplots(rws, cols, figsize=(3.4 * cols, 2.6 * rws), squeeze=False)
+        fig, axes = figures.new((3.4 * cols, 2.6 * rws), rws, cols, squeeze=False)
         for ax, (tp, r) in zip(axes.ravel(), first.items()):
             d = r["tau_density"]
             ax.plot(d["grid"], d["posterior"], color="C0", label="posterior")
@@ -688,25 +685,10 @@ def plot(rows: list[dict], out_dir: str | Path, note: str | None = None) -> list
         axes[0, 0].legend(fontsize=8)
         fig.suptitle(f"{oc} ({m}): prior and posterior of tau", fontsize=10)
         fig.tight_layout()
-        written += _save(fig, out_dir / f"tau_prior_posterior_{oc}_{m}")
-        plt.close(fig)
+        written += figures.save(fig, out_dir / f"tau_prior_posterior_{oc}_{m}", dpi=110)
     return written
-
-
-def _save(fig, stem: Path) -> list[str]:
-    """PNG and SVG, each written atomically."""
-    out = []
-    for ext in ("png", "svg"):
-        path = stem.with_name(f"{stem.name}.{ext}")
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=110)
-        out.append(str(path))
-    return out
 
 
 def default_cache_dir(out_dir: str | Path) -> str:
     return str(Path(out_dir) / "cache")
 
-
-def env_workers() -> int:
-    return max(1, min(os.cpu_count() or 1, 2))

@@ -31,12 +31,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .data import parse_exclude_basis
+from .defaults import THRESHOLDS as DEFAULT_THRESHOLDS
 from .errors import InputError
 from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR, parse
 
 DEFAULT_PRIMARY = Path("models/primary.toml")
 DEFAULT_QUERIES = ("RR < 1", "RR < 0.8", "RD < -0.05")
-DEFAULT_THRESHOLDS = (1.0, 0.9, 0.8)
 DEFAULT_SENSITIVITY_TAU = ("halfnormal(0.25)", "halfnormal(0.5)", "halfnormal(1)", "halfcauchy(0.5)", "turner(matched)")
 
 _PRIOR_KEYS = {"tau_prior": str, "effect_prior": str, "baseline_prior": str}
@@ -196,7 +196,7 @@ def load_primary(path: str | Path | None = DEFAULT_PRIMARY) -> PrimarySpec:
         parse_exclude_basis(",".join(spec.exclude_basis))
     except InputError as e:
         raise InputError(f"key 'exclude_basis': {e.message.split(': ', 1)[1]}", file=path) from None
-    from .models import MODEL_KINDS
+    from .kinds import MODEL_KINDS
 
     bad = [m for m in spec.models if m not in MODEL_KINDS]
     if bad or not spec.models:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit, logit
 
+from .defaults import HDI_PROB
+
 STAT_KEYS = ("mean", "sd", "q025", "q50", "q975", "hdi_low", "hdi_high")
-HDI_PROB = 0.95
 
 
 def summarize(draws) -> dict:

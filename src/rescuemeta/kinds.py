@@ -1,0 +1,252 @@
+"""The model kinds: one registry entry each (:data:`MODEL_KINDS`), saying what data a kind takes, what it
+estimates, how its likelihood enters the PyMC model and the pointwise log-likelihood, and which frequentist
+method sits beside it. Everything that differs between kinds reads its entry here: selecting rows, building
+the arrays and the model, the sampler's normal approximation, the InferenceData groups, the summaries, the
+report and the pipeline. This module imports only numpy and scipy; PyMC is passed in where a likelihood is
+built, so the command line can list the kinds without loading it.
+
+* ``contrast`` (two arms, exact binomial likelihood; Smith, Spiegelhalter & Thomas 1995):
+  logit p_control,i = alpha_i, logit p_treat,i = alpha_i + theta_i; ``mu`` is the pooled log odds ratio.
+* ``proportion`` (one arm): logit p_i = theta_i; ``mu`` is the pooled logit event rate.
+* ``normal``: y_i ~ N(theta_i, s_i^2) on study log OR / log RR (metafor's escalc, 1/2 added to zero cells);
+  its posterior is computed exactly by quadrature (:mod:`rescuemeta.exact`).
+
+In every kind theta_i ~ N(mu, tau^2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Arrays:
+    """What a kind's :attr:`ModelKind.prepare` returns: the model's arrays, the studies kept (in order), the
+    ones it dropped with a reason, and the observed mean control-arm risk where the kind uses one."""
+
+    arrays: dict[str, np.ndarray]
+    study_ids: list[str]
+    dropped: list[dict] = field(default_factory=list)
+    control_risk: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """A model kind.
+
+    Attributes
+    ----------
+    name : str
+    arms : {"two", "one"}
+        Rows with both arms, or the treatment arm of every row (:func:`rescuemeta.data.select`).
+    measures : tuple of str
+        The scales the kind can be fitted on; the first is its default (``PLO``: logit rate).
+    estimand : {"ratio", "rate"}
+        What is summarised on the natural scale: OR/RR/RD (at a control risk) or the event rate.
+    control_risk : {"draws", "observed"} or None
+        Where the control-arm risk for RR and RD comes from: the posterior of the study baselines, or the
+        observed mean control-arm risk of the included studies.
+    baseline_prior : bool
+        Study baselines alpha_i with a prior of their own (``baseline_prior`` in specs).
+    exact : bool
+        An exact quadrature posterior exists (the default method; ``--nuts`` samples it instead).
+    binomial : bool
+        Counts with a binomial likelihood: the binomial kinds share one compiled graph (the contrast graph,
+        baselines switched off for proportions; see :mod:`rescuemeta.models`).
+    reference_method : str
+        The frequentist method shown beside it (:func:`rescuemeta.pipeline.frequentist_reference`).
+    prepare : callable
+        ``prepare(ai, n1i, ci, n2i, study_ids, measure) -> Arrays``.
+    approximation : callable
+        ``approximation(arrays) -> dict``: a normal approximation of each study's likelihood on the model scale
+        (``approx_y``, ``approx_prec``; ``base_shift``, ``base_center`` for the baselines), used only to
+        parameterise the sampler.
+    observed : callable
+        ``observed(arrays, pad) -> dict``: the observations as ``pm.Data`` values, padded with ``pad`` studies
+        that carry no information.
+    likelihood : callable
+        ``likelihood(pm, data, theta, alpha)``: adds the observed variables to the PyMC model being built.
+    pointwise : callable
+        ``pointwise(arrays, posterior, rng) -> (log_lik, predictive, observed, constant)``: per-draw, per-study
+        log-likelihood, posterior-predictive draws of the observations, and the observed and constant data
+        (name -> (dims, values)), for the InferenceData groups.
+    """
+
+    name: str
+    arms: str
+    measures: tuple[str, ...]
+    estimand: str
+    control_risk: str | None
+    baseline_prior: bool
+    exact: bool
+    binomial: bool
+    reference_method: str
+    prepare: Callable[..., Arrays]
+    approximation: Callable[[dict], dict]
+    observed: Callable[[dict, int], dict]
+    likelihood: Callable[..., None]
+    pointwise: Callable[..., tuple[Any, dict, dict, dict]]
+
+    def measure(self, requested: str | None = None) -> str:
+        """The scale a fit is on: the requested measure where the kind offers a choice, else its only one."""
+        if len(self.measures) > 1 and requested in self.measures:
+            return requested
+        return self.measures[0]
+
+
+# --- helpers shared by the binomial kinds ----------------------------------------------------------------
+
+def _logit_cc(events, total):
+    """Empirical logit with 1/2 added to both cells, and its approximate variance."""
+    e, n = np.asarray(events, dtype=float), np.asarray(total, dtype=float)
+    return np.log((e + 0.5) / (n - e + 0.5)), 1 / (e + 0.5) + 1 / (n - e + 0.5)
+
+
+def _ints(x, pad: int) -> np.ndarray:
+    return np.concatenate([np.asarray(x, dtype="int64"), np.zeros(pad, dtype="int64")])
+
+
+def _expit(x):
+    from scipy.special import expit
+    return expit(x)
+
+
+def _binom_logpmf(k, n, p):
+    from scipy import stats
+    return stats.binom.logpmf(k, n, p)
+
+
+STUDY = ("study",)
+DRAWS = ("chain", "draw", "study")
+
+
+# --- contrast -----------------------------------------------------------------------------------------------
+
+def _contrast_prepare(ai, n1i, ci, n2i, ids, measure) -> Arrays:
+    return Arrays({"ai": ai.astype(int), "n1i": n1i.astype(int), "ci": ci.astype(int), "n2i": n2i.astype(int)},
+                  list(ids))
+
+
+def _contrast_approximation(a: dict) -> dict:
+    yt, vt = _logit_cc(a["ai"], a["n1i"])
+    yc, vc = _logit_cc(a["ci"], a["n2i"])
+    c = vc / (vc + vt)
+    return {"approx_y": yt - yc, "approx_prec": 1 / (vc + vt), "base_shift": c, "base_center": yc + c * (yt - yc)}
+
+
+def _contrast_observed(a: dict, pad: int) -> dict:
+    return {"events_treat": _ints(a["ai"], pad), "n_treat": _ints(a["n1i"], pad),
+            "events_control": _ints(a["ci"], pad), "n_control": _ints(a["n2i"], pad)}
+
+
+def _contrast_likelihood(pm, d, theta, alpha) -> None:
+    pm.Binomial("y_control", n=d["n_control"], logit_p=alpha, observed=d["events_control"], dims="study")
+    lp_treat = (d["use_baseline"] * alpha if "use_baseline" in d else alpha) + theta
+    pm.Binomial("y_treat", n=d["n_treat"], logit_p=lp_treat, observed=d["events_treat"], dims="study")
+
+
+def _contrast_pointwise(a: dict, post: dict, rng: np.random.Generator):
+    n1, ai = np.asarray(a["n1i"], dtype="int64"), np.asarray(a["ai"], dtype="int64")
+    n2, c = np.asarray(a["n2i"], dtype="int64"), np.asarray(a["ci"], dtype="int64")
+    p_t, p_c = _expit(post["alpha"] + post["theta"]), _expit(post["alpha"])
+    ll = _binom_logpmf(ai, n1, p_t) + _binom_logpmf(c, n2, p_c)
+    pp = {"y_control": (DRAWS, rng.binomial(n2, p_c)), "y_treat": (DRAWS, rng.binomial(n1, p_t))}
+    return (ll, pp, {"y_treat": (STUDY, ai), "y_control": (STUDY, c)},
+            {"n_treat": (STUDY, n1), "n_control": (STUDY, n2)})
+
+
+# --- proportion ---------------------------------------------------------------------------------------------
+
+def _proportion_prepare(ai, n1i, ci, n2i, ids, measure) -> Arrays:
+    return Arrays({"ai": ai.astype(int), "n1i": n1i.astype(int)}, list(ids))
+
+
+def _proportion_approximation(a: dict) -> dict:
+    yt, vt = _logit_cc(a["ai"], a["n1i"])
+    k = len(yt)
+    return {"approx_y": yt, "approx_prec": 1 / vt, "base_shift": np.zeros(k), "base_center": np.zeros(k)}
+
+
+def _proportion_observed(a: dict, pad: int) -> dict:
+    return {"events_treat": _ints(a["ai"], pad), "n_treat": _ints(a["n1i"], pad)}
+
+
+def _proportion_likelihood(pm, d, theta, alpha) -> None:
+    pm.Binomial("y_treat", n=d["n_treat"], logit_p=theta, observed=d["events_treat"], dims="study")
+
+
+def _proportion_pointwise(a: dict, post: dict, rng: np.random.Generator):
+    n1, ai = np.asarray(a["n1i"], dtype="int64"), np.asarray(a["ai"], dtype="int64")
+    p_t = _expit(post["theta"])
+    return (_binom_logpmf(ai, n1, p_t), {"y_treat": (DRAWS, rng.binomial(n1, p_t))},
+            {"y_treat": (STUDY, ai)}, {"n_treat": (STUDY, n1)})
+
+
+# --- normal -------------------------------------------------------------------------------------------------
+
+PAD_SE = 1e8  # standard error given to padded studies of the normal model (likelihood gradient ~1e-16)
+
+
+def _normal_prepare(ai, n1i, ci, n2i, ids, measure) -> Arrays:
+    from .effects import ContinuityCorrection, escalc
+    from .errors import InputError
+
+    es = escalc(measure, ai, n1i, ci, n2i, ContinuityCorrection())
+    ok = np.isfinite(es.yi) & np.isfinite(es.vi)
+    dropped = [{"study_id": s, "reason": "no finite log ratio (double zero)"} for s, good in zip(ids, ok) if not good]
+    if not ok.any():
+        raise InputError(f"no study has a finite log {measure} for the normal model")
+    return Arrays({"y": es.yi[ok], "s": np.sqrt(es.vi[ok])}, [s for s, good in zip(ids, ok) if good], dropped,
+                  control_risk=float(np.mean(ci[ok] / n2i[ok])))
+
+
+def _normal_approximation(a: dict) -> dict:
+    return {"approx_y": np.asarray(a["y"], dtype=float), "approx_prec": 1 / np.asarray(a["s"], dtype=float) ** 2}
+
+
+def _normal_observed(a: dict, pad: int) -> dict:
+    return {"y_obs": np.concatenate([np.asarray(a["y"], dtype=float), np.zeros(pad)]),
+            "se": np.concatenate([np.asarray(a["s"], dtype=float), np.full(pad, PAD_SE)])}
+
+
+def _normal_likelihood(pm, d, theta, alpha) -> None:
+    pm.Normal("y", mu=theta, sigma=d["se"], observed=d["y_obs"], dims="study")
+
+
+def _normal_pointwise(a: dict, post: dict, rng: np.random.Generator):
+    from scipy import stats
+
+    y, s = np.asarray(a["y"], dtype=float), np.asarray(a["s"], dtype=float)
+    theta = post["theta"]
+    return (stats.norm.logpdf(y, theta, s), {"y": (DRAWS, rng.normal(theta, s))}, {"y": (STUDY, y)},
+            {"se": (STUDY, s)})
+
+
+MODEL_KINDS: dict[str, ModelKind] = {k.name: k for k in (
+    ModelKind("contrast", arms="two", measures=("OR",), estimand="ratio", control_risk="draws",
+              baseline_prior=True, exact=False, binomial=True, reference_method="REML",
+              prepare=_contrast_prepare, approximation=_contrast_approximation, observed=_contrast_observed,
+              likelihood=_contrast_likelihood, pointwise=_contrast_pointwise),
+    ModelKind("proportion", arms="one", measures=("PLO",), estimand="rate", control_risk=None,
+              baseline_prior=False, exact=False, binomial=True, reference_method="GLMM",
+              prepare=_proportion_prepare, approximation=_proportion_approximation, observed=_proportion_observed,
+              likelihood=_proportion_likelihood, pointwise=_proportion_pointwise),
+    ModelKind("normal", arms="two", measures=("OR", "RR"), estimand="ratio", control_risk="observed",
+              baseline_prior=False, exact=True, binomial=False, reference_method="REML",
+              prepare=_normal_prepare, approximation=_normal_approximation, observed=_normal_observed,
+              likelihood=_normal_likelihood, pointwise=_normal_pointwise),
+)}
+
+
+def get(name: str) -> ModelKind:
+    """The registry entry of a model kind; InputError naming the choices for an unknown one."""
+    from .errors import InputError
+
+    try:
+        return MODEL_KINDS[name]
+    except KeyError:
+        raise InputError(f"unknown model {name!r}; choose from {', '.join(MODEL_KINDS)}") from None
