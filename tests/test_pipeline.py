@@ -34,8 +34,10 @@ def spy(monkeypatch):
 
 
 def test_fit_all_and_analyze_share_one_pipeline_and_agree(tmp_path, spy):
+    """Every model kind in one spec (the normal model validated and then crashed analyze before its exact fit
+    offered draws)."""
     spec = tmp_path / "spec.toml"
-    spec.write_text('sensitivity_tau_priors = ["halfnormal(0.5)"]\nmodels = ["contrast", "proportion"]\n'
+    spec.write_text('sensitivity_tau_priors = ["halfnormal(0.5)"]\nmodels = ["contrast", "proportion", "normal"]\n'
                     'seed = 3\n' + ("draws = 500\n" if CI else ""))
     r = runner.invoke(app, ["fit", "--all", "--data", str(BCG), "--spec", str(spec), "--json"])
     assert r.exit_code == 0, r.output
@@ -53,7 +55,7 @@ def test_fit_all_and_analyze_share_one_pipeline_and_agree(tmp_path, spy):
     assert len(list((out / "figures").glob("*.svg"))) >= 4
     summary = {(x["outcome"], x["model"]): x for x in
                __import__("pandas").read_csv(out / "tables" / "summary.csv").to_dict("records")}
-    assert set(rows) == set(summary) and len(rows) == 2
+    assert set(rows) == set(summary) and len(rows) == 3
     for key, row in rows.items():
         s = summary[key]
         q = "rate" if key[1] == "proportion" else "or"
@@ -65,6 +67,10 @@ def test_fit_all_and_analyze_share_one_pipeline_and_agree(tmp_path, spy):
     a, b = spy
     for ea, eb in zip(a.entries, b.entries):
         assert (ea.result.idata.posterior["mu"].values == eb.result.idata.posterior["mu"].values).all()
+    assert (out / "figures" / "forest_bcg_metafor_normal.png").exists()
+    assert (out / "figures" / "benefit_curve_bcg_metafor_normal.png").exists()
+    probs = __import__("pandas").read_csv(out / "tables" / "probabilities.csv")
+    assert set(probs["outcome"]) == {"bcg_metafor"} and len(probs) == 2 * 2 * 3  # 2 ratio fits x 2 x 3 queries
 
 
 def test_frequentist_reference_is_reml_for_ratios_and_glmm_for_rates():
@@ -94,26 +100,6 @@ def test_reported_measure_follows_the_published_estimate():
     assert pipeline.reported_measure("contrast", "s", pub) == "OR"
     assert pipeline.reported_measure("contrast", "x", pub, default="RR") == "RR"
     assert pipeline.reported_measure("proportion", "m", pub) == "PLO"
-
-
-def test_every_model_a_spec_accepts_runs_in_analyze(tmp_path):
-    """models = ["normal"] validated and then crashed `analyze` (the exact fit had no draws); now an exact fit
-    offers independent draws of its quadrature posterior, and the report covers it."""
-    spec = tmp_path / "spec.toml"
-    spec.write_text('sensitivity_tau_priors = ["halfnormal(0.5)"]\nmodels = ["normal", "proportion"]\n'
-                    'measure = "RR"\n' + ("draws = 300\n" if CI else ""))
-    out = tmp_path / "report"
-    r = runner.invoke(app, ["analyze", "--data", str(BCG), "--spec", str(spec), "--out", str(out)],
-                      env={"RESCUEMETA_CACHE": str(tmp_path / "cache")})
-    assert r.exit_code == 0, r.output
-    summary = __import__("pandas").read_csv(out / "tables" / "summary.csv")
-    assert set(summary["model"]) == {"normal", "proportion"}
-    row = summary[summary["model"] == "normal"].iloc[0]
-    assert row["quantity"] == "RR" and "RR REML (k=13)" in row["frequentist"]
-    assert (out / "figures" / "forest_bcg_metafor_normal.png").exists()
-    assert (out / "figures" / "benefit_curve_bcg_metafor_normal.png").exists()
-    probs = __import__("pandas").read_csv(out / "tables" / "probabilities.csv")
-    assert len(probs) > 0 and set(probs["outcome"]) == {"bcg_metafor"}
 
 
 def test_exact_fit_draws_follow_the_exact_posterior():
@@ -166,3 +152,22 @@ def test_a_new_model_kind_is_one_registry_entry(monkeypatch):
     assert pipeline.frequentist_reference(table, cfg, "RR").method == "REML"
     with pytest.raises(Exception, match="unknown model 'nope'; choose from .*normal_rr"):
         FitConfig(outcome="bcg_metafor", model="nope").validate()
+
+
+def test_plots_draw_on_the_axes_they_are_given():
+    """ArviZ style: each plot takes axes and returns them, saves nothing and creates no pyplot figure."""
+    import matplotlib.pyplot as plt
+
+    from rescuemeta import figures, plots
+    from rescuemeta.fit import FitConfig, fit
+
+    res = fit(load_studies(BCG), FitConfig(outcome="bcg_metafor", model="normal", measure="RR", draws=300))
+    before = plt.get_fignums()
+    fig, ax = figures.new((6, 6))
+    assert plots.forest(res, "RR", ax=ax) is ax
+    assert len(ax.get_yticklabels()) >= res.k and ax.get_xscale() == "log"
+    _, axes = figures.new((8, 3), 1, 2)
+    assert plots.densities(res, axes=axes) is axes
+    _, ax2 = figures.new((5, 3))
+    assert plots.benefit_curve(res, "RR", ax=ax2) is ax2 and len(ax2.lines) >= 2
+    assert plt.get_fignums() == before

@@ -25,11 +25,11 @@ The printed estimates that ``check`` compares against (``abstract_estimates.csv`
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from .tomlio import check_keys, read_toml
 
 BETTER = ("higher", "lower")
 _DATASET_KEYS = {"title": str, "treatment": str, "control": str, "evidence_note": str, "report_note": str,
@@ -124,34 +124,6 @@ def sidecar(csv_path: str | Path) -> Path:
     return Path(csv_path).with_suffix(".toml")
 
 
-def _read(path: Path) -> dict:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"description cannot be read ({e.strerror})", file=path) from None
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InputError("description is not UTF-8 text", file=path) from None
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"description is not valid TOML: {e}", file=path) from None
-
-
-def _check(table: dict, allowed: dict, path: Path, where: str) -> None:
-    if not isinstance(table, dict):
-        raise InputError(f"[{where}] must be a table", file=path)
-    for key, value in table.items():
-        if key not in allowed:
-            raise InputError(f"unknown key '{where}.{key}'; allowed: {', '.join(sorted(allowed))}", file=path)
-        want = allowed[key]
-        if want is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise InputError(f"key '{where}.{key}' must be an integer, got {value!r}", file=path)
-        if want is str and (not isinstance(value, str) or not value.strip()):
-            raise InputError(f"key '{where}.{key}' must be a non-empty string, got {value!r}", file=path)
-
-
 def load_description(csv_path: str | Path | None = None, path: str | Path | None = None) -> Description:
     """Read the description of a study table.
 
@@ -175,13 +147,13 @@ def load_description(csv_path: str | Path | None = None, path: str | Path | None
         p = Path(path)
         if not p.is_file():
             raise InputError("description file not found", file=p)
-    doc = _read(p)
-    _check(doc, {"dataset": dict, "outcomes": dict}, p, "top level")
+    doc = read_toml(p, "description")
+    check_keys(doc, {"dataset": dict, "outcomes": dict}, p, nonempty_strings=True)
     ds = doc.get("dataset", {})
-    _check(ds, _DATASET_KEYS, p, "dataset")
+    check_keys(ds, _DATASET_KEYS, p, "dataset.", nonempty_strings=True)
     outcomes = {}
     for name, o in doc.get("outcomes", {}).items():
-        _check(o, _OUTCOME_KEYS, p, f"outcomes.{name}")
+        check_keys(o, _OUTCOME_KEYS, p, f"outcomes.{name}.", nonempty_strings=True)
         better = o.get("better")
         if better is not None and better not in BETTER:
             raise InputError(f"key 'outcomes.{name}.better' must be 'higher' or 'lower', got {better!r}", file=p)
@@ -212,9 +184,9 @@ def load_source(csv_path: str | Path) -> SourceDescription:
     p = sidecar(csv_path)
     if not p.is_file():
         return SourceDescription()
-    doc = _read(p)
-    _check(doc, {"source": dict}, p, "top level")
+    doc = read_toml(p, "description")
+    check_keys(doc, {"source": dict}, p, nonempty_strings=True)
     src = doc.get("source", {})
-    _check(src, _SOURCE_KEYS, p, "source")
+    check_keys(src, _SOURCE_KEYS, p, "source.", nonempty_strings=True)
     return SourceDescription(label=src.get("label", "published estimates"), k=src.get("k"),
                              citation=src.get("citation"), path=str(p))

@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from scipy.special import expit
 
-from . import figures, pipeline
+from . import figures, pipeline, plots
 from ._version import __version__
 from .atomic import atomic_path, clean_stale_parts, ensure_dir, write_text
 from .check import check as run_check
 from .check import load_abstract
 from .data import COUNT_BASIS, load_studies
 from .description import Description, SourceDescription, load_source
-from .effects import ContinuityCorrection, escalc
 from .fit import FitResult
 from .spec import load_primary
 
@@ -41,150 +37,31 @@ def _save(fig, out_dir: Path, stem: str) -> list[str]:
     return [Path(p).name for p in figures.save(fig, out_dir / stem, dpi=120, bbox_inches="tight")]
 
 
-def _study_effects(res: FitResult, measure: str):
-    """Observed (escalc, 95% CI) and shrunken (posterior median, 95% CrI) study effects on the natural scale."""
-    sel = res.data.selection
-    ai, n1i, ci, n2i = sel.counts()
-    post = res.idata.posterior
-    theta = post["theta"].values
-    rows = []
-    if res.config.kind.estimand == "rate":
-        from statsmodels.stats.proportion import proportion_confint
-
-        lo, hi = proportion_confint(ai, n1i, alpha=0.05, method="wilson")
-        shr = expit(theta)
-        for i, sid in enumerate(res.data.study_ids):
-            q = np.quantile(shr[..., i], [0.025, 0.5, 0.975])
-            rows.append((sid, ai[i] / n1i[i], lo[i], hi[i], *q, f"{int(ai[i])}/{int(n1i[i])}"))
-        return rows
-    es = escalc(measure, ai, n1i, ci, n2i, ContinuityCorrection())
-    # theta is the log OR (contrast) or the log of the normal model's own measure; the contrast model's RR
-    # needs each study's baseline
-    ratio_is_theta = not res.config.kind.baseline_prior or measure == "OR"
-    alpha = None if ratio_is_theta else post["alpha"].values
-    for i, sid in enumerate(res.data.study_ids):
-        if alpha is None:
-            shr = np.exp(theta[..., i])
-        else:
-            shr = expit(alpha[..., i] + theta[..., i]) / expit(alpha[..., i])
-        q = np.quantile(shr, [0.025, 0.5, 0.975])
-        y, v = es.yi[i], es.vi[i]
-        obs = (math.exp(y), math.exp(y - 1.96 * math.sqrt(v)), math.exp(y + 1.96 * math.sqrt(v))) if np.isfinite(y) \
-            else (np.nan, np.nan, np.nan)
-        rows.append((sid, *obs, *q, f"{int(ai[i])}/{int(n1i[i])} vs {int(ci[i])}/{int(n2i[i])}"))
-    return rows
+@figures.styled()
+def forest_file(res: FitResult, measure: str, freq: dict | None, abstract_row, out_dir: Path,
+                source: SourceDescription | None = None) -> list[str]:
+    fig, ax = figures.new(plots.forest_size(res))
+    plots.forest(res, measure, freq, abstract_row, source, ax=ax)
+    if res.description.evidence_note:
+        fig.text(0.01, -0.01, res.description.evidence_note, fontsize=7, wrap=True)
+    return _save(fig, out_dir, f"forest_{res.config.outcome}_{res.config.model}")
 
 
 @figures.styled()
-def forest(res: FitResult, measure: str, freq: dict | None, abstract_row, out_dir: Path,
-           source: SourceDescription | None = None) -> list[str]:
-    """metafor/bayesmeta-style forest plot: observed and shrunken study estimates, the pooled estimate, the
-    prediction for a new study, and the frequentist and abstract estimates as reference rows."""
-    s = res.summary()
-    rows = _study_effects(res, measure)
-    key = "rate" if res.config.kind.estimand == "rate" else measure.lower()
-    new_key = f"{key}_new"
-    n = len(rows)
-    fig, ax = figures.new((8.5, 0.42 * (n + 6) + 1.2))
-    y = np.arange(n + 5)[::-1].astype(float)
-    labels = []
-    for j, (sid, o, ol, oh, sl, sm, sh, counts) in enumerate(rows):
-        yy = y[j]
-        if np.isfinite(o):
-            ax.errorbar(o, yy + 0.15, xerr=[[o - ol], [oh - o]], fmt="s", color="0.55", ms=4, capsize=2,
-                        label="observed (95% CI)" if j == 0 else None)
-        ax.errorbar(sm, yy - 0.15, xerr=[[sm - sl], [sh - sm]], fmt="o", color="C0", ms=4, capsize=2,
-                    label="Bayesian shrunken (95% CrI)" if j == 0 else None)
-        labels.append(f"{sid}  ({counts})")
-    base = n
-    pooled, pred = s[key], s[new_key]
-    ax.fill([pooled["q025"], pooled["q50"], pooled["q975"], pooled["q50"]],
-            [y[base], y[base] + 0.25, y[base], y[base] - 0.25], color="C3", label="Bayesian pooled")
-    labels.append("Bayesian pooled" + (" (at mean control risk)" if key == "rr" else ""))
-    ax.errorbar(pred["q50"], y[base + 1], xerr=[[pred["q50"] - pred["q025"]], [pred["q975"] - pred["q50"]]], fmt="d",
-                color="C3", mfc="white", capsize=3)
-    labels.append("prediction, new study")
-    if freq is not None:
-        f = freq
-        ax.errorbar(f["estimate"], y[base + 2], xerr=[[f["estimate"] - f["ci_low"]], [f["ci_high"] - f["estimate"]]],
-                    fmt="^", color="C2", capsize=3)
-        labels.append(f"frequentist {f['label']}")
-    else:
-        labels.append("frequentist: not estimable")
-    if abstract_row is not None:
-        a = abstract_row
-        ax.errorbar(a.estimate, y[base + 3], xerr=[[max(a.estimate - a.ci_low, 0)], [a.ci_high - a.estimate]], fmt="v",
-                    color="C1", capsize=3)
-        labels.append(source.short() if source is not None else "published")
-    elif source is not None:
-        labels.append(f"{source.label}: not printed")
-    else:
-        labels.append("")
-    labels.append("")
-    ax.set_yticks(y[: len(labels)], labels)
-    ax.axhline(y[base] + 0.6, color="0.8", lw=0.8)
-    if key != "rate":
-        ax.set_xscale("log")
-        ax.axvline(1, color="0.5", lw=0.8, ls="--")
-    desc = res.description
-    xl = {"rate": f"event rate ({desc.treatment} arm)", "or": f"odds ratio ({desc.comparison()})",
-          "rr": f"risk ratio ({desc.comparison()})"}
-    ax.set_xlabel(xl[key])
-    ax.set_title(f"{desc.label(res.config.outcome)}: {res.config.model} model, k = {res.k}, "
-                 f"tau ~ {res.config.tau_prior}")
-    ax.legend(loc="lower right", fontsize=7)
-    if desc.evidence_note:
-        fig.text(0.01, -0.01, desc.evidence_note, fontsize=7, wrap=True)
-    out = _save(fig, out_dir, f"forest_{res.config.outcome}_{res.config.model}")
-    return out
-
-
-@figures.styled()
-def densities(res: FitResult, out_dir: Path) -> list[str]:
-    """Posterior densities of mu and tau with the prior overlaid."""
-    import arviz as az
-
-    pri = res.config.priors()
+def densities_file(res: FitResult, out_dir: Path) -> list[str]:
     fig, axes = figures.new((9, 3), 1, 2)
-    for ax, name, prior in ((axes[0], "mu", pri["effect"]), (axes[1], "tau", pri["tau"])):
-        x = res.idata.posterior[name].values.ravel()
-        kx, ky = az.kde(x, bound_correction=(name == "tau"))
-        ax.plot(kx, ky, color="C0", label="posterior")
-        lo, hi = (max(kx[0] - 0.5 * (kx[-1] - kx[0]), 0 if name == "tau" else -np.inf), kx[-1] + 0.5 * (kx[-1] - kx[0]))
-        g = np.linspace(lo if np.isfinite(lo) else kx[0] - 1, hi, 300)
-        if name == "tau":
-            g = g[g > 0]
-        ax.plot(g, np.nan_to_num(np.exp(prior.logpdf(g)), posinf=0.0), color="C1", ls="--", label=f"prior {prior.spec}")
-        mu_label = ("mu (logit rate)" if res.config.kind.estimand == "rate"
-                    else f"mu (log {res.config.effect_measure})")
-        ax.set_xlabel({"mu": mu_label, "tau": "tau"}[name])
-        ax.legend(fontsize=7)
+    plots.densities(res, axes=axes)
     fig.suptitle(f"{res.description.label(res.config.outcome)} ({res.config.model}): posterior and prior")
     fig.tight_layout()
-    out = _save(fig, out_dir, f"density_{res.config.outcome}_{res.config.model}")
-    return out
+    return _save(fig, out_dir, f"density_{res.config.outcome}_{res.config.model}")
 
 
 @figures.styled()
-def benefit_curve(res: FitResult, measure: str, out_dir: Path) -> list[str]:
-    """P(ratio < x) against x, for the pooled effect and for a new study."""
-    key = measure.lower()
-    x = np.geomspace(0.2, 5, 200)
+def benefit_curve_file(res: FitResult, measure: str, out_dir: Path) -> list[str]:
     fig, ax = figures.new((5.5, 3.4))
-    for pred, style in ((False, "-"), (True, "--")):
-        d = res.draws(key, predictive=pred).ravel()
-        ax.plot(x, (d[:, None] < x[None, :]).mean(axis=0), style, color="C0",
-                label="new study" if pred else "pooled effect")
-    ax.set_xscale("log")
-    ax.axvline(1, color="0.5", lw=0.8)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel(f"{measure} threshold x" + (" (at mean control risk)" if key == "rr" else ""))
-    ax.set_ylabel(f"P({measure} < x | data)")
-    ax.set_title(f"{res.description.label(res.config.outcome)}: probability of the {measure} being below x")
-    ax.legend(fontsize=8)
+    plots.benefit_curve(res, measure, ax=ax)
     fig.tight_layout()
-    out = _save(fig, out_dir, f"benefit_curve_{res.config.outcome}_{res.config.model}")
-    return out
+    return _save(fig, out_dir, f"benefit_curve_{res.config.outcome}_{res.config.model}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -270,10 +147,10 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
         assert res is not None
         a = _abstract_row(abstract, oc, "pooled_rate_treat" if measure == "PLO" else measure)
         freq = entry.reference.to_dict() if entry.reference is not None else None
-        names = forest(res, "OR" if measure == "PLO" else measure, freq, a, figs, source)
-        names += densities(res, figs)
+        names = forest_file(res, "OR" if measure == "PLO" else measure, freq, a, figs, source)
+        names += densities_file(res, figs)
         if res.config.kind.estimand == "ratio":
-            names += benefit_curve(res, measure, figs)
+            names += benefit_curve_file(res, measure, figs)
         fig_files[(oc, m)] = names
         s = res.summary()
         key = entry.key

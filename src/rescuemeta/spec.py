@@ -26,7 +26,6 @@ the file and the key (exit code 2). ``tomllib`` (standard library) parses the fi
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from .data import parse_exclude_basis
 from .defaults import THRESHOLDS as DEFAULT_THRESHOLDS
 from .errors import InputError
 from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR, parse
+from .tomlio import check_keys, read_toml
 
 DEFAULT_PRIMARY = Path("models/primary.toml")
 DEFAULT_QUERIES = ("RR < 1", "RR < 0.8", "RD < -0.05")
@@ -43,42 +43,6 @@ _PRIOR_KEYS = {"tau_prior": str, "effect_prior": str, "baseline_prior": str}
 _PRIMARY_KEYS = {"outcomes": list, "models": list, "measure": str, **_PRIOR_KEYS, "draws": int, "tune": int,
                  "chains": int, "seed": int, "all_studies": bool, "exclude_basis": list, "queries": list,
                  "thresholds": list, "outcome": dict, "sensitivity_tau_priors": list}
-
-
-def read_toml(path: str | Path) -> dict:
-    """Parse a TOML file; errors name the file (and the line tomllib reports)."""
-    p = Path(path)
-    if p.is_dir():
-        raise InputError("is a directory, not a TOML spec", file=p)
-    try:
-        text = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError("spec file not found", file=p) from None
-    except PermissionError:
-        raise InputError("spec file is not readable (permission denied)", file=p) from None
-    if text.startswith(b"\xef\xbb\xbf"):
-        text = text[3:]
-    try:
-        return tomllib.loads(text.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InputError("spec file is not UTF-8 text", file=p) from None
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"not valid TOML: {e}", file=p) from None
-
-
-def check_keys(doc: dict, allowed: dict, path, prefix: str = "") -> None:
-    """Unknown keys and wrong types are errors naming the file and the key."""
-    for key, value in doc.items():
-        name = f"{prefix}{key}"
-        if key not in allowed:
-            raise InputError(f"unknown key {name!r}; allowed: {', '.join(sorted(allowed))}", file=path)
-        want = allowed[key]
-        if want is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise InputError(f"key {name!r} must be an integer, got {value!r}", file=path)
-        if want is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise InputError(f"key {name!r} must be a number, got {value!r}", file=path)
-        if want in (str, bool, list, dict) and not isinstance(value, want):
-            raise InputError(f"key {name!r} must be a {want.__name__}, got {value!r}", file=path)
 
 
 def _check_prior(value: str, kind: str, key: str, path) -> str:

@@ -1,0 +1,230 @@
+"""Plots in ArviZ's style: each function draws on the axes it is given (or on new ones) and returns them; none
+saves a file or touches the backend (:mod:`rescuemeta.figures` makes and saves figures for the report).
+
+* :func:`forest`: observed and shrunken study effects, the pooled effect, the prediction for a new study, and
+  the frequentist and published estimates as reference rows (metafor / bayesmeta style);
+* :func:`densities`: posterior densities of mu and tau with their priors;
+* :func:`benefit_curve`: P(ratio < x | data) against x, pooled and for a new study;
+* :func:`prior_forest` and :func:`tau_prior_posterior`: a prior-sensitivity grid's rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import expit
+
+from . import figures
+from .description import SourceDescription
+from .effects import ContinuityCorrection, escalc
+from .fit import FitResult
+
+
+def forest_size(res: FitResult) -> tuple[float, float]:
+    """A figure size that fits the forest plot of ``res``'s studies."""
+    return (8.5, 0.42 * (res.k + 6) + 1.2)
+
+
+def _study_effects(res: FitResult, measure: str):
+    """Observed (escalc, 95% CI) and shrunken (posterior median, 95% CrI) study effects on the natural scale."""
+    sel = res.data.selection
+    ai, n1i, ci, n2i = sel.counts()
+    post = res.idata.posterior
+    theta = post["theta"].values
+    rows = []
+    if res.config.kind.estimand == "rate":
+        from statsmodels.stats.proportion import proportion_confint
+
+        lo, hi = proportion_confint(ai, n1i, alpha=0.05, method="wilson")
+        shr = expit(theta)
+        for i, sid in enumerate(res.data.study_ids):
+            q = np.quantile(shr[..., i], [0.025, 0.5, 0.975])
+            rows.append((sid, ai[i] / n1i[i], lo[i], hi[i], *q, f"{int(ai[i])}/{int(n1i[i])}"))
+        return rows
+    es = escalc(measure, ai, n1i, ci, n2i, ContinuityCorrection())
+    # theta is the log OR (contrast) or the log of the normal model's own measure; the contrast model's RR
+    # needs each study's baseline
+    ratio_is_theta = not res.config.kind.baseline_prior or measure == "OR"
+    alpha = None if ratio_is_theta else post["alpha"].values
+    for i, sid in enumerate(res.data.study_ids):
+        if alpha is None:
+            shr = np.exp(theta[..., i])
+        else:
+            shr = expit(alpha[..., i] + theta[..., i]) / expit(alpha[..., i])
+        q = np.quantile(shr, [0.025, 0.5, 0.975])
+        y, v = es.yi[i], es.vi[i]
+        obs = (math.exp(y), math.exp(y - 1.96 * math.sqrt(v)), math.exp(y + 1.96 * math.sqrt(v))) if np.isfinite(y) \
+            else (np.nan, np.nan, np.nan)
+        rows.append((sid, *obs, *q, f"{int(ai[i])}/{int(n1i[i])} vs {int(ci[i])}/{int(n2i[i])}"))
+    return rows
+
+
+def forest(res: FitResult, measure: str, freq: dict | None = None, abstract_row=None,
+           source: SourceDescription | None = None, ax=None):
+    """metafor/bayesmeta-style forest plot: observed and shrunken study estimates, the pooled estimate, the
+    prediction for a new study, and the frequentist and abstract estimates as reference rows."""
+    s = res.summary()
+    rows = _study_effects(res, measure)
+    key = "rate" if res.config.kind.estimand == "rate" else measure.lower()
+    new_key = f"{key}_new"
+    n = len(rows)
+    if ax is None:
+        _, ax = figures.new(forest_size(res))
+    y = np.arange(n + 5)[::-1].astype(float)
+    labels = []
+    for j, (sid, o, ol, oh, sl, sm, sh, counts) in enumerate(rows):
+        yy = y[j]
+        if np.isfinite(o):
+            ax.errorbar(o, yy + 0.15, xerr=[[o - ol], [oh - o]], fmt="s", color="0.55", ms=4, capsize=2,
+                        label="observed (95% CI)" if j == 0 else None)
+        ax.errorbar(sm, yy - 0.15, xerr=[[sm - sl], [sh - sm]], fmt="o", color="C0", ms=4, capsize=2,
+                    label="Bayesian shrunken (95% CrI)" if j == 0 else None)
+        labels.append(f"{sid}  ({counts})")
+    base = n
+    pooled, pred = s[key], s[new_key]
+    ax.fill([pooled["q025"], pooled["q50"], pooled["q975"], pooled["q50"]],
+            [y[base], y[base] + 0.25, y[base], y[base] - 0.25], color="C3", label="Bayesian pooled")
+    labels.append("Bayesian pooled" + (" (at mean control risk)" if key == "rr" else ""))
+    ax.errorbar(pred["q50"], y[base + 1], xerr=[[pred["q50"] - pred["q025"]], [pred["q975"] - pred["q50"]]], fmt="d",
+                color="C3", mfc="white", capsize=3)
+    labels.append("prediction, new study")
+    if freq is not None:
+        f = freq
+        ax.errorbar(f["estimate"], y[base + 2], xerr=[[f["estimate"] - f["ci_low"]], [f["ci_high"] - f["estimate"]]],
+                    fmt="^", color="C2", capsize=3)
+        labels.append(f"frequentist {f['label']}")
+    else:
+        labels.append("frequentist: not estimable")
+    if abstract_row is not None:
+        a = abstract_row
+        ax.errorbar(a.estimate, y[base + 3], xerr=[[max(a.estimate - a.ci_low, 0)], [a.ci_high - a.estimate]], fmt="v",
+                    color="C1", capsize=3)
+        labels.append(source.short() if source is not None else "published")
+    elif source is not None:
+        labels.append(f"{source.label}: not printed")
+    else:
+        labels.append("")
+    labels.append("")
+    ax.set_yticks(y[: len(labels)], labels)
+    ax.axhline(y[base] + 0.6, color="0.8", lw=0.8)
+    if key != "rate":
+        ax.set_xscale("log")
+        ax.axvline(1, color="0.5", lw=0.8, ls="--")
+    desc = res.description
+    xl = {"rate": f"event rate ({desc.treatment} arm)", "or": f"odds ratio ({desc.comparison()})",
+          "rr": f"risk ratio ({desc.comparison()})"}
+    ax.set_xlabel(xl[key])
+    ax.set_title(f"{desc.label(res.config.outcome)}: {res.config.model} model, k = {res.k}, "
+                 f"tau ~ {res.config.tau_prior}")
+    ax.legend(loc="lower right", fontsize=7)
+    return ax
+
+
+def densities(res: FitResult, axes=None):
+    """Posterior densities of mu and tau with the prior overlaid, on two axes (returned)."""
+    import arviz as az
+
+    pri = res.config.priors()
+    if axes is None:
+        _, axes = figures.new((9, 3), 1, 2)
+    for ax, name, prior in ((axes[0], "mu", pri["effect"]), (axes[1], "tau", pri["tau"])):
+        x = res.idata.posterior[name].values.ravel()
+        kx, ky = az.kde(x, bound_correction=(name == "tau"))
+        ax.plot(kx, ky, color="C0", label="posterior")
+        lo, hi = (max(kx[0] - 0.5 * (kx[-1] - kx[0]), 0 if name == "tau" else -np.inf), kx[-1] + 0.5 * (kx[-1] - kx[0]))
+        g = np.linspace(lo if np.isfinite(lo) else kx[0] - 1, hi, 300)
+        if name == "tau":
+            g = g[g > 0]
+        ax.plot(g, np.nan_to_num(np.exp(prior.logpdf(g)), posinf=0.0), color="C1", ls="--", label=f"prior {prior.spec}")
+        mu_label = ("mu (logit rate)" if res.config.kind.estimand == "rate"
+                    else f"mu (log {res.config.effect_measure})")
+        ax.set_xlabel({"mu": mu_label, "tau": "tau"}[name])
+        ax.legend(fontsize=7)
+    return axes
+
+
+def benefit_curve(res: FitResult, measure: str, ax=None):
+    """P(ratio < x) against x, for the pooled effect and for a new study."""
+    key = measure.lower()
+    x = np.geomspace(0.2, 5, 200)
+    if ax is None:
+        _, ax = figures.new((5.5, 3.4))
+    for pred, style in ((False, "-"), (True, "--")):
+        d = res.draws(key, predictive=pred).ravel()
+        ax.plot(x, (d[:, None] < x[None, :]).mean(axis=0), style, color="C0",
+                label="new study" if pred else "pooled effect")
+    ax.set_xscale("log")
+    ax.axvline(1, color="0.5", lw=0.8)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(f"{measure} threshold x" + (" (at mean control risk)" if key == "rr" else ""))
+    ax.set_ylabel(f"P({measure} < x | data)")
+    ax.set_title(f"{res.description.label(res.config.outcome)}: probability of the {measure} being below x")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def prior_forest(rows: list[dict], ax=None, ax_prob=None):
+    """One outcome x model of a sensitivity grid: the effect's posterior median and 95% CrI per configuration
+    (prior | effect prior | inclusion set), and on ``ax_prob`` (ratios) P(ratio < t) per configuration.
+
+    Returns
+    -------
+    matplotlib Axes
+        ``ax`` (the forest).
+    """
+    if ax is None:
+        _, ax = figures.new((8, 0.45 * len(rows) + 1.6))
+    rs = rows
+    oc, m, eff = rs[0]["outcome"], rs[0]["model"], rs[0]["effect"]
+    labels = [f"{r['tau_prior']} | {r['effect_prior']} | {r['inclusion']} (k={r['k']})" for r in rs]
+    y = np.arange(len(rs))[::-1]
+    med = np.array([r["effect_median"] for r in rs])
+    lo = np.array([r["effect_low"] for r in rs])
+    hi = np.array([r["effect_high"] for r in rs])
+    ax.errorbar(med, y, xerr=[med - lo, hi - med], fmt="s", color="k", capsize=3)
+    ax.set_yticks(y, labels, fontsize=8)
+    if eff != "rate":
+        ax.set_xscale("log")
+        ax.axvline(1, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(f"{eff}: posterior median and 95% CrI")
+    ax.set_title(f"{oc} ({m}): sensitivity to the priors")
+    if ax_prob is not None:
+        keys = [k for k in rs[0] if k.startswith("p_") and "_lt_" in k]
+        for key in keys:
+            label = "P(" + key[2:].split("_lt_")[0].upper() + " < " + key.split("_lt_")[1] + ")"
+            ax_prob.plot([r[key] for r in rs], y, "o", label=label)
+        ax_prob.set_yticks(y, [""] * len(y))
+        ax_prob.set_xlim(-0.02, 1.02)
+        ax_prob.set_xlabel("posterior probability")
+        ax_prob.legend(fontsize=8, loc="best")
+        ax_prob.set_title("P(benefit) per prior")
+    return ax
+
+
+def tau_prior_posterior(rows: list[dict], axes=None):
+    """Prior and posterior densities of tau, one panel per tau prior (its first row: first inclusion set and
+    effect prior). ``axes``: at least as many as tau priors; the rest are hidden.
+
+    Returns
+    -------
+    ndarray of matplotlib Axes
+    """
+    first: dict[str, dict] = {}
+    for r in rows:
+        first.setdefault(r["tau_prior"], r)
+    if axes is None:
+        cols = min(4, len(first))
+        _, axes = figures.new((3.4 * cols, 2.6 * math.ceil(len(first) / cols)), math.ceil(len(first) / cols), cols,
+                              squeeze=False)
+    flat = np.asarray(axes).ravel()
+    for ax, (tp, r) in zip(flat, first.items()):
+        d = r["tau_density"]
+        ax.plot(d["grid"], d["posterior"], color="C0", label="posterior")
+        ax.plot(d["grid"], d["prior"], color="C1", ls="--", label="prior")
+        ax.set_title(tp, fontsize=9)
+        ax.set_xlabel("tau")
+    for ax in flat[len(first):]:
+        ax.set_visible(False)
+    flat[0].legend(fontsize=8)
+    return axes
