@@ -23,7 +23,7 @@ from ._version import __version__
 from .atomic import ensure_dir, to_jsonable, write_text
 from .description import load_source
 from .effects import CC_TARGETS, ContinuityCorrection
-from .errors import EXIT_CONVERGENCE, EXIT_INPUT, ConvergenceError, InputError, RescueMetaError
+from .errors import EXIT_CONVERGENCE, ConvergenceError, InputError, RescueMetaError
 from .kinds import MODEL_KINDS
 from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR
 
@@ -119,9 +119,6 @@ def guard():
         if diag:
             err.print("diagnostics: " + json.dumps(_clean(diag)), highlight=False, markup=False)
         raise typer.Exit(e.exit_code) from None
-    except ValueError as e:  # invalid combinations caught by the engine
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
-        raise typer.Exit(EXIT_INPUT) from None
 
 
 def _clean(o):

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import NotEstimable
+
 TWO_ARM_MEASURES = ("OR", "RR", "RD")
 CC_TARGETS = ("only0", "all", "if0all", "none")
 
@@ -31,9 +33,9 @@ class ContinuityCorrection:
 
     def __post_init__(self):
         if self.to not in CC_TARGETS:
-            raise ValueError(f"continuity correction 'to' must be one of {CC_TARGETS}, got {self.to!r}")
+            raise NotEstimable(f"continuity correction 'to' must be one of {CC_TARGETS}, got {self.to!r}")
         if not np.isfinite(self.add) or self.add < 0:
-            raise ValueError(f"continuity correction 'add' must be a finite number >= 0, got {self.add!r}")
+            raise NotEstimable(f"continuity correction 'add' must be a finite number >= 0, got {self.add!r}")
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def escalc(measure: str, ai, n1i, ci=None, n2i=None,
         bad = ~np.isfinite(yi) | ~np.isfinite(vi)
         return EffectSizes(np.where(bad, np.nan, yi), np.where(bad, np.nan, vi))
     if measure not in TWO_ARM_MEASURES:
-        raise ValueError(f"unknown measure {measure!r}")
+        raise NotEstimable(f"unknown measure {measure!r}")
     ci = np.asarray(ci, dtype=float)
     n2i = np.asarray(n2i, dtype=float)
     bi, di = n1i - ai, n2i - ci

@@ -65,3 +65,9 @@ class InputError(RescueMetaError):
         if self.column is not None:
             where.append(f"column '{self.column}'")
         return (": ".join([", ".join(where), self.message]) if where else self.message)
+
+
+class NotEstimable(InputError, ValueError):
+    """The data or the options do not support the requested estimate (e.g. a GLMM on one study, Peto's method for
+    a risk ratio). A ValueError too, for callers of the library; the command line reports it as bad input (exit 2).
+    Any other ValueError is a bug, and the command line lets its traceback through."""

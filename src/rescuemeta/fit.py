@@ -20,7 +20,7 @@ from ._version import __version__
 from .atomic import atomic_path
 from .data import Selection, StudyTable, select
 from .description import Description
-from .errors import InputError
+from .errors import InputError, NotEstimable
 from .exact import NormalNormalPosterior
 from .kinds import MODEL_KINDS, ModelKind
 from .models import ModelData
@@ -184,8 +184,6 @@ class FitResult:
             Draws; for the exact path, 1-D independent draws are not available: use :meth:`summary` or
             the ``exact`` posterior.
         """
-        if self.idata is None:
-            raise ValueError("the exact normal-normal fit has no draws; use .exact")
         if quantity == "tau":
             return self._post("tau")
         eff = self._theta_new if predictive else self._post("mu")
@@ -195,11 +193,11 @@ class FitResult:
         if self.config.kind.estimand == "rate":
             if quantity == "rate":
                 return expit(eff)
-            raise ValueError(f"the {m} model has mu, tau and rate, not {quantity!r}")
+            raise NotEstimable(f"the {m} model has mu, tau and rate, not {quantity!r}")
         p0 = self.default_baseline_risk() if baseline_risk is None else baseline_risk
         scales = ratio_scales(eff, self.config.effect_measure, p0)
         if quantity not in scales or quantity == "p1":
-            raise ValueError(f"{quantity!r} is not available for the {m} model on {self.config.effect_measure}")
+            raise NotEstimable(f"{quantity!r} is not available for the {m} model on {self.config.effect_measure}")
         return scales[quantity]
 
     # ---- summary --------------------------------------------------------------------------------
@@ -322,8 +320,6 @@ class FitResult:
         """Write the InferenceData (posterior, posterior_predictive, log_likelihood, log_prior,
         observed_data, constant_data, sample_stats; attrs with priors, data hash, versions and seed)
         atomically to ``path``."""
-        if self.idata is None:
-            raise ValueError("the exact normal-normal fit has no draws to write; use the JSON summary")
         with atomic_path(path) as tmp:
             self.idata.to_netcdf(str(tmp), engine="h5netcdf")
         return str(path)

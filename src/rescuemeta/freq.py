@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .effects import ContinuityCorrection, escalc
+from .errors import NotEstimable
 
 METHODS = ("DL", "REML", "PM", "MH", "PETO", "GLMM")
 IV_METHODS = ("DL", "REML", "PM", "EE")
@@ -262,13 +263,13 @@ def rma_iv(yi, vi, *, method: str = "REML", hksj: bool = False, level: float = 0
     yi, vi = yi[ok], vi[ok]
     k = len(yi)
     if k == 0:
-        raise ValueError("no study has a usable estimate")
+        raise NotEstimable("no study has a usable estimate")
     notes = []
     if hksj and k < 2:  # as metafor: 'Setting argument test="z" since k=1'
         hksj = False
         notes.append("one study: the Hartung-Knapp-Sidik-Jonkman adjustment needs k >= 2; z-test used (as metafor)")
     if method not in IV_METHODS:
-        raise ValueError(f"unknown tau^2 method {method!r}")
+        raise NotEstimable(f"unknown tau^2 method {method!r}")
     if k == 1 or method == "EE":
         tau2 = 0.0
     else:
@@ -330,14 +331,14 @@ def rma_mh(ai, n1i, ci, n2i, *, measure: str = "OR", level: float = 0.95) -> Fre
         s = bi * ci / ni
         R, S = r.sum(), s.sum()
         if R == 0 or S == 0:
-            raise ValueError("the Mantel-Haenszel odds ratio is 0 or infinite for these tables")
+            raise NotEstimable("the Mantel-Haenszel odds ratio is 0 or infinite for these tables")
         beta = math.log(R / S)
         se = math.sqrt(0.5 * (np.sum(p * r) / R**2 + np.sum(p * s + qq * r) / (R * S) + np.sum(qq * s) / S**2))
     elif measure == "RR":
         R = np.sum(ai * n2i / ni)
         S = np.sum(ci * n1i / ni)
         if ai.sum() == 0 or ci.sum() == 0:
-            raise ValueError("the Mantel-Haenszel risk ratio is 0 or infinite for these tables")
+            raise NotEstimable("the Mantel-Haenszel risk ratio is 0 or infinite for these tables")
         beta = math.log(R / S)
         se = math.sqrt(np.sum(n1i / ni * n2i / ni * (ai + ci) - ai / ni * ci) / (R * S))
     elif measure == "RD":
@@ -347,7 +348,7 @@ def rma_mh(ai, n1i, ci, n2i, *, measure: str = "OR", level: float = 0.95) -> Fre
             + np.sum(ai * (n2i - ci) / ni + ci * (n1i - ai) / ni) / 2
         se = math.sqrt(num / denom**2)
     else:
-        raise ValueError(f"Mantel-Haenszel is for OR, RR and RD, not {measure!r}")
+        raise NotEstimable(f"Mantel-Haenszel is for OR, RR and RD, not {measure!r}")
     crit = _crit(level, None)
     q, i2 = _q_from_escalc(measure, ai, n1i, ci, n2i, beta)
     return FreqResult(measure=measure, method="MH", hksj=False, estimate=float(beta), se=float(se),
@@ -369,7 +370,7 @@ def rma_peto(ai, n1i, ci, n2i, *, level: float = 0.95) -> FreqResult:
     vv = np.where(np.isfinite(vv), vv, 0.0)
     sv = vv.sum()
     if sv == 0:
-        raise ValueError("Peto's method needs at least one table with events and non-events")
+        raise NotEstimable("Peto's method needs at least one table with events and non-events")
     beta = float(np.sum(ai - ei) / sv)
     se = float(math.sqrt(1 / sv))
     crit = _crit(level, None)
@@ -497,9 +498,9 @@ def rma_glmm_plo(xi, ni, *, n_agq: int = 7, level: float = 0.95) -> FreqResult:
     k = len(xi)
     # the cases metafor/lme4 refuse: the ML estimate does not exist or tau is not identified
     if k < 2:
-        raise ValueError("the GLMM needs at least 2 studies (with one, mu and tau are not both estimable)")
+        raise NotEstimable("the GLMM needs at least 2 studies (with one, mu and tau are not both estimable)")
     if np.all(xi == 0) or np.all(xi == ni):
-        raise ValueError("every study has " + ("no events" if np.all(xi == 0) else "only events")
+        raise NotEstimable("every study has " + ("no events" if np.all(xi == 0) else "only events")
                          + ": the ML pooled logit is infinite; use the Bayesian proportion model or PLO with a "
                            "continuity correction")
     nodes, weights = np.polynomial.hermite.hermgauss(n_agq)
@@ -597,23 +598,23 @@ def meta_analyze(measure: str, method: str, ai, n1i, ci=None, n2i=None, *, hksj:
     method = method.upper()
     measure = measure.upper()
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+        raise NotEstimable(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if hksj and method not in ("DL", "REML", "PM"):
-        raise ValueError(f"--hksj applies to DL, REML and PM, not {method}")
+        raise NotEstimable(f"--hksj applies to DL, REML and PM, not {method}")
     if measure == "PLO":
         if method in ("MH", "PETO"):
-            raise ValueError(f"{method} is a two-arm method; use DL, REML, PM or GLMM for PLO")
+            raise NotEstimable(f"{method} is a two-arm method; use DL, REML, PM or GLMM for PLO")
         if method == "GLMM":
             return rma_glmm_plo(ai, n1i, level=level)
         es = escalc("PLO", ai, n1i, cc=cc)
         return _with_dropped(rma_iv(es.yi, es.vi, method=method, hksj=hksj, level=level, measure="PLO"), es)
     if method == "GLMM":
-        raise ValueError("GLMM is implemented for single-arm proportions (PLO) only")
+        raise NotEstimable("GLMM is implemented for single-arm proportions (PLO) only")
     if method == "MH":
         return rma_mh(ai, n1i, ci, n2i, measure=measure, level=level)
     if method == "PETO":
         if measure != "OR":
-            raise ValueError("Peto's method estimates an odds ratio: use --measure OR")
+            raise NotEstimable("Peto's method estimates an odds ratio: use --measure OR")
         return rma_peto(ai, n1i, ci, n2i, level=level)
     es = escalc(measure, ai, n1i, ci, n2i, cc=cc)
     return _with_dropped(rma_iv(es.yi, es.vi, method=method, hksj=hksj, level=level, measure=measure), es)
