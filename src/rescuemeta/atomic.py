@@ -10,6 +10,9 @@ from pathlib import Path
 
 from .errors import InputError
 
+__all__ = ["ensure_dir", "atomic_path", "to_jsonable", "write_text", "clean_stale_parts", "cache_key", "file_digest",
+           "code_fingerprint"]
+
 
 def ensure_dir(path: str | Path) -> Path:
     """Create ``path`` (and parents) if needed; an :class:`InputError` if it cannot be a writable directory."""
@@ -87,6 +90,27 @@ def clean_stale_parts(directory: str | Path) -> int:
 
 
 _CODE_HASH: str | None = None
+
+
+def cache_key(payload: dict, length: int = 24) -> str:
+    """The key of a cached result: sha256 of ``payload`` (JSON, keys sorted) with the package version and the
+    source fingerprint (:func:`code_fingerprint`), so that nothing computed by other code is re-used. Every cache
+    (fits, sensitivity rows, the report's inputs stamp) keys its entries with it."""
+    import hashlib
+    import json
+
+    from ._version import __version__
+
+    blob = json.dumps({**payload, "version": __version__, "code": code_fingerprint()}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def file_digest(path) -> str | None:
+    """sha256 of a file's bytes, or None when there is no such file (for :func:`cache_key` payloads)."""
+    import hashlib
+
+    p = Path(path)
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
 
 
 def code_fingerprint() -> str:

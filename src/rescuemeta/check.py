@@ -22,6 +22,9 @@ from .effects import ContinuityCorrection
 from .errors import InputError
 from .freq import FreqResult, expit, logit, meta_analyze, norm_sf2
 
+__all__ = ["DEFAULT_ABSTRACT", "QUANTITIES", "REPRODUCTIONS", "PrintedEstimate", "load_abstract", "parse_p", "audit",
+           "check"]
+
 DEFAULT_ABSTRACT = Path("data/abstract_estimates.csv")
 QUANTITIES = ("pooled_rate_treat", "RR", "OR", "RD")
 

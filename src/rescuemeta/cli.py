@@ -27,6 +27,8 @@ from .errors import EXIT_CONVERGENCE, ConvergenceError, InputError, RescueMetaEr
 from .kinds import MODEL_KINDS
 from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR
 
+__all__ = ["app", "main"]
+
 DEFAULT_DATA = Path("data/studies.csv")
 DEFAULT_ABSTRACT = Path("data/abstract_estimates.csv")
 

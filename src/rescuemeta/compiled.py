@@ -41,6 +41,9 @@ import numpy as np
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+__all__ = ["WRAPPER_VERSION", "TESTED", "FastPathUnavailable", "check_layout", "check_one_point", "LOGP_SIG",
+           "EXPAND_SIG", "user_data_layout", "compile_pymc_model"]
+
 log = logging.getLogger(__name__)
 
 # Bump when the generated source or its calling convention changes (part of every cache key).

@@ -34,6 +34,9 @@ import pandera.pandas as pa
 from .description import Description, load_description
 from .errors import InputError
 
+__all__ = ["REQUIRED", "COUNT_COLUMNS", "COUNT_BASIS", "DEFAULT_DATA", "MAX_COUNT", "ALIASES", "NON_EVENTS",
+           "StudyTable", "Selection", "load_studies", "parse_exclude_basis", "select"]
+
 REQUIRED = ("study_id", "outcome", "events_treat", "total_treat")
 COUNT_COLUMNS = ("events_treat", "total_treat", "events_control", "total_control")
 COUNT_BASIS = ("reported", "from_percent", "denominator_fitted", "approximate")

@@ -4,6 +4,8 @@ per analysis."""
 
 from statistics import NormalDist
 
+__all__ = ["LEVEL", "HDI_PROB", "Z975", "Z95", "RHAT_MAX", "ESS_MIN", "TARGET_ACCEPT", "THRESHOLDS"]
+
 LEVEL = 0.95  # confidence, credible and prediction intervals (central), and HDIs
 HDI_PROB = LEVEL
 Z975 = NormalDist().inv_cdf(0.975)  # the normal quantile of a central 95% interval

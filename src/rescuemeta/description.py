@@ -31,6 +31,9 @@ from pathlib import Path
 from .errors import InputError
 from .tomlio import check_keys, read_toml
 
+__all__ = ["BETTER", "OutcomeDescription", "Description", "SourceDescription", "sidecar", "load_description",
+           "load_source"]
+
 BETTER = ("higher", "lower")
 _DATASET_KEYS = {"title": str, "treatment": str, "control": str, "evidence_note": str, "report_note": str,
                  "turner_comparison": str}

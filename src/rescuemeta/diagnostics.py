@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+__all__ = ["PSENSE_THRESHOLD", "psense", "exact_idata", "tau_density"]
+
 PSENSE_THRESHOLD = 0.05  # Kallioinen et al. (2023, Stat Comput 34:57): sensitivity >= 0.05 flags
 
 

@@ -19,6 +19,8 @@ import numpy as np
 
 from .errors import NotEstimable
 
+__all__ = ["TWO_ARM_MEASURES", "CC_TARGETS", "ContinuityCorrection", "EffectSizes", "escalc"]
+
 TWO_ARM_MEASURES = ("OR", "RR", "RD")
 CC_TARGETS = ("only0", "all", "if0all", "none")
 

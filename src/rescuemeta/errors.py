@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+__all__ = ["EXIT_INPUT", "EXIT_CONVERGENCE", "RescueMetaError", "ConvergenceError", "InputError", "NotEstimable"]
+
 EXIT_INPUT = 2
 EXIT_CONVERGENCE = 3
 

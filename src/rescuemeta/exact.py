@@ -21,6 +21,8 @@ from scipy import optimize, special, stats
 
 from .priors import Prior
 
+__all__ = ["NormalNormalPosterior"]
+
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
 _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(48)  # weight exp(-x^2 / 2)
 _GH_W = _GH_W / math.sqrt(2 * math.pi)

@@ -11,6 +11,8 @@ from typing import Any
 
 from .atomic import atomic_path
 
+__all__ = ["STYLE", "styled", "new", "save"]
+
 STYLE: dict[str, Any] = {"font.size": 9, "svg.fonttype": "none"}
 
 

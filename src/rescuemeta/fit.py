@@ -26,7 +26,10 @@ from .kinds import MODEL_KINDS, ModelKind
 from .models import ModelData
 from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR, Prior, parse
 from .sampling import Diagnostics, Sampler, default_sampler
+from .spec import check_sampler_settings
 from .summaries import baseline_risk, new_study_draws, ratio_scales, summarize
+
+__all__ = ["FitConfig", "PreparedData", "prepare", "FitResult", "fit", "fit_key", "fit_cached"]
 
 
 @dataclass(frozen=True)
@@ -67,11 +70,7 @@ class FitConfig:
         if self.method == "exact" and not mk.exact:
             exact = [k.name for k in MODEL_KINDS.values() if k.exact]
             raise InputError(f"the exact (quadrature) method exists for the {' and '.join(exact)} model only")
-        for name, v, lo in (("draws", self.draws, 10), ("tune", self.tune, 0), ("chains", self.chains, 1)):
-            if int(v) != v or v < lo:
-                raise InputError(f"--{name} must be an integer >= {lo}, got {v!r}")
-        if self.seed < 0:
-            raise InputError(f"--seed must be >= 0, got {self.seed}")
+        check_sampler_settings(self, as_options=True)
         if self.backend not in ("nutpie", "pymc"):
             raise InputError(f"unknown sampler backend {self.backend!r}; choose nutpie or pymc")
         self.priors()
@@ -449,14 +448,10 @@ def fit(table: StudyTable, cfg: FitConfig, sampler: Sampler | None = None) -> Fi
 
 
 def fit_key(cfg: FitConfig, table: StudyTable) -> str:
-    """Cache key of a fit: data hash + every config field + package version + source fingerprint."""
-    import hashlib
+    """Cache key of a fit: data hash + every config field (+ package version and source fingerprint)."""
+    from .atomic import cache_key
 
-    from .atomic import code_fingerprint
-
-    blob = json.dumps({"cfg": asdict(cfg), "data": table.sha256, "version": __version__, "code": code_fingerprint()},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+    return cache_key({"cfg": asdict(cfg), "data": table.sha256})
 
 
 def fit_cached(table: StudyTable, cfg: FitConfig, cache_dir, sampler: Sampler | None = None) -> FitResult:

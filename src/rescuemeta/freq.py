@@ -22,6 +22,9 @@ import numpy as np
 from .effects import ContinuityCorrection, escalc
 from .errors import NotEstimable
 
+__all__ = ["METHODS", "IV_METHODS", "FreqResult", "study_table", "expit", "logit", "norm_sf2", "tau2_dl", "tau2_pm",
+           "tau2_reml", "rma_iv", "rma_mh", "rma_peto", "rma_glmm_plo", "meta_analyze"]
+
 METHODS = ("DL", "REML", "PM", "MH", "PETO", "GLMM")
 IV_METHODS = ("DL", "REML", "PM", "EE")
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["Arrays", "ModelKind", "STUDY", "DRAWS", "PAD_SE", "MODEL_KINDS", "get"]
+
 
 @dataclass(frozen=True)
 class Arrays:

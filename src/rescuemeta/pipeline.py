@@ -26,6 +26,9 @@ if TYPE_CHECKING:  # the fitting stack (PyMC) loads when a run starts, not on im
     from .fit import FitConfig, FitResult
     from .spec import PrimarySpec
 
+__all__ = ["Reference", "Entry", "PrimaryRun", "reported_measure", "frequentist_reference", "mirror_query",
+           "probability_rows", "run"]
+
 
 
 @dataclass(frozen=True)

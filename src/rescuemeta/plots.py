@@ -20,6 +20,8 @@ from .description import SourceDescription
 from .effects import ContinuityCorrection, escalc
 from .fit import FitResult
 
+__all__ = ["forest_size", "forest", "densities", "benefit_curve", "prior_forest", "tau_prior_posterior"]
+
 
 def forest_size(res: FitResult) -> tuple[float, float]:
     """A figure size that fits the forest plot of ``res``'s studies."""

@@ -39,6 +39,9 @@ import numpy as np
 
 from .errors import InputError
 
+__all__ = ["TURNER_COMPARISONS", "TURNER_OUTCOMES", "TURNER_GENERAL", "turner_parameters", "Family", "FAMILIES",
+           "spec_families", "Prior", "parse", "DEFAULT_TAU_PRIOR", "DEFAULT_EFFECT_PRIOR", "DEFAULT_BASELINE_PRIOR"]
+
 # --- Turner et al. 2015, Table IV: log(tau^2) ~ N(mu, sigma^2), log odds ratio scale -------------------
 TURNER_COMPARISONS = ("pharma_vs_placebo", "pharma_vs_pharma", "nonpharma_vs_placebo", "nonpharma_vs_pharma",
                       "nonpharma_vs_nonpharma")

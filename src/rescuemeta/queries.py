@@ -32,6 +32,8 @@ from scipy.special import logit
 
 from .errors import InputError
 
+__all__ = ["SCALES", "GRAMMAR", "Query", "parse_query", "benefit_sign", "probability"]
+
 SCALES = ("OR", "RR", "RD", "NNT", "NNH", "TAU", "RATE")
 GRAMMAR = ("SCALE OP VALUE, e.g. 'RR < 0.8', 'OR > 1.5', 'RD < -0.05' (or -5%), 'NNT < 10', 'tau > 0.5', "
            "'rate > 0.4'; SCALE one of OR, RR, RD, NNT, NNH, tau, rate; OP one of <, <=, >, >=")

@@ -28,6 +28,9 @@ from .defaults import Z95, Z975
 from .errors import InputError
 from .priors import parse
 
+__all__ = ["NAMED_PRIORS", "LogNormalPrior", "named_prior", "PublishedEstimate", "posterior", "reanalyze",
+           "default_important"]
+
 NAMED_PRIORS = ("neutral", "skeptical", "enthusiastic", "pessimistic")
 
 

@@ -26,6 +26,8 @@ from .description import Description, SourceDescription, load_source
 from .fit import FitResult
 from .spec import load_primary
 
+__all__ = ["CACHE_DIR", "forest_file", "densities_file", "benefit_curve_file", "analyze", "current_report"]
+
 CACHE_DIR = Path(".cache")  # relative to the working directory; RESCUEMETA_CACHE moves it
 
 
@@ -235,20 +237,16 @@ def current_report(out_dir, inputs: str) -> dict | None:
 
 
 def _input_hash(spec_path, table, abstract_path, draws) -> str:
-    import hashlib
+    """What the report was made from: spec, data and its description, published estimates and their description,
+    draws (+ package version and source fingerprint; :func:`rescuemeta.atomic.cache_key`)."""
+    from .atomic import cache_key, file_digest
 
-    from .atomic import code_fingerprint
-
-    h = hashlib.sha256()
-    desc_bytes = Path(table.description.path).read_bytes() if table.description.path else b""
-    src = Path(abstract_path).with_suffix(".toml") if abstract_path is not None else None
-    for part in (Path(spec_path).read_bytes() if spec_path is not None else b"defaults", table.sha256.encode(),
-                 Path(abstract_path).read_bytes() if abstract_path is not None else b"no abstract",
-                 src.read_bytes() if src is not None and src.is_file() else b"", desc_bytes,
-                 str(draws).encode(), __version__.encode(), code_fingerprint().encode()):
-        h.update(part)
-        h.update(b"\0")
-    return h.hexdigest()
+    return cache_key({"spec": file_digest(spec_path) if spec_path is not None else "defaults", "data": table.sha256,
+                      "description": file_digest(table.description.path) if table.description.path else None,
+                      "abstract": file_digest(abstract_path) if abstract_path is not None else "no abstract",
+                      "abstract_description": (file_digest(Path(abstract_path).with_suffix(".toml"))
+                                               if abstract_path is not None else None),
+                      "draws": draws}, length=64)
 
 
 def _table_html(df: pd.DataFrame) -> str:

@@ -5,24 +5,22 @@ soon as it exists, so an interrupted run resumes where it stopped."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._version import __version__
-from .atomic import clean_stale_parts, code_fingerprint, ensure_dir, to_jsonable, write_text
+from .atomic import cache_key, clean_stale_parts, ensure_dir, to_jsonable, write_text
 from .data import load_studies
+
+__all__ = ["config_hash", "GridResult", "run_grid"]
 
 
 def config_hash(cfg: dict, data_sha256: str) -> str:
-    """Cache key: data hash + model + priors + inclusion + sampler settings + package version + source
-    fingerprint (:func:`rescuemeta.atomic.code_fingerprint`)."""
-    blob = json.dumps({"cfg": cfg, "data": data_sha256, "version": __version__, "code": code_fingerprint()},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+    """Cache key: data hash + model + priors + inclusion + sampler settings (+ package version and source
+    fingerprint; :func:`rescuemeta.atomic.cache_key`)."""
+    return cache_key({"cfg": cfg, "data": data_sha256})
 
 
 # cache (one JSON file per configuration, written atomically)

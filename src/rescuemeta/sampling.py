@@ -18,6 +18,8 @@ from .errors import EXIT_CONVERGENCE, ConvergenceError  # noqa: F401 - re-export
 from .models import ModelData, build_model, observed_data, padded_size, prior_data, structure_key
 from .priors import Prior
 
+__all__ = ["Diagnostics", "diagnose", "Sampler", "default_sampler"]
+
 
 @dataclass
 class Diagnostics:

@@ -40,8 +40,11 @@ from .kinds import MODEL_KINDS
 from .models import padded_size, structure_key
 from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, parse
 from .runner import GridResult, _cache_put, config_hash, run_grid  # noqa: F401 - re-exported
-from .spec import _check_prior
+from .spec import check_prior, check_ratio_settings, check_sampler_settings
 from .tomlio import check_keys, read_toml
+
+__all__ = ["DEFAULT_SENSITIVITY", "INCLUSION_SETS", "TURNER_DEFAULT_COMPARISON", "SimulationSpec", "SensitivitySpec",
+           "load_sensitivity", "grid", "run_one", "run_group", "tidy", "write_tables", "plot", "default_cache_dir"]
 
 DEFAULT_SENSITIVITY = Path("models/sensitivity.toml")
 INCLUSION_SETS = {"dedup": (False, ()), "all_studies": (True, ()),
@@ -119,24 +122,18 @@ def load_sensitivity(path: str | Path = DEFAULT_SENSITIVITY) -> SensitivitySpec:
             if kind == "tau" and _is_matched(x):
                 # the outcome type comes from the data's description later; check the comparison type now
                 probe = Description(outcomes={"x": OutcomeDescription("x", "x", None, "all_cause_mortality")})
-                _check_prior(_resolve_turner(x, "x", probe), kind, f"{key}[{i}]", path)
+                check_prior(_resolve_turner(x, "x", probe), kind, f"{key}[{i}]", path)
                 continue
-            _check_prior(x, kind, f"{key}[{i}]", path)
-    _check_prior(spec.baseline_prior, "effect", "baseline_prior", path)
+            check_prior(x, kind, f"{key}[{i}]", path)
+    check_prior(spec.baseline_prior, "effect", "baseline_prior", path)
     bad = [m for m in spec.models if m not in MODEL_KINDS]
     if bad or not spec.models:
         raise InputError(f"key 'models': {bad or 'empty'}; choose from {', '.join(MODEL_KINDS)}", file=path)
     bad = [x for x in spec.inclusion if x not in INCLUSION_SETS]
     if bad or not spec.inclusion:
         raise InputError(f"key 'inclusion': {bad or 'empty'}; choose from {', '.join(INCLUSION_SETS)}", file=path)
-    if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in spec.thresholds):
-        raise InputError("key 'thresholds' must be a list of positive ratios", file=path)
-    spec.thresholds = [float(t) for t in spec.thresholds]
-    if spec.measure not in ("OR", "RR"):
-        raise InputError(f"key 'measure' must be OR or RR, got {spec.measure!r}", file=path)
-    for key, lo in (("draws", 10), ("tune", 0), ("chains", 1), ("seed", 0)):
-        if getattr(spec, key) < lo:
-            raise InputError(f"key {key!r} must be >= {lo}, got {getattr(spec, key)}", file=path)
+    check_ratio_settings(spec, path)
+    check_sampler_settings(spec, path)
     return spec
 
 

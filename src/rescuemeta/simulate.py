@@ -20,6 +20,8 @@ from .runner import _cache_put, config_hash
 if TYPE_CHECKING:
     from .sensitivity import SensitivitySpec
 
+__all__ = ["simulate_counts", "simulation_grid", "run_sim_one", "run_sim_group", "summarize_simulation"]
+
 
 def simulate_counts(kind: str, rng: np.random.Generator, *, mu: float, tau: float, k: int, n_min: int = 40,
                     n_max: int = 120, alpha=None) -> tuple[ModelData, np.ndarray]:

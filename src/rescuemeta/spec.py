@@ -35,6 +35,9 @@ from .errors import InputError
 from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR, parse
 from .tomlio import check_keys, read_toml
 
+__all__ = ["DEFAULT_PRIMARY", "DEFAULT_QUERIES", "DEFAULT_SENSITIVITY_TAU", "SAMPLER_MINIMA", "check_sampler_settings",
+           "check_ratio_settings", "check_prior", "PrimarySpec", "load_primary"]
+
 DEFAULT_PRIMARY = Path("models/primary.toml")
 DEFAULT_QUERIES = ("RR < 1", "RR < 0.8", "RD < -0.05")
 DEFAULT_SENSITIVITY_TAU = ("halfnormal(0.25)", "halfnormal(0.5)", "halfnormal(1)", "halfcauchy(0.5)", "turner(matched)")
@@ -45,7 +48,31 @@ _PRIMARY_KEYS = {"outcomes": list, "models": list, "measure": str, **_PRIOR_KEYS
                  "thresholds": list, "outcome": dict, "sensitivity_tau_priors": list}
 
 
-def _check_prior(value: str, kind: str, key: str, path) -> str:
+SAMPLER_MINIMA = {"draws": 10, "tune": 0, "chains": 1, "seed": 0}
+
+
+def check_sampler_settings(settings, path=None, *, as_options: bool = False) -> None:
+    """The sampler settings every spec and every fit carries (``draws``, ``tune``, ``chains``, ``seed``): integers
+    with their minima (:data:`SAMPLER_MINIMA`). Errors name the spec's key, or the option (``as_options``)."""
+    for key, lo in SAMPLER_MINIMA.items():
+        v = getattr(settings, key)
+        if isinstance(v, bool) or int(v) != v or v < lo:
+            name = f"--{key}" if as_options else f"key {key!r}"
+            raise InputError(f"{name} must be an integer >= {lo}, got {v!r}", file=path)
+
+
+def check_ratio_settings(spec, path) -> None:
+    """``measure`` (OR or RR) and ``thresholds`` (positive ratios), as the primary and sensitivity specs take them."""
+    if spec.measure not in ("OR", "RR"):
+        raise InputError(f"key 'measure' must be OR or RR, got {spec.measure!r}", file=path)
+    if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in spec.thresholds):
+        raise InputError("key 'thresholds' must be a list of positive ratios", file=path)
+    spec.thresholds = [float(t) for t in spec.thresholds]
+
+
+def check_prior(value: str, kind: str, key: str, path) -> str:
+    """A prior spec as a spec file gives it (``kind``: "tau" or "effect"): returned unchanged when it parses, else
+    an InputError naming the file and the key."""
     try:
         parse(value, kind)
     except InputError as e:
@@ -132,17 +159,17 @@ def load_primary(path: str | Path | None = DEFAULT_PRIMARY) -> PrimarySpec:
                     raise InputError(f"[outcome.{oc}] must be a table of prior keys", file=path)
                 check_keys(over, _PRIOR_KEYS, path, prefix=f"outcome.{oc}.")
                 for pk, pv in over.items():
-                    _check_prior(pv, "tau" if pk == "tau_prior" else "effect", f"outcome.{oc}.{pk}", path)
+                    check_prior(pv, "tau" if pk == "tau_prior" else "effect", f"outcome.{oc}.{pk}", path)
             spec.outcome = value
             continue
         setattr(spec, key, value)
     for key in _PRIOR_KEYS:
-        _check_prior(getattr(spec, key), "tau" if key == "tau_prior" else "effect", key, path)
+        check_prior(getattr(spec, key), "tau" if key == "tau_prior" else "effect", key, path)
     for i, tp in enumerate(spec.sensitivity_tau_priors):
         if not isinstance(tp, str):
             raise InputError("key 'sensitivity_tau_priors' must be a list of prior specs", file=path)
         if not tp.replace(" ", "").lower().startswith("turner(matched"):
-            _check_prior(tp, "tau", f"sensitivity_tau_priors[{i}]", path)
+            check_prior(tp, "tau", f"sensitivity_tau_priors[{i}]", path)
     for q in spec.queries if isinstance(spec.queries, list) else []:
         from .queries import parse_query
 
@@ -165,12 +192,6 @@ def load_primary(path: str | Path | None = DEFAULT_PRIMARY) -> PrimarySpec:
     bad = [m for m in spec.models if m not in MODEL_KINDS]
     if bad or not spec.models:
         raise InputError(f"key 'models': {bad or 'empty'}; choose from {', '.join(MODEL_KINDS)}", file=path)
-    if spec.measure not in ("OR", "RR"):
-        raise InputError(f"key 'measure' must be OR or RR, got {spec.measure!r}", file=path)
-    if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in spec.thresholds):
-        raise InputError("key 'thresholds' must be a list of positive numbers", file=path)
-    spec.thresholds = [float(t) for t in spec.thresholds]
-    for key, lo in (("draws", 10), ("tune", 0), ("chains", 1), ("seed", 0)):
-        if getattr(spec, key) < lo:
-            raise InputError(f"key {key!r} must be >= {lo}, got {getattr(spec, key)}", file=path)
+    check_ratio_settings(spec, path)
+    check_sampler_settings(spec, path)
     return spec

@@ -19,6 +19,8 @@ from scipy.special import expit, logit
 
 from .defaults import HDI_PROB
 
+__all__ = ["STAT_KEYS", "summarize", "ratio_scales", "new_study_draws", "baseline_risk"]
+
 STAT_KEYS = ("mean", "sd", "q025", "q50", "q975", "hdi_low", "hdi_high")
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from .errors import InputError
 
+__all__ = ["read_toml", "check_keys"]
+
 
 def read_toml(path: str | Path, what: str = "spec file") -> dict:
     """Parse a TOML file (a UTF-8 byte-order mark is allowed); errors name the file, and the line tomllib
