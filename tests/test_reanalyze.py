@@ -124,3 +124,33 @@ def test_cli_bad_input(args, needle):
 def test_input_error_type():
     with pytest.raises(InputError):
         PublishedEstimate("RR", 0.7, 0.6, 0.9, center="mean")
+
+
+def test_irregular_line_is_centred_where_its_printed_p_agrees():
+    """The sICH line RR 0.75 (0.75-0.99), P = 0.04 (Cochrane Handbook 6.3.2: a CI's midpoint on the log scale is
+    the estimate it was computed from): the CI midpoint implies p = 0.036, which the printed 0.04 matches; the
+    printed estimate implies 5e-5. 'auto' takes the midpoint and says why; P(RR < 1) is no longer 1.000."""
+    est = PublishedEstimate("RR", 0.75, 0.75, 0.99, center="auto", label="sich RR", p_text="P = 0.04")
+    assert est.used_center == "midpoint" and "matches the printed 'P = 0.04'" in est.center_reason
+    assert est.implied_p("midpoint") == pytest.approx(0.036, abs=0.001)
+    r = reanalyze(est, ["normal(0, 1000)"])
+    assert r["input"]["center"] == "midpoint" and r["input"]["p_printed"] == "P = 0.04"
+    assert r["results"][0]["probabilities"][0]["probability"] == pytest.approx(1 - 0.036 / 2, abs=0.002)
+    # a regular line keeps its estimate; an irregular one that no printed p decides is refused
+    assert PublishedEstimate("RR", 0.72, 0.63, 0.82, center="auto").used_center == "estimate"
+    with pytest.raises(InputError, match="--center estimate or --center midpoint"):
+        PublishedEstimate("RR", 0.75, 0.75, 0.99, center="auto")
+    with pytest.raises(InputError, match="cannot decide"):
+        PublishedEstimate("RR", 0.75, 0.75, 0.99, center="auto", p_text="P < 0.05")  # both implied p's are < 0.05
+    assert PublishedEstimate("RR", 0.75, 0.75, 0.99, center="estimate").used_center == "estimate"
+
+
+def test_cli_from_abstract_states_the_centre_it_used():
+    r = runner.invoke(app, ["reanalyze", "--from-abstract", "--abstract", ABSTRACT, "--json"])
+    sich = [x for x in json.loads(r.stdout) if x["outcome"] == "sich"]
+    assert {x["input"]["center"] for x in sich} == {"midpoint"}
+    assert all("matches the printed" in x["input"]["center_reason"] for x in sich)
+    r = runner.invoke(app, ["reanalyze", "--from-abstract", "--abstract", ABSTRACT])
+    assert "centred on the CI midpoint" in r.stdout
+    bad = runner.invoke(app, ["reanalyze", "--measure", "RR", "--estimate", "0.75", "--ci", "0.75", "0.99"])
+    assert bad.exit_code == 2 and "--center" in bad.output

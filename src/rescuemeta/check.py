@@ -22,7 +22,7 @@ from .effects import ContinuityCorrection
 from .errors import InputError
 from .freq import FreqResult, expit, logit, meta_analyze, norm_sf2
 
-__all__ = ["DEFAULT_ABSTRACT", "QUANTITIES", "REPRODUCTIONS", "PrintedEstimate", "load_abstract", "parse_p", "audit",
+__all__ = ["p_matches", "DEFAULT_ABSTRACT", "QUANTITIES", "REPRODUCTIONS", "PrintedEstimate", "load_abstract", "parse_p", "audit",
            "check"]
 
 DEFAULT_ABSTRACT = Path("data/abstract_estimates.csv")
@@ -106,6 +106,18 @@ def parse_p(text: str) -> tuple[str, float] | None:
         return None
     op = {"≤": "<=", "≥": ">=", "<=": "<=", ">=": ">="}.get(m.group(1), m.group(1))
     return op, float(m.group(2))
+
+
+def p_matches(p: float, p_text: str) -> bool | None:
+    """Whether a computed p-value agrees with a printed one (``"P = 0.04"`` allows the printed rounding,
+    ``"P < 0.001"`` the bound); None when nothing readable is printed."""
+    parsed = parse_p(p_text)
+    if parsed is None:
+        return None
+    op, val = parsed
+    if op == "=":
+        return abs(p - val) <= 0.5 * 10 ** _decimals_exp(p_text)
+    return {"<": p < val, "<=": p <= val, ">": p > val, ">=": p >= val}[op]
 
 
 def _scale(e: PrintedEstimate):

@@ -652,8 +652,10 @@ def reanalyze(
     important: float | None = typer.Option(None, "--important", help="Clinically important ratio for the "
                                               "skeptical/enthusiastic/pessimistic priors [default: 0.8, or 1.25 "
                                               "for outcomes where more events are better]."),
-    center: str = typer.Option("estimate", "--center", help="Centre the likelihood on the printed 'estimate' or "
-                               "on the CI's log 'midpoint'."),
+    center: str = typer.Option("auto", "--center", help="Centre the likelihood on the printed 'estimate', on the "
+                               "CI's log 'midpoint', or 'auto': the estimate, unless the line is irregular (estimate "
+                               "at a CI limit, CI asymmetric): then the centre whose implied p matches the printed "
+                               "p."),
     direction: str | None = typer.Option(None, "--direction", help="'higher' if more events are better "
                                             "[default: the study table's description (--data), else lower]."),
     data: Path = typer.Option(DEFAULT_DATA, "--data", help="Study table whose description (beside it, .toml) "
@@ -678,7 +680,7 @@ def reanalyze(
             for a in load_abstract(abstract):
                 if a.quantity in ("RR", "OR"):
                     inputs.append((a.outcome, PublishedEstimate(a.quantity, a.estimate, a.ci_low, a.ci_high, center,
-                                                                label=f"{a.outcome} {a.quantity}")))
+                                                                label=f"{a.outcome} {a.quantity}", p_text=a.p_text)))
             if not inputs:
                 raise InputError("no RR or OR lines in the abstract file", file=abstract)
         else:
@@ -707,8 +709,10 @@ def reanalyze(
             t.add_column(c, justify="left" if c in ("input", "prior") else "right")
         last = None
         for r in rows:
-            lab = r["input"]["label"] if r["input"]["label"] != last else ""
-            last = r["input"]["label"]
+            inp = r["input"]
+            lab = (inp["label"] + (" (centred on the CI midpoint)" if inp["center"] == "midpoint" else "")
+                   if inp["label"] != last else "")
+            last = inp["label"]
             t.add_row(lab, r["prior"], f"{r['median']:.3f} ({r['ci_low']:.3f}–{r['ci_high']:.3f})",
                       *[f"{p['probability']:.3f}" for p in r["probabilities"]])
         out.print(t)

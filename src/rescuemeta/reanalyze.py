@@ -33,6 +33,10 @@ __all__ = ["NAMED_PRIORS", "LogNormalPrior", "named_prior", "PublishedEstimate",
 
 NAMED_PRIORS = ("neutral", "skeptical", "enthusiastic", "pessimistic")
 
+# center="auto" asks the printed p-value only when the two centres are this many standard errors apart or more:
+# closer, the choice moves a probability such as P(ratio < 1) by at most about 0.08
+MATERIAL_SHIFT = 0.2
+
 
 @dataclass(frozen=True)
 class LogNormalPrior:
@@ -79,6 +83,7 @@ class PublishedEstimate:
     ci_high: float
     center: str = "estimate"
     label: str = ""
+    p_text: str = ""  # the printed p-value, e.g. "P = 0.04" (lets center="auto" choose between the two centres)
 
     def __post_init__(self):
         if self.measure not in ("RR", "OR"):
@@ -89,8 +94,9 @@ class PublishedEstimate:
                 raise InputError(f"{self.label or 'input'}: {name} must be a positive ratio, got {v!r}")
         if not self.ci_low < self.ci_high:
             raise InputError(f"{self.label or 'input'}: the CI must have low < high, got {self.ci_low}-{self.ci_high}")
-        if self.center not in ("estimate", "midpoint"):
-            raise InputError(f"--center must be 'estimate' or 'midpoint', got {self.center!r}")
+        if self.center not in ("estimate", "midpoint", "auto"):
+            raise InputError(f"--center must be 'auto', 'estimate' or 'midpoint', got {self.center!r}")
+        self._choice = self._choose_center()
 
     @property
     def se(self) -> float:
@@ -101,8 +107,68 @@ class PublishedEstimate:
         return (math.log(self.ci_high) + math.log(self.ci_low)) / 2
 
     @property
+    def used_center(self) -> str:
+        """``estimate`` or ``midpoint``: the centre the likelihood uses (``center="auto"`` resolved)."""
+        return self._choice[0]
+
+    @property
+    def center_reason(self) -> str:
+        """Why that centre (in words, printed next to the result)."""
+        return self._choice[1]
+
+    @property
     def y(self) -> float:
-        return math.log(self.estimate) if self.center == "estimate" else self.midpoint
+        return math.log(self.estimate) if self.used_center == "estimate" else self.midpoint
+
+    def implied_p(self, center: str) -> float:
+        """Two-sided p of no effect when the likelihood is centred on ``center`` (SE from the CI width)."""
+        from .freq import norm_sf2
+
+        y = math.log(self.estimate) if center == "estimate" else self.midpoint
+        return norm_sf2(y / self.se)
+
+    def _irregular(self) -> bool:
+        """The estimate at or outside a CI limit, or off the CI's geometric midpoint by more than the printed
+        rounding allows (each number taken to +/- half a unit of its last printed digit)."""
+        if not (self.ci_low < self.estimate < self.ci_high):
+            return True
+        he, hl, hh = (_half_unit(x) for x in (self.estimate, self.ci_low, self.ci_high))
+        lo_mid = math.sqrt(max(self.ci_low - hl, 0.0) * (self.ci_high - hh))
+        hi_mid = math.sqrt((self.ci_low + hl) * (self.ci_high + hh))
+        return hi_mid < self.estimate - he or lo_mid > self.estimate + he
+
+    def _choose_center(self) -> tuple[str, str]:
+        """``auto``: the printed estimate for a regular line; for a line the audit flags (estimate at or outside a
+        CI limit, or off the CI's geometric midpoint beyond rounding) whose two centres lie at least
+        :data:`MATERIAL_SHIFT` standard errors apart, the centre whose implied p matches the printed p; when no
+        printed p decides between them, an InputError asking for --center."""
+        if self.center != "auto":
+            return self.center, f"the {'printed estimate' if self.center == 'estimate' else 'CI midpoint'}, as asked"
+        if not self._irregular():
+            return "estimate", "the printed estimate"
+        shift = abs(math.log(self.estimate) - self.midpoint) / self.se
+        if shift < MATERIAL_SHIFT:
+            return "estimate", (f"the printed estimate: the CI midpoint lies only {shift:.2f} standard errors away, "
+                                "too close to change the answer materially")
+        from .check import p_matches
+
+        where = self.label or "the printed line"
+        p_est, p_mid = self.implied_p("estimate"), self.implied_p("midpoint")
+        fits = {c: p_matches(p, self.p_text) for c, p in (("estimate", p_est), ("midpoint", p_mid))}
+        if fits["estimate"] is None:
+            raise InputError(f"{where}: the estimate {self.estimate:g} does not sit in the middle of its CI "
+                             f"{self.ci_low:g}-{self.ci_high:g} (log scale) and no printed p-value says which is right; "
+                             "give --center estimate or --center midpoint")
+        if fits["estimate"] != fits["midpoint"]:
+            c = "estimate" if fits["estimate"] else "midpoint"
+            other = "midpoint" if c == "estimate" else "estimate"
+            return c, (f"the {'printed estimate' if c == 'estimate' else 'CI midpoint'}: its implied p "
+                       f"{self.implied_p(c):.2g} matches the printed '{self.p_text}' (the {other}'s implies "
+                       f"{self.implied_p(other):.2g})")
+        agree = "both match" if fits["estimate"] else "neither matches"
+        raise InputError(f"{where}: the estimate {self.estimate:g} does not sit in the middle of its CI and the "
+                         f"printed '{self.p_text}' cannot decide ({agree}: implied p {p_est:.2g} from the estimate, "
+                         f"{p_mid:.2g} from the CI midpoint); give --center estimate or --center midpoint")
 
     def flags(self) -> list[str]:
         """Warnings about the printed line: estimate outside its CI, or a CI far from symmetric on the log scale
@@ -117,11 +183,20 @@ class PublishedEstimate:
             out.append(f"the CI is asymmetric on the log scale around the estimate (CI midpoint {math.exp(self.midpoint):.3g}"
                        f" vs estimate {self.estimate:g})")
         if out:
-            used = (f"log({self.estimate:g})" if self.center == "estimate" else
+            used = (f"log({self.estimate:g})" if self.used_center == "estimate" else
                     f"the CI's log midpoint (ratio {math.exp(self.midpoint):.3g})")
-            out.append(f"used: centre {used}, SE {self.se:.4f} from the CI width "
-                       f"(log({self.ci_high:g}/{self.ci_low:g}) / 3.92); --center midpoint uses the CI midpoint")
+            out.append(f"used: centre {used}, SE {self.se:.4f} from the CI width (log({self.ci_high:g}/"
+                       f"{self.ci_low:g}) / 3.92); why this centre: {self.center_reason}; --center chooses it")
         return out
+
+
+def _half_unit(x: float) -> float:
+    """Half a unit of the last digit of ``x`` as a person would print it (0.75 -> 0.005, 4.3 -> 0.05)."""
+    text = repr(float(x))
+    if "e" in text or "." not in text:
+        return 0.0
+    decimals = len(text.split(".")[1].rstrip("0"))
+    return 0.5 * 10.0 ** -decimals if decimals else 0.5
 
 
 def posterior(est: PublishedEstimate, prior: LogNormalPrior) -> tuple[float, float]:
@@ -156,7 +231,8 @@ def reanalyze(est: PublishedEstimate, priors: list[str], thresholds=DEFAULT_THRE
             "probabilities": [{"threshold": t, "probability": float(stats.norm.cdf((math.log(t) - m) / s))} for t in th],
         })
     return {"input": {"label": est.label, "measure": est.measure, "estimate": est.estimate, "ci_low": est.ci_low,
-                      "ci_high": est.ci_high, "log_center": est.y, "center": est.center, "se": est.se,
+                      "ci_high": est.ci_high, "log_center": est.y, "center": est.used_center,
+                      "center_reason": est.center_reason, "p_printed": est.p_text or None, "se": est.se,
                       "flags": est.flags()},
             "results": results}
 
