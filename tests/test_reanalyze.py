@@ -87,8 +87,16 @@ def test_cli_from_abstract():
     assert {x["outcome"] for x in rows} == {"functional_independence", "mortality", "sich", "recanalization"}
     for x in rows:
         assert {"prior", "median", "ci_low", "ci_high", "probabilities"} <= set(x)
-        assert [p["threshold"] for p in x["probabilities"]] == [1.0, 0.9, 0.8]
+        # benefit in each outcome's declared direction (data/studies.toml): more events are better for functional
+        # independence and recanalization, so their thresholds are mirrored
+        higher = x["outcome"] in ("functional_independence", "recanalization")
+        want = [1.0, 1 / 0.9, 1.25] if higher else [1.0, 0.9, 0.8]
+        assert [p["threshold"] for p in x["probabilities"]] == pytest.approx(want)
+        assert all(p["query"].startswith("ratio >" if higher else "ratio <") for p in x["probabilities"])
         assert x["ci_low"] < x["median"] < x["ci_high"]
+    fi = [x for x in rows if x["outcome"] == "functional_independence" and x["prior"] == "neutral"][0]
+    m, s = math.log(fi["median"]), fi["log_sd"]
+    assert fi["probabilities"][2]["probability"] == pytest.approx(stats.norm.sf((math.log(1.25) - m) / s), rel=1e-9)
     sich = [x for x in rows if x["outcome"] == "sich"][0]
     assert sich["input"]["flags"]
     r = runner.invoke(app, ["reanalyze", "--from-abstract", "--abstract", ABSTRACT])

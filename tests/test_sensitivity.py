@@ -239,3 +239,22 @@ def test_full_shipped_grid_runs_for_every_outcome(tmp_path):
     # guard failures are reported with their diagnostics, never dropped; they stay a small minority
     assert len(by_status.get("failed", [])) <= 0.1 * len(res.rows)
     assert all("did not converge" in r["reason"] for r in by_status.get("failed", []))
+
+
+def test_benefit_follows_the_outcomes_declared_direction():
+    """Functional independence is declared 'more events are better': its rows give P(OR > 1) and P(OR > 1.25)
+    (the thresholds 1 and 0.8 mirrored), mortality's give P(OR < 1) and P(OR < 0.8); both say which direction."""
+    cfg = {"outcome": "functional_independence", "model": "normal", "measure": "OR", "tau_prior": "halfnormal(0.5)",
+           "effect_prior": "normal(0, 4)", "baseline_prior": "normal(0, 10)", "inclusion": "dedup",
+           "thresholds": [1.0, 0.8], "draws": 500, "tune": 500, "chains": 4, "seed": 1}
+    fi = sens.run_one(cfg, DATA)
+    assert fi["benefit"] == "more events" and sens.probability_keys(fi) == ["p_or_gt_1", "p_or_gt_1.25"]
+    assert sens.probability_label("p_or_gt_1.25") == "P(OR > 1.25)"
+    mort = sens.run_one({**cfg, "outcome": "mortality"}, DATA)
+    assert mort["benefit"] == "fewer events" and sens.probability_keys(mort) == ["p_or_lt_1", "p_or_lt_0.8"]
+    # the exact model's P(OR > 1) is 1 - P(OR < 1)
+    from rescuemeta.fit import FitConfig, fit
+    from rescuemeta.queries import probability
+
+    res = fit(TABLE, FitConfig(outcome="functional_independence", model="normal", measure="OR"))
+    assert fi["p_or_gt_1"] == pytest.approx(1 - probability(res, "OR < 1")["probability"], abs=1e-9)

@@ -692,7 +692,7 @@ def reanalyze(
         rows = []
         for oc, est in inputs:
             better = direction or (desc.better(oc) if oc is not None else None)
-            r = run(est, priors, th, important if important is not None else default_important(better))
+            r = run(est, priors, th, important if important is not None else default_important(better), better)
             for x in r["results"]:
                 rows.append({**x, "outcome": oc, "input": r["input"]})
         if as_json:
@@ -705,7 +705,7 @@ def reanalyze(
                 caption += f" The {src.label} pooled {src.k} studies."
         t = Table(title="Bayesian re-analysis of published pooled estimates (exact, normal on the log scale)",
                   caption=caption, caption_justify="left")
-        for c in ["input", "prior", "posterior median (95% CrI)"] + [f"P(ratio < {x:g})" for x in th]:
+        for c in ["input", "prior", "posterior median (95% CrI)"] + [f"P(benefit beyond {x:g})" for x in th]:
             t.add_column(c, justify="left" if c in ("input", "prior") else "right")
         last = None
         for r in rows:
@@ -714,8 +714,11 @@ def reanalyze(
                    if inp["label"] != last else "")
             last = inp["label"]
             t.add_row(lab, r["prior"], f"{r['median']:.3f} ({r['ci_low']:.3f}–{r['ci_high']:.3f})",
-                      *[f"{p['probability']:.3f}" for p in r["probabilities"]])
+                      *[f"{p['probability']:.3f}" + (f" ({p['query']})" if p["query"].startswith("ratio >") else "")
+                        for p in r["probabilities"]])
         out.print(t)
+        out.print("P(benefit beyond T): P(ratio < T) where fewer events are better; P(ratio > 1/T) where more are "
+                  "(shown beside the probability).")
         seen = set()
         for r in rows:
             inp = r["input"]
@@ -797,14 +800,14 @@ def sensitivity(
             return
         t = Table(title="Prior sensitivity", caption=table.description.evidence_note, caption_justify="left")
         for c in ("outcome", "model", "inclusion", "tau prior", "k", "effect median (95% CrI)", "tau median",
-                  "P(ratio<1)", "psense prior/lik (tau)", "diagnosis (tau)", "k-hat", "R-hat/div"):
+                  "P(benefit)", "psense prior/lik (tau)", "diagnosis (tau)", "k-hat", "R-hat/div"):
             t.add_column(c, overflow="fold")
         for r in res.rows:
             if r.get("status") != "ok":
                 t.add_row(r["outcome"], r["model"], r["inclusion"], r["tau_prior"], str(r.get("k") or 0),
                           f"{r['status']}: {r.get('reason', '')[:60]}", "", "", "", "", "", "")
                 continue
-            p1 = next((v for k, v in r.items() if k.startswith("p_") and k.endswith("_lt_1")), None)
+            p1 = next((r[k] for k in sens.probability_keys(r) if k.endswith("_lt_1") or k.endswith("_gt_1")), None)
             diag = "exact" if r["diag_rhat_max"] is None else f"{r['diag_rhat_max']:.3f}/{r['diag_divergences']}"
             t.add_row(r["outcome"], r["model"], r["inclusion"], r["tau_prior"], str(r["k"]),
                       f"{r['effect']} {r['effect_median']:.3f} ({r['effect_low']:.3f}–{r['effect_high']:.3f})",

@@ -192,15 +192,15 @@ def prior_forest(rows: list[dict], ax=None, ax_prob=None):
     ax.set_xlabel(f"{eff}: posterior median and 95% CrI")
     ax.set_title(f"{oc} ({m}): sensitivity to the priors")
     if ax_prob is not None:
-        keys = [k for k in rs[0] if k.startswith("p_") and "_lt_" in k]
-        for key in keys:
-            label = "P(" + key[2:].split("_lt_")[0].upper() + " < " + key.split("_lt_")[1] + ")"
-            ax_prob.plot([r[key] for r in rs], y, "o", label=label)
+        from .sensitivity import probability_keys, probability_label
+
+        for key in probability_keys(rs[0]):
+            ax_prob.plot([r[key] for r in rs], y, "o", label=probability_label(key))
         ax_prob.set_yticks(y, [""] * len(y))
         ax_prob.set_xlim(-0.02, 1.02)
         ax_prob.set_xlabel("posterior probability")
         ax_prob.legend(fontsize=8, loc="best")
-        ax_prob.set_title("P(benefit) per prior")
+        ax_prob.set_title(f"P(benefit) per prior ({rs[0].get('benefit', 'fewer events')} are better)")
     return ax
 
 

@@ -206,7 +206,8 @@ def posterior(est: PublishedEstimate, prior: LogNormalPrior) -> tuple[float, flo
     return mean, math.sqrt(1 / prec)
 
 
-def reanalyze(est: PublishedEstimate, priors: list[str], thresholds=DEFAULT_THRESHOLDS, important: float = 0.8) -> dict:
+def reanalyze(est: PublishedEstimate, priors: list[str], thresholds=DEFAULT_THRESHOLDS, important: float = 0.8,
+              better: str | None = None) -> dict:
     """Posterior of the published ratio under each prior.
 
     Returns
@@ -214,8 +215,10 @@ def reanalyze(est: PublishedEstimate, priors: list[str], thresholds=DEFAULT_THRE
     dict
         ``input`` (the line, its log-scale centre and SE, ``flags``) and ``results``: per prior ``prior``,
         ``definition``, ``prior_mean``/``prior_sd`` (log scale), ``median``, ``ci_low``, ``ci_high`` (posterior
-        median and 95% credible interval on the ratio scale) and ``probabilities``: ``[{threshold,
-        probability}]`` with probability = P(ratio < threshold | data), exact.
+        median and 95% credible interval on the ratio scale) and ``probabilities``: ``[{threshold, query,
+        probability}]``, exact: the probability of benefit beyond each threshold in the outcome's direction,
+        P(ratio < t | data), or, where more events are better (``better="higher"``), P(ratio > 1/t | data)
+        (``query`` says which; ``threshold`` is the ratio in that query).
     """
     th = [float(t) for t in thresholds]
     if not th or any(not (t > 0 and math.isfinite(t)) for t in th):
@@ -228,13 +231,21 @@ def reanalyze(est: PublishedEstimate, priors: list[str], thresholds=DEFAULT_THRE
             "prior": pr.name, "definition": pr.definition, "prior_mean": pr.mean, "prior_sd": pr.sd,
             "median": math.exp(m), "ci_low": math.exp(m - Z975 * s), "ci_high": math.exp(m + Z975 * s),
             "log_mean": m, "log_sd": s,
-            "probabilities": [{"threshold": t, "probability": float(stats.norm.cdf((math.log(t) - m) / s))} for t in th],
+            "probabilities": [_benefit(t, m, s, better) for t in th],
         })
     return {"input": {"label": est.label, "measure": est.measure, "estimate": est.estimate, "ci_low": est.ci_low,
                       "ci_high": est.ci_high, "log_center": est.y, "center": est.used_center,
                       "center_reason": est.center_reason, "p_printed": est.p_text or None, "se": est.se,
                       "flags": est.flags()},
             "results": results}
+
+
+def _benefit(t: float, m: float, s: float, better: str | None) -> dict:
+    if better == "higher":  # the mirrored threshold: benefit is a ratio above 1/t
+        u = 1 / t
+        return {"threshold": u, "query": f"{'ratio'} > {u:.4g}",
+                "probability": float(stats.norm.sf((math.log(u) - m) / s))}
+    return {"threshold": t, "query": f"ratio < {t:g}", "probability": float(stats.norm.cdf((math.log(t) - m) / s))}
 
 
 def default_important(better: str | None) -> float:

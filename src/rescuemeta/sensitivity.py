@@ -230,6 +230,7 @@ def _table(data_path: str):
 
 def run_one(cfg: dict, data_path: str) -> dict:
     """Fit one configuration and return its tidy row (never raises for bad data: the row says why)."""
+    from .pipeline import mirror_query
     from .queries import probability
     from .sampling import ConvergenceError
 
@@ -259,8 +260,14 @@ def run_one(cfg: dict, data_path: str) -> dict:
         rr = s.get("rr")
         row.update(rr_median=rr["q50"] if rr else None, rr_low=rr["q025"] if rr else None,
                    rr_high=rr["q975"] if rr else None)
+        # P(benefit) in the outcome's declared direction: P(ratio < t), or P(ratio > 1/t) where more events are
+        # better (undescribed outcomes: fewer events are taken as better)
+        higher = table.description.better(cfg["outcome"]) == "higher"
+        row["benefit"] = "more events" if higher else "fewer events"
         for t in cfg["thresholds"]:
-            row[f"p_{fc.effect_measure.lower()}_lt_{t:g}"] = probability(res, f"{fc.effect_measure} < {t}")["probability"]
+            q = f"{fc.effect_measure} < {t}"
+            q = mirror_query(q) if higher else q
+            row[probability_key(q)] = probability(res, q)["probability"]
     d = s["diagnostics"]
     row.update(method=s["method"], diag_rhat_max=d.get("rhat_max"), diag_ess_bulk_min=d.get("ess_bulk_min"),
                diag_ess_tail_min=d.get("ess_tail_min"), diag_divergences=d.get("divergences"), diag_ok=d.get("ok"))
@@ -275,6 +282,26 @@ def run_one(cfg: dict, data_path: str) -> dict:
     row["tau_density"] = tau_density(res, idata)
     row["seconds"] = time.perf_counter() - t0
     return row
+
+
+def probability_key(query: str) -> str:
+    """The row column of a threshold query: ``"OR < 0.8"`` -> ``p_or_lt_0.8``, ``"OR > 1.25"`` -> ``p_or_gt_1.25``."""
+    from .queries import parse_query
+
+    q = parse_query(query)
+    op = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge"}[q.op]
+    return f"p_{q.scale.lower()}_{op}_{q.value:g}"
+
+
+def probability_label(key: str) -> str:
+    """``p_or_gt_1.25`` -> ``P(OR > 1.25)``."""
+    _, scale, op, value = key.split("_", 3)
+    return f"P({scale.upper()} {dict(lt='<', le='<=', gt='>', ge='>=')[op]} {value})"
+
+
+def probability_keys(row: dict) -> list[str]:
+    """The threshold-probability columns of a row, in order."""
+    return [k for k in row if k.startswith("p_") and k.count("_") >= 3 and k.split("_")[2] in ("lt", "le", "gt", "ge")]
 
 
 def run_group(cfgs: list[dict], data_path: str, cache_dir: str | None, data_sha256: str) -> list[dict]:
