@@ -460,12 +460,14 @@ def _print_fit(s: dict) -> None:
               caption=s.get("evidence_note"), caption_justify="left")
     for c in ("quantity", "median (95% CrI)", "mean", "sd", "95% HDI"):
         t.add_column(c, justify="left" if c == "quantity" else "right")
-    for key in ("mu", "tau", "or", "rr", "rd", "baseline_risk", "rate", "theta_new", "or_new", "rr_new", "rd_new",
-                "rate_new"):
+    labels = {"rate": "rate (median study)", "rate_mean": "rate (population mean)"}
+    for key in ("mu", "tau", "or", "rr", "rd", "baseline_risk", "rate", "rate_mean", "theta_new", "or_new", "rr_new",
+                "rd_new", "rate_new"):
         v = s.get(key)
         if not v or "q50" not in v:
             continue
-        t.add_row(key, _stat(v), _fmt(v["mean"]), _fmt(v["sd"]), f"{_fmt(v['hdi_low'])} to {_fmt(v['hdi_high'])}")
+        t.add_row(labels.get(key, key), _stat(v), _fmt(v["mean"]), _fmt(v["sd"]),
+                  f"{_fmt(v['hdi_low'])} to {_fmt(v['hdi_high'])}")
     out.print(t)
     p = s["priors"]
     out.print(f"Priors: tau ~ {p['tau']} (on {p['tau_scale']}), mu ~ {p['effect']}"

@@ -27,7 +27,7 @@ from .models import ModelData
 from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR, Prior, parse
 from .sampling import Diagnostics, Sampler, default_sampler
 from .spec import check_sampler_settings
-from .summaries import baseline_risk, new_study_draws, ratio_scales, summarize
+from .summaries import baseline_risk, new_study_draws, population_mean_rate, ratio_scales, summarize
 
 __all__ = ["FitConfig", "PreparedData", "prepare", "FitResult", "fit", "fit_key", "fit_cached"]
 
@@ -170,9 +170,12 @@ class FitResult:
 
         Parameters
         ----------
-        quantity : {"mu", "tau", "or", "rr", "rd", "rate"}
+        quantity : {"mu", "tau", "or", "rr", "rd", "rate", "rate_mean"}
             ``mu``: the effect on the model scale (log OR, log RR or logit rate). ``or``/``rr``/``rd`` as in
-            :func:`rescuemeta.summaries.ratio_scales`; ``rate`` for the proportion model.
+            :func:`rescuemeta.summaries.ratio_scales`. For the proportion model: ``rate`` = expit(mu), the event
+            rate of the typical (median) study, and ``rate_mean`` = E[expit(mu + tau z)], z ~ N(0, 1), the mean
+            rate over the population of studies (:func:`rescuemeta.summaries.population_mean_rate`; no
+            predictive form).
         predictive : bool
         baseline_risk : float, optional
             Control-arm risk for RR/RD; default: the mean control-arm risk of the included studies.
@@ -192,7 +195,10 @@ class FitResult:
         if self.config.kind.estimand == "rate":
             if quantity == "rate":
                 return expit(eff)
-            raise NotEstimable(f"the {m} model has mu, tau and rate, not {quantity!r}")
+            if quantity == "rate_mean" and not predictive:
+                return population_mean_rate(self._post("mu"), self._post("tau"))
+            raise NotEstimable(f"the {m} model has mu, tau, rate and rate_mean, not {quantity!r}"
+                               + (" for a new study" if quantity == "rate_mean" else ""))
         p0 = self.default_baseline_risk() if baseline_risk is None else baseline_risk
         scales = ratio_scales(eff, self.config.effect_measure, p0)
         if quantity not in scales or quantity == "p1":
@@ -252,6 +258,7 @@ class FitResult:
         theta = self._post("theta")
         if mk.estimand == "rate":
             d["rate"] = summarize(self.draws("rate"))
+            d["rate_mean"] = summarize(self.draws("rate_mean"))
             d["theta_new"] = summarize(self._theta_new)
             d["rate_new"] = summarize(self.draws("rate", predictive=True))
             d["studies"] = [{"study_id": s, "theta": summarize(theta[..., i]), "rate": summarize(expit(theta[..., i]))}

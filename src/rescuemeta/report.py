@@ -157,7 +157,8 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
         s = res.summary()
         key = entry.key
         row = {"outcome": oc, "model": m,
-               "quantity": key.upper() if key != "rate" else f"event rate ({desc.treatment} arm)", "k": s["k"]}
+               "quantity": key.upper() if key != "rate" else f"event rate ({desc.treatment} arm), median study",
+               "k": s["k"]}
         if source is not None:
             row[source.short()] = "—" if a is None else f"{a.estimate:g} ({a.ci_low:g}–{a.ci_high:g})"
         summary_rows.append({
@@ -167,6 +168,8 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
             "Bayesian median (95% CrI)": _fmt_ci(s[key]["q50"], s[key]["q025"], s[key]["q975"]),
             "new study (95% PrI)": _fmt_ci(s[f"{key}_new"]["q50"], s[f"{key}_new"]["q025"], s[f"{key}_new"]["q975"]),
             "tau median (95% CrI)": _fmt_ci(s["tau"]["q50"], s["tau"]["q025"], s["tau"]["q975"]),
+            "population-mean rate (95% CrI)": (_fmt_ci(s["rate_mean"]["q50"], s["rate_mean"]["q025"],
+                                                       s["rate_mean"]["q975"]) if "rate_mean" in s else "—"),
             "inclusion rule": s["inclusion"]["rule"], "studies": ", ".join(s["inclusion"]["included"])})
         d = s["diagnostics"]
         if d.get("rhat_max") is None:  # exact quadrature: nothing sampled, nothing to diagnose

@@ -19,7 +19,7 @@ from scipy.special import expit, logit
 
 from .defaults import HDI_PROB
 
-__all__ = ["STAT_KEYS", "summarize", "ratio_scales", "new_study_draws", "baseline_risk"]
+__all__ = ["population_mean_rate", "STAT_KEYS", "summarize", "ratio_scales", "new_study_draws", "baseline_risk"]
 
 STAT_KEYS = ("mean", "sd", "q025", "q50", "q975", "hdi_low", "hdi_high")
 
@@ -97,6 +97,31 @@ def new_study_draws(mu, tau, seed: int) -> np.ndarray:
     mu = np.asarray(mu, dtype=float)
     rng = np.random.default_rng([seed, 20260101])
     return mu + np.asarray(tau, dtype=float) * rng.standard_normal(mu.shape)
+
+
+def population_mean_rate(mu, tau, step: float = 0.02) -> np.ndarray:
+    """E[expit(mu + tau z)] over z ~ N(0, 1), per draw: the mean event rate over the population of studies.
+    expit(mu) is the rate of the median study; the mean is pulled towards 1/2 by the spread tau.
+
+    The integral is the trapezoid rule on z in [-9, 9] with spacing ``step``: for an integrand analytic in a strip
+    of half-width pi / tau (the poles of expit) its error falls like exp(-2 pi^2 / (tau step)), below 1e-12 for
+    tau < 10 (checked against adaptive quadrature in tests/test_estimands.py); Gauss-Hermite with 40 nodes was
+    off by 7e-5 at tau = 4.
+
+    Returns
+    -------
+    ndarray
+        The shape of ``mu`` (and ``tau``).
+    """
+    z = np.arange(-9.0, 9.0 + step / 2, step)
+    w = step * np.exp(-0.5 * z**2) / np.sqrt(2 * np.pi)
+    mu, tau = np.broadcast_arrays(np.asarray(mu, dtype=float), np.asarray(tau, dtype=float))
+    flat_mu, flat_tau = mu.ravel(), tau.ravel()
+    out = np.empty(flat_mu.shape)
+    for i in range(0, flat_mu.size, 2000):  # blocks of draws: bounded memory
+        sl = slice(i, i + 2000)
+        out[sl] = expit(flat_mu[sl, None] + flat_tau[sl, None] * z) @ w
+    return out.reshape(mu.shape)
 
 
 def baseline_risk(alpha) -> np.ndarray:
