@@ -171,3 +171,23 @@ def test_plots_draw_on_the_axes_they_are_given():
     _, ax2 = figures.new((5, 3))
     assert plots.benefit_curve(res, "RR", ax=ax2) is ax2 and len(ax2.lines) >= 2
     assert plt.get_fignums() == before
+
+
+def test_a_single_study_is_not_drawn_as_a_meta_analysis():
+    """k = 1 (recanalization's one comparative study): no pooled diamond, rows and title say 'single study'."""
+    from matplotlib.patches import Polygon
+
+    from rescuemeta import figures, plots
+    from rescuemeta.fit import FitConfig, fit
+
+    from conftest import ROOT
+
+    res = fit(load_studies(ROOT / "data" / "studies.csv"),
+              FitConfig(outcome="recanalization", model="normal", measure="OR", draws=300))
+    assert res.k == 1
+    _, ax = figures.new((6, 4))
+    plots.forest(res, "OR", ax=ax)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert any("single study: no pooling" in t for t in labels) and "Bayesian pooled" not in labels
+    assert not [p for p in ax.patches if isinstance(p, Polygon)]  # no diamond
+    assert "a single study" in ax.get_title()

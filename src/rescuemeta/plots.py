@@ -85,12 +85,18 @@ def forest(res: FitResult, measure: str, freq: dict | None = None, abstract_row=
         labels.append(f"{sid}  ({counts})")
     base = n
     pooled, pred = s[key], s[new_key]
-    ax.fill([pooled["q025"], pooled["q50"], pooled["q975"], pooled["q50"]],
-            [y[base], y[base] + 0.25, y[base], y[base] - 0.25], color="C3", label="Bayesian pooled")
-    labels.append("Bayesian pooled" + (" (at mean control risk)" if key == "rr" else ""))
-    ax.errorbar(pred["q50"], y[base + 1], xerr=[[pred["q50"] - pred["q025"]], [pred["q975"] - pred["q50"]]], fmt="d",
-                color="C3", mfc="white", capsize=3)
-    labels.append("prediction, new study")
+    if res.k == 1:  # one study is not a meta-analysis: no pooled diamond, and the rows say so
+        ax.errorbar(pooled["q50"], y[base], xerr=[[pooled["q50"] - pooled["q025"]], [pooled["q975"] - pooled["q50"]]],
+                    fmt="o", color="C3", capsize=3)
+        labels.append("single study: no pooling (posterior, 95% CrI)")
+        labels.append("prediction, new study: rests on the tau prior alone")
+    else:
+        ax.fill([pooled["q025"], pooled["q50"], pooled["q975"], pooled["q50"]],
+                [y[base], y[base] + 0.25, y[base], y[base] - 0.25], color="C3", label="Bayesian pooled")
+        labels.append("Bayesian pooled" + (" (at mean control risk)" if key == "rr" else ""))
+        ax.errorbar(pred["q50"], y[base + 1], xerr=[[pred["q50"] - pred["q025"]], [pred["q975"] - pred["q50"]]],
+                    fmt="d", color="C3", mfc="white", capsize=3)
+        labels.append("prediction, new study")
     if freq is not None:
         f = freq
         ax.errorbar(f["estimate"], y[base + 2], xerr=[[f["estimate"] - f["ci_low"]], [f["ci_high"] - f["estimate"]]],
@@ -117,8 +123,8 @@ def forest(res: FitResult, measure: str, freq: dict | None = None, abstract_row=
     xl = {"rate": f"event rate ({desc.treatment} arm)", "or": f"odds ratio ({desc.comparison()})",
           "rr": f"risk ratio ({desc.comparison()})"}
     ax.set_xlabel(xl[key])
-    ax.set_title(f"{desc.label(res.config.outcome)}: {res.config.model} model, k = {res.k}, "
-                 f"tau ~ {res.config.tau_prior}")
+    studies = f"k = {res.k}" if res.k > 1 else "a single study"
+    ax.set_title(f"{desc.label(res.config.outcome)}: {res.config.model} model, {studies}, tau ~ {res.config.tau_prior}")
     ax.legend(loc="lower right", fontsize=7)
     return ax
 

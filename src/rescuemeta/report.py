@@ -158,7 +158,7 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
         key = entry.key
         row = {"outcome": oc, "model": m,
                "quantity": key.upper() if key != "rate" else f"event rate ({desc.treatment} arm), median study",
-               "k": s["k"]}
+               "k": s["k"] if s["k"] > 1 else "1 (single study: no pooling)"}
         if source is not None:
             row[source.short()] = "—" if a is None else f"{a.estimate:g} ({a.ci_low:g}–{a.ci_high:g})"
         summary_rows.append({
