@@ -201,16 +201,20 @@ def test_one_point_check_compares_the_wrapper_with_nutpies_function(normal_pair)
 
 
 def test_untested_versions_and_the_opt_out_use_nutpies_compiler(monkeypatch):
+    """The fast path runs only on the tested nutpie/PyTensor series and unless RESCUEMETA_FAST_COMPILE=0; the
+    opt-out then compiles with nutpie's own compiler, silently (the fallback with a warning is tested above)."""
     import pymc as pm
 
-    with pm.Model() as model:
-        pm.Normal("mu", 0.0, 1.0)
+    compiled._fast_path_allowed()  # the pinned versions are the tested ones
     monkeypatch.setitem(compiled.TESTED, "nutpie", "9.9.")
-    with pytest.warns(RuntimeWarning, match="not the tested 9.9.x series"):
-        compiled.compile_pymc_model(model)
-    assert compiled.last_path == "nutpie"
+    with pytest.raises(compiled.FastPathUnavailable, match="not the tested 9.9.x series"):
+        compiled._fast_path_allowed()
     monkeypatch.setitem(compiled.TESTED, "nutpie", nutpie.__version__)
     monkeypatch.setenv("RESCUEMETA_FAST_COMPILE", "0")
+    with pytest.raises(compiled.FastPathUnavailable, match="RESCUEMETA_FAST_COMPILE"):
+        compiled._fast_path_allowed()
+    with pm.Model() as model:
+        pm.Normal("mu", 0.0, 1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the opt-out is silent
         c = compiled.compile_pymc_model(model)

@@ -22,19 +22,3 @@ def test_population_mean_rate_is_vectorised_and_pulled_towards_one_half():
     r = population_mean_rate(mu, tau)
     assert r.shape == (2, 2)
     assert np.all(np.where(mu < 0, r > expit(mu), r < expit(mu)) | (mu == 0))
-
-
-def test_proportion_fit_reports_both_rates():
-    from rescuemeta.data import load_studies
-    from rescuemeta.fit import FitConfig, fit
-
-    from conftest import CI, ROOT
-
-    res = fit(load_studies(ROOT / "data" / "studies.csv"),
-              FitConfig(outcome="sich", model="proportion", draws=500 if CI else 1000))
-    s = res.summary()
-    assert s["rate"]["q50"] == pytest.approx(float(np.median(expit(res.draws("mu")))), rel=1e-9)
-    mean_rate = res.draws("rate_mean")
-    assert s["rate_mean"]["mean"] == pytest.approx(float(mean_rate.mean()), rel=1e-12)
-    # sICH rates are low: spreading the studies raises the mean rate above the median study's
-    assert s["rate_mean"]["q50"] > s["rate"]["q50"]
