@@ -67,6 +67,9 @@ def test_fit_all_and_analyze_share_one_pipeline_and_agree(tmp_path, spy):
     a, b = spy
     for ea, eb in zip(a.entries, b.entries):
         assert (ea.result.idata.posterior["mu"].values == eb.result.idata.posterior["mu"].values).all()
+    absolute = __import__("pandas").read_csv(out / "tables" / "absolute.csv")
+    assert set(absolute["model"]) == {"contrast", "normal"} and len(absolute) == 6  # 3 assumed control risks each
+    assert "Absolute effects at assumed control risks" in (out / "index.html").read_text()
     assert (out / "figures" / "forest_bcg_metafor_normal.png").exists()
     assert (out / "figures" / "benefit_curve_bcg_metafor_normal.png").exists()
     probs = __import__("pandas").read_csv(out / "tables" / "probabilities.csv")

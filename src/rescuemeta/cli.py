@@ -424,6 +424,9 @@ def fit(
                                              "built-in defaults]."),
     abstract: Path | None = typer.Option(None, "--abstract", help="Published estimates to show beside the "
                                             "fits (--all)."),
+    acr: str | None = typer.Option(None, "--acr", help="Assumed control risks for the absolute effects, e.g. "
+                                   "0.2,0.4,0.6 [default: the lowest, median and highest control-arm risk of the "
+                                   "included studies]."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Bayesian hierarchical model: posterior of the pooled effect, tau, natural scales and a new study."""
@@ -438,15 +441,54 @@ def fit(
         cfg = _config_from_options(outcome, model, measure, tau_prior, effect_prior, baseline_prior,
                                    1000 if draws is None else draws, tune, chains, 1 if seed is None else seed,
                                    all_studies, exclude_basis, nuts, backend)
+        acrs = parse_acr(acr)
+        if acrs is not None and MODEL_KINDS[cfg.model].estimand != "ratio":
+            raise InputError(f"--acr applies to ratio models; the {cfg.model} model estimates an event rate")
         if out_dir is not None:
             ensure_dir(out_dir)
         res = run_fit(table, cfg)
         if out_dir is not None:
             _write_fit(res, out_dir)
+        summary = dict(res.summary())
+        if acrs is not None:
+            summary["absolute"] = res.absolute(acrs)
+            summary["acr"] = {"risks": acrs, "chosen_as": "given (--acr)"}
         if as_json:
-            emit_json(res.summary())
+            emit_json(summary)
         else:
-            _print_fit(res.summary())
+            _print_fit(summary)
+
+
+def parse_acr(text: str | None) -> list[float] | None:
+    """``--acr 0.2,0.4,0.6`` -> [0.2, 0.4, 0.6]; each strictly between 0 and 1."""
+    if text is None:
+        return None
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--acr takes control risks separated by commas, e.g. 0.2,0.4,0.6; got {text!r}") from None
+    if not vals or any(not 0 < v < 1 for v in vals):
+        raise InputError(f"--acr: every control risk must be strictly between 0 and 1, got {text!r}")
+    return vals
+
+
+def _print_absolute(s: dict) -> None:
+    rows = s.get("absolute") or []
+    if not rows:
+        return
+    benefit = "more" if s.get("benefit") == "higher" else "fewer"
+    t = Table(title=f"Absolute effects per 1000 at assumed control risks ({benefit} events are better)",
+              caption=f"Control risks: {s['acr']['chosen_as']}. Treatment risk from the pooled "
+                      f"{s['measure']} (posterior median, 95% CrI).", caption_justify="left")
+    for c in ("assumed control risk", "control per 1000", "treatment per 1000", "difference per 1000", "NNT"):
+        t.add_column(c, justify="left" if c == "assumed control risk" else "right")
+    for a in rows:
+        tr, rd = a["treatment_per_1000"], a["rd_per_1000"]
+        nnt = "—" if a["nnt"] is None else f"{a['nnt']['sense']} {a['nnt']['value']:.0f}"
+        t.add_row(f"{a['acr']:.3f} {a['label']}", f"{a['control_per_1000']:.0f}",
+                  f"{tr['q50']:.0f} ({tr['q025']:.0f} to {tr['q975']:.0f})" + (" capped" if a["capped"] else ""),
+                  f"{rd['q50']:+.0f} ({rd['q025']:+.0f} to {rd['q975']:+.0f})", nnt)
+    out.print(t)
 
 
 def _stat(s: dict | None, nd: int = 3) -> str:
@@ -469,6 +511,7 @@ def _print_fit(s: dict) -> None:
         t.add_row(labels.get(key, key), _stat(v), _fmt(v["mean"]), _fmt(v["sd"]),
                   f"{_fmt(v['hdi_low'])} to {_fmt(v['hdi_high'])}")
     out.print(t)
+    _print_absolute(s)
     p = s["priors"]
     out.print(f"Priors: tau ~ {p['tau']} (on {p['tau_scale']}), mu ~ {p['effect']}"
               + (f", alpha_i ~ {p['baseline']}" if p.get("baseline") else "") + ".")
@@ -619,8 +662,10 @@ def prob(
             raise
         rows = [probability(res, q, predictive=predictive, baseline_risk=baseline_risk, direction=direction)
                 for q in parsed]
-        if as_json:
-            emit_json(rows)
+        if as_json:  # each result says what it is about: outcome, model, priors, direction
+            ctx = {"outcome": outcome, "model": cfg.model, "measure": cfg.effect_measure, "priors": res.prior_record(),
+                   "direction": res.summary()["direction"]}
+            emit_json([{**ctx, **r} for r in rows])
             return
         t = Table(title=f"{table.description.label(outcome)}: {cfg.model} model ({rows[0]['method']}), k = {res.k}"
                   + (", effect in a new study" if predictive else ", pooled effect"),

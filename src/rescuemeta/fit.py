@@ -27,7 +27,14 @@ from .models import ModelData
 from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR, Prior, parse
 from .sampling import Diagnostics, Sampler, default_sampler
 from .spec import check_sampler_settings
-from .summaries import baseline_risk, new_study_draws, population_mean_rate, ratio_scales, summarize
+from .summaries import (
+    absolute_effects,
+    baseline_risk,
+    new_study_draws,
+    population_mean_rate,
+    ratio_scales,
+    summarize,
+)
 
 __all__ = ["FitConfig", "PreparedData", "prepare", "FitResult", "fit", "fit_key", "fit_cached"]
 
@@ -205,6 +212,39 @@ class FitResult:
             raise NotEstimable(f"{quantity!r} is not available for the {m} model on {self.config.effect_measure}")
         return scales[quantity]
 
+    # ---- absolute effects -----------------------------------------------------------------------
+    def assumed_control_risks(self) -> tuple[list[float], list[str], str]:
+        """The default assumed control risks (GRADE: low / moderate / high): the lowest, median and highest
+        control-arm risk of the included studies. Returns (risks, labels, how they were chosen)."""
+        _, _, ci, n2i = self.data.selection.counts()
+        keep = [i for i, s in enumerate(self.data.selection.study_ids) if s in set(self.data.study_ids)]
+        risks = np.asarray(ci, dtype=float)[keep] / np.asarray(n2i, dtype=float)[keep]
+        risks = risks[(risks > 0) & (risks < 1)]
+        if risks.size == 0:
+            return [], [], "no included study has a control-arm risk strictly between 0 and 1"
+        vals = [float(risks.min()), float(np.median(risks)), float(risks.max())]
+        labels = ["low (lowest study)", "moderate (median study)", "high (highest study)"]
+        if len(set(vals)) == 1:
+            return vals[:1], ["the one study's"], "the control-arm risk of the one included study"
+        return vals, labels, "lowest, median and highest control-arm risk of the included studies"
+
+    def absolute(self, acrs=None) -> list[dict]:
+        """Events per 1000 without and with treatment, and their difference, at assumed control risks (default:
+        :meth:`assumed_control_risks`); see :func:`rescuemeta.summaries.absolute_effects`. Empty for rates."""
+        if self.config.kind.estimand != "ratio":
+            return []
+        if acrs is None:
+            acrs, labels, _ = self.assumed_control_risks()
+        else:
+            labels = [f"{float(p):g} (given)" for p in acrs]
+        if self.exact is not None:
+            quantile = lambda q: self.exact.quantile("mu", q)
+        else:
+            mu = self.draws("mu").ravel()
+            quantile = lambda q: float(np.quantile(mu, q))
+        return absolute_effects(quantile, self.config.effect_measure, acrs, self.description.better(self.config.outcome),
+                                labels)
+
     # ---- summary --------------------------------------------------------------------------------
     def summary(self) -> dict:
         """The result as a JSON-ready dict (the ``fit --json`` contract).
@@ -243,7 +283,29 @@ class FitResult:
         out["outcome_label"] = desc.label(cfg.outcome)
         out["arms"] = {"treatment": desc.treatment, "control": desc.control}
         out["benefit"] = desc.better(cfg.outcome)
+        out["direction"] = desc.better(cfg.outcome) or "lower (assumed: the description does not say)"
         out["evidence_note"] = desc.evidence_note
+        if cfg.kind.estimand == "ratio":
+            _, _, how = self.assumed_control_risks()
+            out["absolute"] = self.absolute()
+            out["acr"] = {"risks": [a["acr"] for a in out["absolute"]], "chosen_as": how}
+        out["estimand"] = self.estimands()
+        return out
+
+    def estimands(self) -> dict:
+        """What each reported quantity is, in words (the ``estimand`` block of the JSON)."""
+        mk = self.config.kind
+        if mk.estimand == "rate":
+            return {"rate": "expit(mu): the event rate of the typical (median) study",
+                    "rate_mean": "E[expit(mu + tau z)]: the mean event rate over the population of studies",
+                    "rate_new": "the event rate of a new study"}
+        at = ("the mean control-arm risk of the included studies, per posterior draw" if mk.control_risk == "draws"
+              else "the observed mean control-arm risk of the included studies")
+        out = {self.config.effect_measure.lower(): f"the pooled {self.config.effect_measure} (mu on the log scale)",
+               "rd": f"risk difference (treatment minus control) at {at}",
+               "absolute": "events per 1000 without and with treatment at each assumed control risk (acr)"}
+        if self.config.effect_measure == "OR":
+            out["rr"] = f"risk ratio at {at}"
         return out
 
     def prior_record(self) -> dict:

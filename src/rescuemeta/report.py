@@ -143,7 +143,7 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
     # 5. figures
     step("figures")
     fig_files = {}
-    summary_rows, diag_rows = [], []
+    summary_rows, diag_rows, absolute_rows = [], [], []
     for entry in run.fitted:
         res, oc, m, measure = entry.result, entry.outcome, entry.model, entry.measure
         assert res is not None
@@ -171,6 +171,15 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
             "population-mean rate (95% CrI)": (_fmt_ci(s["rate_mean"]["q50"], s["rate_mean"]["q025"],
                                                        s["rate_mean"]["q975"]) if "rate_mean" in s else "—"),
             "inclusion rule": s["inclusion"]["rule"], "studies": ", ".join(s["inclusion"]["included"])})
+        for a in s.get("absolute", []):  # GRADE: absolute effects at assumed control risks
+            tr, rd = a["treatment_per_1000"], a["rd_per_1000"]
+            absolute_rows.append({
+                "outcome": desc.label(oc), "model": m, "measure": measure, "assumed control risk": a["label"],
+                "control per 1000": round(a["control_per_1000"]),
+                "treatment per 1000 (95% CrI)": f"{tr['q50']:.0f} ({tr['q025']:.0f} to {tr['q975']:.0f})"
+                                                + (" (capped at 1000)" if a["capped"] else ""),
+                "difference per 1000 (95% CrI)": f"{rd['q50']:+.0f} ({rd['q025']:+.0f} to {rd['q975']:+.0f})",
+                "NNT": "—" if a["nnt"] is None else f"{a['nnt']['sense']} {a['nnt']['value']:.0f}"})
         d = s["diagnostics"]
         if d.get("rhat_max") is None:  # exact quadrature: nothing sampled, nothing to diagnose
             diag_rows.append({"outcome": oc, "model": m, "R-hat max": "exact", "ok": True})
@@ -200,7 +209,8 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
                 .reindex(columns=list(COUNT_BASIS), fill_value=0).reset_index())
     else:
         prov = table.frame.groupby("outcome").size().rename("rows").reset_index()
-    frames = {"summary": pd.DataFrame(summary_rows), "probabilities": pd.DataFrame(prob_rows),
+    frames = {"summary": pd.DataFrame(summary_rows), "absolute": pd.DataFrame(absolute_rows),
+              "probabilities": pd.DataFrame(prob_rows),
               "diagnostics": pd.DataFrame(diag_rows), "audit": pd.DataFrame(audit_rows), "provenance": prov,
               "sensitivity": sens.tidy(grid.rows), "unavailable": pd.DataFrame(unavailable + [_flat(f) for f in failures])}
     for name, df in frames.items():
@@ -284,6 +294,12 @@ control-arm risk of the included studies; proportion model for {e(desc.treatment
 tau ~ {e(spec.tau_prior)}, mu ~ {e(spec.effect_prior)}, alpha_i ~ {e(spec.baseline_prior)}. Frequentist: REML
 (ratios), GLMM (rates).</p>
 {_table_html(frames['summary'])}""")
+    if len(frames["absolute"]):
+        parts.append("<h2>Absolute effects at assumed control risks</h2><p>Events per 1000 patients without and with "
+                     f"{e(desc.treatment)}, and their difference (posterior median, 95% CrI), at the lowest, median and "
+                     "highest control-arm risk of the included studies (GRADE summary-of-findings practice). NNTB/NNTH: "
+                     "number needed to treat for one more benefit / harm, at the median difference.</p>"
+                     + _table_html(frames["absolute"]))
     if unavailable or failures:
         parts.append("<p><b>Not estimated:</b> " + "; ".join(
             e(f"{u['outcome']} ({u['model']}): {u['reason']}") for u in unavailable + failures) + "</p>")

@@ -19,7 +19,8 @@ from scipy.special import expit, logit
 
 from .defaults import HDI_PROB
 
-__all__ = ["population_mean_rate", "STAT_KEYS", "summarize", "ratio_scales", "new_study_draws", "baseline_risk"]
+__all__ = ["STAT_KEYS", "absolute_effects", "baseline_risk", "new_study_draws", "population_mean_rate", "ratio_scales",
+           "summarize"]
 
 STAT_KEYS = ("mean", "sd", "q025", "q50", "q975", "hdi_low", "hdi_high")
 
@@ -90,6 +91,59 @@ def ratio_scales(log_effect, measure: str, p0=None) -> dict:
             out.update(rd=p1 - p0, p1=p1)
         return out
     raise ValueError(f"ratio scales need OR or RR, not {measure!r}")
+
+
+def absolute_effects(mu_quantile, measure: str, acrs, better: str | None = None,
+                     labels=None) -> list[dict]:
+    """Absolute effects at assumed control risks (GRADE summary-of-findings practice; Cochrane Handbook ch. 14):
+    for each control risk p0, events per 1000 without and with treatment and their difference, from the pooled
+    ratio. The treatment risk is expit(logit p0 + log OR), or p0 RR capped at 1, increasing in the log ratio, so
+    its quantiles are the transformed quantiles of the log ratio (exact for an exact posterior).
+
+    Parameters
+    ----------
+    mu_quantile : callable
+        ``q -> quantile of the pooled log ratio``.
+    measure : {"OR", "RR"}
+    acrs : sequence of float
+        Assumed control risks, each in (0, 1).
+    better : {"lower", "higher"} or None
+        Which direction is benefit (None: fewer events), for the NNT's sense.
+    labels : sequence of str, optional
+        A name per control risk (e.g. low / moderate / high).
+
+    Returns
+    -------
+    list of dict
+        Per control risk: ``acr``, ``label``, ``control_per_1000``, ``treatment_per_1000`` and ``rd_per_1000``
+        (treatment minus control) as ``{q50, q025, q975}``, ``capped`` (an RR put the risk above 1 for some
+        quantile), and ``nnt``: ``{value, sense}`` at the median difference (NNTB where the difference is a
+        benefit in the declared direction, NNTH where it is a harm; None when the median difference is 0).
+    """
+    out = []
+    qs = {"q025": 0.025, "q50": 0.5, "q975": 0.975}
+    log_q = {k: float(mu_quantile(v)) for k, v in qs.items()}
+    for i, p0 in enumerate(acrs):
+        p0 = float(p0)
+        if measure == "OR":
+            p1 = {k: float(expit(logit(p0) + v)) for k, v in log_q.items()}
+            capped = False
+        elif measure == "RR":
+            raw = {k: p0 * float(np.exp(v)) for k, v in log_q.items()}
+            capped = any(v > 1 for v in raw.values())
+            p1 = {k: min(v, 1.0) for k, v in raw.items()}
+        else:
+            raise ValueError(f"absolute effects need OR or RR, not {measure!r}")
+        rd = {k: v - p0 for k, v in p1.items()}
+        nnt = None
+        if rd["q50"] != 0:
+            benefit = rd["q50"] > 0 if better == "higher" else rd["q50"] < 0
+            nnt = {"value": 1 / abs(rd["q50"]), "sense": "NNTB" if benefit else "NNTH"}
+        out.append({"acr": p0, "label": labels[i] if labels is not None else f"{p0:g}",
+                    "control_per_1000": 1000 * p0,
+                    "treatment_per_1000": {k: 1000 * v for k, v in p1.items()},
+                    "rd_per_1000": {k: 1000 * v for k, v in rd.items()}, "capped": capped, "nnt": nnt})
+    return out
 
 
 def new_study_draws(mu, tau, seed: int) -> np.ndarray:
