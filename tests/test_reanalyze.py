@@ -83,7 +83,7 @@ def test_cli_from_abstract():
     r = runner.invoke(app, ["reanalyze", "--from-abstract", "--abstract", ABSTRACT, "--json"])
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)
-    assert len(rows) == 4 * 4  # FI RR, mortality RR, sICH RR, recanalization OR x four named priors
+    assert len(rows) == 4 * 5  # FI RR, mortality RR, sICH RR, recanalization OR x five named priors
     assert {x["outcome"] for x in rows} == {"functional_independence", "mortality", "sich", "recanalization"}
     for x in rows:
         assert {"prior", "median", "ci_low", "ci_high", "probabilities"} <= set(x)
@@ -159,6 +159,20 @@ def test_cli_from_abstract_states_the_centre_it_used():
     assert {x["input"]["center"] for x in sich} == {"midpoint"}
     assert all("matches the printed" in x["input"]["center_reason"] for x in sich)
     r = runner.invoke(app, ["reanalyze", "--from-abstract", "--abstract", ABSTRACT])
-    assert "centred on the CI midpoint" in r.stdout
+    flat = "".join(ch for ch in r.stderr if not ch.isspace())  # the console wraps long lines
+    assert "centretheCI'slogmidpoint" in flat and "whythiscentre:theCImidpoint" in flat
     bad = runner.invoke(app, ["reanalyze", "--measure", "RR", "--estimate", "0.75", "--ci", "0.75", "0.99"])
     assert bad.exit_code == 2 and "--center" in bad.output
+
+
+def test_reference_prior_and_precision_ratio():
+    """The reference prior leaves the likelihood (posterior median = the line's centre to 1e-4); every result
+    reports SE^2 / prior SD^2, so a reader sees when a prior outweighs the data (the skeptical prior with R = 0.8
+    does for the sICH line: its SD 0.136 against the line's SE 0.071 gives 0.27; a tight normal(0, 0.05) gives 2)."""
+    est = PublishedEstimate("RR", 0.72, 0.63, 0.82)
+    r = reanalyze(est, ["reference", "skeptical", "normal(0, 0.05)"])["results"]
+    ref, sk, tight = r
+    assert ref["median"] == pytest.approx(0.72, rel=1e-4)
+    assert ref["precision_ratio"] == pytest.approx(est.se**2 / 100, rel=1e-12)
+    assert sk["precision_ratio"] == pytest.approx(est.se**2 / (math.log(0.8) / 1.6448536269514722) ** 2, rel=1e-9)
+    assert tight["precision_ratio"] == pytest.approx(est.se**2 / 0.05**2) and tight["precision_ratio"] > 1

@@ -691,9 +691,9 @@ def reanalyze(
     ci: tuple[float, float] | None = typer.Option(None, "--ci", help="Its 95% CI: LOW HIGH."),
     from_abstract: bool = typer.Option(False, "--from-abstract", help="Every RR/OR line of the abstract file."),
     abstract: Path = typer.Option(DEFAULT_ABSTRACT, "--abstract", help="The abstract's printed estimates."),
-    prior: list[str] | None = typer.Option(None, "--prior", help="neutral, skeptical, enthusiastic, pessimistic "
-                                              "or normal(m, s) on the log ratio; repeatable [default: the four "
-                                              "named priors]."),
+    prior: list[str] | None = typer.Option(None, "--prior", help="reference, neutral, skeptical, enthusiastic, "
+                                              "pessimistic or normal(m, s) on the log ratio; repeatable [default: "
+                                              "the five named priors]."),
     threshold: list[float] | None = typer.Option(None, "--threshold", help="Report P(ratio < T); repeatable "
                                                     "[default: 1, 0.9, 0.8]."),
     important: float | None = typer.Option(None, "--important", help="Clinically important ratio for the "
@@ -752,7 +752,8 @@ def reanalyze(
                 caption += f" The {src.label} pooled {src.k} studies."
         t = Table(title="Bayesian re-analysis of published pooled estimates (exact, normal on the log scale)",
                   caption=caption, caption_justify="left")
-        for c in ["input", "prior", "posterior median (95% CrI)"] + [f"P(benefit beyond {x:g})" for x in th]:
+        for c in ["input", "prior", "prior/data precision", "posterior median (95% CrI)"] + [
+                f"P(benefit beyond {x:g})" for x in th]:
             t.add_column(c, justify="left" if c in ("input", "prior") else "right")
         last = None
         for r in rows:
@@ -760,7 +761,8 @@ def reanalyze(
             lab = (inp["label"] + (" (centred on the CI midpoint)" if inp["center"] == "midpoint" else "")
                    if inp["label"] != last else "")
             last = inp["label"]
-            t.add_row(lab, r["prior"], f"{r['median']:.3f} ({r['ci_low']:.3f}–{r['ci_high']:.3f})",
+            t.add_row(lab, r["prior"], f"{r['precision_ratio']:.2g}",
+                      f"{r['median']:.3f} ({r['ci_low']:.3f}–{r['ci_high']:.3f})",
                       *[f"{p['probability']:.3f}" + (f" ({p['query']})" if p["query"].startswith("ratio >") else "")
                         for p in r["probabilities"]])
         out.print(t)

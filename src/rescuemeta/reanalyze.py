@@ -7,6 +7,8 @@ log(low)) / (2 x 1.959964)``. With a normal prior N(m, s^2) on the log ratio the
 Named priors (log-ratio scale), following Spiegelhalter, Freedman & Parmar (1994, J R Stat Soc A 157:357-416)
 and their use for re-analysing trials by Zampieri et al. (2021, Am J Respir Crit Care Med 203:543-552):
 
+* ``reference``: N(0, 10^2): minimally informative (Spiegelhalter, Freedman & Parmar's "reference" prior), so
+  the posterior is essentially the published likelihood: the other priors are read against it.
 * ``neutral``: N(0, (log 2 / 1.96)^2): centred on no effect, 95% of prior mass between ratio 0.5 and 2.
 * ``skeptical``: N(0, s^2) with P(ratio beyond the clinically important effect R) = 5%:
   s = |log R| / 1.645.
@@ -14,6 +16,8 @@ and their use for re-analysing trials by Zampieri et al. (2021, Am J Respir Crit
 * ``pessimistic``: N(-log R, s^2), same s: centred on harm of the same size, P(benefit) = 5%.
 
 R (``important``) defaults to 0.8 for outcomes where fewer events are better and 1.25 where more are better.
+Every result reports the prior-to-likelihood precision ratio (SE^2 / prior SD^2): above 1 the prior carries more
+information than the published line, and the posterior says more about the prior than about the data.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from .priors import parse
 __all__ = ["NAMED_PRIORS", "LogNormalPrior", "named_prior", "PublishedEstimate", "posterior", "reanalyze",
            "default_important"]
 
-NAMED_PRIORS = ("neutral", "skeptical", "enthusiastic", "pessimistic")
+NAMED_PRIORS = ("reference", "neutral", "skeptical", "enthusiastic", "pessimistic")
 
 # center="auto" asks the printed p-value only when the two centres are this many standard errors apart or more:
 # closer, the choice moves a probability such as P(ratio < 1) by at most about 0.08
@@ -53,6 +57,8 @@ def named_prior(name: str, important: float = 0.8) -> LogNormalPrior:
     key = name.strip().lower()
     lr = math.log(important)
     s_sk = abs(lr) / Z95
+    if key == "reference":
+        return LogNormalPrior("reference", 0.0, 10.0, "N(0, 10^2): minimally informative; the posterior is the likelihood")
     if key == "neutral":
         return LogNormalPrior("neutral", 0.0, math.log(2) / Z975, "N(0, (log 2/1.96)^2): 95% between 0.5 and 2")
     if key in ("skeptical", "sceptical"):
@@ -229,6 +235,7 @@ def reanalyze(est: PublishedEstimate, priors: list[str], thresholds=DEFAULT_THRE
         m, s = posterior(est, pr)
         results.append({
             "prior": pr.name, "definition": pr.definition, "prior_mean": pr.mean, "prior_sd": pr.sd,
+            "precision_ratio": est.se**2 / pr.sd**2,
             "median": math.exp(m), "ci_low": math.exp(m - Z975 * s), "ci_high": math.exp(m + Z975 * s),
             "log_mean": m, "log_sd": s,
             "probabilities": [_benefit(t, m, s, better) for t in th],
