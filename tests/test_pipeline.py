@@ -69,7 +69,12 @@ def test_fit_all_and_analyze_share_one_pipeline_and_agree(tmp_path, spy):
         assert (ea.result.idata.posterior["mu"].values == eb.result.idata.posterior["mu"].values).all()
     absolute = __import__("pandas").read_csv(out / "tables" / "absolute.csv")
     assert set(absolute["model"]) == {"contrast", "normal"} and len(absolute) == 6  # 3 assumed control risks each
-    assert "Absolute effects at assumed control risks" in (out / "index.html").read_text()
+    page = (out / "index.html").read_text()
+    assert "Absolute effects at assumed control risks" in page
+    # the summary of findings comes first: one line for the one outcome, answered by its contrast fit
+    assert page.index("Summary of findings") < page.index("Absolute effects")
+    sof = __import__("pandas").read_csv(out / "tables" / "findings.csv")
+    assert len(sof) == 1 and sof["evidence"][0] == "13 comparative studies"
     assert (out / "figures" / "forest_bcg_metafor_normal.png").exists()
     assert (out / "figures" / "benefit_curve_bcg_metafor_normal.png").exists()
     probs = __import__("pandas").read_csv(out / "tables" / "probabilities.csv")

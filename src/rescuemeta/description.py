@@ -36,7 +36,7 @@ __all__ = ["BETTER", "OutcomeDescription", "Description", "SourceDescription", "
 
 BETTER = ("higher", "lower")
 _DATASET_KEYS = {"title": str, "treatment": str, "control": str, "evidence_note": str, "report_note": str,
-                 "turner_comparison": str}
+                 "turner_comparison": str, "randomised": bool}
 _OUTCOME_KEYS = {"label": str, "better": str, "turner": str}
 _SOURCE_KEYS = {"label": str, "k": int, "citation": str}
 
@@ -67,6 +67,9 @@ class Description:
     outcomes : dict of OutcomeDescription
     path : str or None
         The TOML file read, if any.
+    randomised : bool or None
+        Whether the comparative studies are randomised (None: not stated); the summary of findings flags
+        non-randomised comparisons.
     """
 
     title: str | None = None
@@ -77,6 +80,7 @@ class Description:
     outcomes: dict = field(default_factory=dict)
     path: str | None = None
     turner_comparison: str | None = None
+    randomised: bool | None = None
 
     def turner(self, outcome: str) -> str | None:
         """The Turner et al. (2015) outcome type of ``outcome`` (for ``turner(matched)``), or None."""
@@ -169,7 +173,7 @@ def load_description(csv_path: str | Path | None = None, path: str | Path | None
     return Description(title=ds.get("title"), treatment=ds.get("treatment", "treatment"),
                        control=ds.get("control", "control"), evidence_note=ds.get("evidence_note"),
                        report_note=ds.get("report_note"), outcomes=outcomes, path=str(p),
-                       turner_comparison=ds.get("turner_comparison"))
+                       turner_comparison=ds.get("turner_comparison"), randomised=ds.get("randomised"))
 
 
 def _check_turner(spec: str, key: str, path: Path) -> None:

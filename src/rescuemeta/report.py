@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import figures, pipeline, plots
+from . import figures, findings, pipeline, plots
 from ._version import __version__
 from .atomic import atomic_path, clean_stale_parts, ensure_dir, write_text
 from .check import check as run_check
@@ -140,7 +140,15 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
     grid_cfgs = sens.grid(sspec, table.outcomes, description=desc, unmatched="skip")
     grid = sens.run_grid(grid_cfgs, str(data_path), cache_dir=str(cache_dir / "sensitivity"),
                          progress=lambda n: step(f"prior sensitivity grid [{n}/{len(grid_cfgs)}]"))
-    # 5. figures
+    # 5. summary of findings: one line per outcome, first in the report
+    findings_rows = [{"outcome": f["outcome"], "evidence": f["evidence"], "relative effect (95% CrI)": f["effect"],
+                      "P(benefit)": "—" if f["p_benefit"] is None else f"{f['p_benefit']:.0%}",
+                      "P(important benefit)": "—" if f["p_important"] is None else
+                      f"{f['p_important']:.0%} ({f['important']})",
+                      "absolute effect (median study's control risk)": f["absolute"], "answer": f["answer"],
+                      "caveats": "; ".join(f["caveats"]) or "—"}
+                     for f in findings.summary_of_findings(run.entries, desc, grid.rows)]
+    # 6. figures
     step("figures")
     fig_files = {}
     summary_rows, diag_rows, absolute_rows = [], [], []
@@ -196,7 +204,7 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
                              f"{d.get('ess_bulk_min', float('nan')):.0f}/{d.get('ess_tail_min', float('nan')):.0f}, "
                              f"{d.get('divergences', '?')} divergences)"})
     sens_figs = [Path(p).name for p in sens.plot(grid.rows, out, note=desc.evidence_note)]
-    # 6. tables
+    # 7. tables
     step("tables")
     audit_rows = []
     for r in check_rows:
@@ -209,14 +217,15 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
                 .reindex(columns=list(COUNT_BASIS), fill_value=0).reset_index())
     else:
         prov = table.frame.groupby("outcome").size().rename("rows").reset_index()
-    frames = {"summary": pd.DataFrame(summary_rows), "absolute": pd.DataFrame(absolute_rows),
+    frames = {"findings": pd.DataFrame(findings_rows), "summary": pd.DataFrame(summary_rows),
+              "absolute": pd.DataFrame(absolute_rows),
               "probabilities": pd.DataFrame(prob_rows),
               "diagnostics": pd.DataFrame(diag_rows), "audit": pd.DataFrame(audit_rows), "provenance": prov,
               "sensitivity": sens.tidy(grid.rows), "unavailable": pd.DataFrame(unavailable + [_flat(f) for f in failures])}
     for name, df in frames.items():
         with atomic_path(tables / f"{name}.csv") as tmp:
             df.to_csv(tmp, index=False)
-    # 7. HTML
+    # 8. HTML
     step("HTML")
     page = _html(spec, table, frames, fig_files, sens_figs, unavailable, failures, check_rows, source)
     write_text(out / "index.html", page)
@@ -288,6 +297,11 @@ control: {e(desc.control)}.</p>"""]
         parts.append('<div class="note"><b>The evidence base.</b> ' + " ".join(
             e(x) for x in (desc.report_note, desc.evidence_note) if x) + "</div>")
     head = "Summary: " + ("published vs " if source is not None else "") + "frequentist vs Bayesian"
+    parts.append("<h2>Summary of findings</h2><p>One line per outcome: the relative effect (posterior median, 95% "
+                 "credible interval), the probability that the treatment helps (in the outcome's direction of benefit) "
+                 "and that it helps by a clinically important margin, the absolute effect per 1000 patients at the "
+                 "median study's control-arm risk, and caveats computed from the data and the fits. 'likely' means a "
+                 "probability of at least 95%, 'possible' at least 80%.</p>" + _table_html(frames["findings"]))
     parts.append(f"""<h2>{e(head)}</h2>
 <p>Bayesian: contrast model (exact binomial likelihood, study baselines) for ratios, RR evaluated at the mean
 control-arm risk of the included studies; proportion model for {e(desc.treatment)}-arm event rates. Priors:
