@@ -73,6 +73,8 @@ def test_fit_all_and_analyze_share_one_pipeline_and_agree(tmp_path, spy):
     assert "Absolute effects at assumed control risks" in page
     # the summary of findings comes first: one line for the one outcome, answered by its contrast fit
     assert page.index("Summary of findings") < page.index("Absolute effects")
+    # every figure says what it shows and how to read it
+    assert page.count("<figure>") == page.count("<figcaption>") > 4 and "<figcaption></figcaption>" not in page
     sof = __import__("pandas").read_csv(out / "tables" / "findings.csv")
     assert len(sof) == 1 and sof["evidence"][0] == "13 comparative studies"
     assert (out / "figures" / "forest_bcg_metafor_normal.png").exists()
@@ -199,3 +201,33 @@ def test_a_single_study_is_not_drawn_as_a_meta_analysis():
     assert any("single study: no pooling" in t for t in labels) and "Bayesian pooled" not in labels
     assert not [p for p in ax.patches if isinstance(p, Polygon)]  # no diamond
     assert "a single study" in ax.get_title()
+
+
+def test_log_axes_read_as_plain_numbers():
+    """Ratio axes show 0.5, 1, 2, not 3x10^-1 or LaTeX powers, even when the data span less than a decade."""
+    from rescuemeta import figures, plots
+    from rescuemeta.fit import FitConfig, fit
+
+    res = fit(load_studies(BCG), FitConfig(outcome="bcg_metafor", model="normal", measure="RR", draws=200))
+    fig, ax = figures.new((6, 6))
+    plots.forest(res, "RR", ax=ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert labels and all("$" not in t and "times" not in t and "×" not in t for t in labels), labels
+    assert all(float(t) > 0 for t in labels)
+
+
+def test_probability_table_is_compact():
+    """Pooled and new-study probabilities side by side, in percent, the MCSE only where it reaches 0.5 points."""
+    import pandas as pd
+
+    from rescuemeta.report import _compact_probabilities
+
+    df = pd.DataFrame([
+        {"outcome": "m", "query": "RR < 1", "predictive": False, "probability": 0.973, "mcse": 0.002, "draws": 4000,
+         "benefit": "fewer events"},
+        {"outcome": "m", "query": "RR < 1", "predictive": True, "probability": 0.81, "mcse": 0.008, "draws": 4000,
+         "benefit": "fewer events"}])
+    assert _compact_probabilities(df).to_dict("records") == [
+        {"outcome": "m", "query": "RR < 1", "pooled effect": "97%", "new study": "81% (MCSE 0.8 points)",
+         "benefit": "fewer events"}]

@@ -23,6 +23,16 @@ from .fit import FitResult
 __all__ = ["forest_size", "forest", "densities", "benefit_curve", "prior_forest", "tau_prior_posterior"]
 
 
+def _log_axis(ax) -> None:
+    """A log-scaled x axis whose ticks read as plain numbers (0.5, 1, 2), not 3x10^-1, also within a decade."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def forest_size(res: FitResult) -> tuple[float, float]:
     """A figure size that fits the forest plot of ``res``'s studies."""
     return (8.5, 0.42 * (res.k + 6) + 1.2)
@@ -117,7 +127,7 @@ def forest(res: FitResult, measure: str, freq: dict | None = None, abstract_row=
     ax.set_yticks(y[: len(labels)], labels)
     ax.axhline(y[base] + 0.6, color="0.8", lw=0.8)
     if key != "rate":
-        ax.set_xscale("log")
+        _log_axis(ax)
         ax.axvline(1, color="0.5", lw=0.8, ls="--")
     desc = res.description
     xl = {"rate": f"event rate ({desc.treatment} arm)", "or": f"odds ratio ({desc.comparison()})",
@@ -162,7 +172,7 @@ def benefit_curve(res: FitResult, measure: str, ax=None):
         d = res.draws(key, predictive=pred).ravel()
         ax.plot(x, (d[:, None] < x[None, :]).mean(axis=0), style, color="C0",
                 label="new study" if pred else "pooled effect")
-    ax.set_xscale("log")
+    _log_axis(ax)
     ax.axvline(1, color="0.5", lw=0.8)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(f"{measure} threshold x" + (" (at mean control risk)" if key == "rr" else ""))
@@ -193,7 +203,7 @@ def prior_forest(rows: list[dict], ax=None, ax_prob=None):
     ax.errorbar(med, y, xerr=[med - lo, hi - med], fmt="s", color="k", capsize=3)
     ax.set_yticks(y, labels, fontsize=8)
     if eff != "rate":
-        ax.set_xscale("log")
+        _log_axis(ax)
         ax.axvline(1, color="grey", lw=0.8, ls="--")
     ax.set_xlabel(f"{eff}: posterior median and 95% CrI")
     ax.set_title(f"{oc} ({m}): sensitivity to the priors")
