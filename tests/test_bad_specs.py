@@ -22,6 +22,10 @@ CASES = {
     "sensitivity_turner_nonsense.toml": ("sensitivity", "tau_priors[0]"),
     "sensitivity_not_toml.toml": ("sensitivity", "not valid TOML"),
     "sensitivity_draws_not_int.toml": ("sensitivity", "'draws' must be an integer"),
+    "primary_turner_for_proportion.toml": ("primary", "key 'tau_prior': tau prior 'turner(all_cause_mortality, "
+                                           "nonpharma_vs_placebo)' does not apply to the proportion model"),
+    "sensitivity_turner_for_proportion.toml": ("sensitivity", "key 'tau_priors[1]': tau prior 'turner(matched)' does "
+                                               "not apply to the proportion model"),
 }
 
 

@@ -77,7 +77,9 @@ def test_shipped_specs_are_valid_and_cover_the_issue():
         assert needed in taus
     assert any(t.startswith("exponential") for t in taus)
     assert {c["inclusion"] for c in cfgs} == {"dedup", "all_studies", "exclude_derived"}
-    assert len(cfgs) == len(TABLE.outcomes) * 2 * 8 * 3
+    # contrast: 8 tau priors, proportion: 7 (no Turner prior: it describes log odds ratios)
+    assert len(cfgs) == len(TABLE.outcomes) * (8 + 7) * 3
+    assert not any(c["tau_prior"].startswith("turner") for c in cfgs if c["model"] == "proportion")
     # the Turner prior matches the outcome type
     assert {c["tau_prior"] for c in cfgs if c["outcome"] == "mortality" and c["tau_prior"].startswith("turner")} == \
         {"turner(all_cause_mortality, nonpharma_vs_placebo)"}

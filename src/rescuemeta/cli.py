@@ -25,7 +25,7 @@ from .description import load_source
 from .effects import CC_TARGETS, ContinuityCorrection
 from .errors import EXIT_CONVERGENCE, ConvergenceError, InputError, RescueMetaError
 from .kinds import MODEL_KINDS
-from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR
+from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR
 
 __all__ = ["app", "main"]
 
@@ -360,8 +360,10 @@ class Backend(str, Enum):
     pymc = "pymc"
 
 
-TauPriorOpt = typer.Option(DEFAULT_TAU_PRIOR, "--tau-prior", help="Prior on tau, e.g. halfnormal(0.5), "
-                           "turner(all_cause_mortality, nonpharma_vs_pharma), invgamma(a, b) on tau².")
+TauPriorOpt = typer.Option(None, "--tau-prior", show_default=False,
+                           help="Prior on tau, e.g. halfnormal(0.5), turner(all_cause_mortality, nonpharma_vs_pharma), "
+                           "invgamma(a, b) on tau². Default per model: "
+                           + "; ".join(f"{k.name} {k.default_tau_prior}" for k in MODEL_KINDS.values()) + ".")
 EffectPriorOpt = typer.Option(DEFAULT_EFFECT_PRIOR, "--effect-prior", help="Prior on mu: normal(m, s) or "
                               "student_t(nu, m, s).")
 BaselinePriorOpt = typer.Option(DEFAULT_BASELINE_PRIOR, "--baseline-prior",
@@ -379,7 +381,7 @@ def _config_from_options(outcome, model, measure, tau_prior, effect_prior, basel
                          + ("estimates an event rate" if mk.estimand == "rate" else
                             f"estimates the {mk.measures[0]} (RR and RD are derived at a baseline risk)")
                          + f"; drop --measure or use --model {' or '.join(choices)}")
-    cfg = FitConfig(outcome=outcome, model=model.value, measure=(measure or RatioMeasure.OR).value, tau_prior=tau_prior,
+    cfg = FitConfig(outcome=outcome, model=model.value, measure=(measure or RatioMeasure.OR).value, tau_prior=tau_prior or "",
                     effect_prior=effect_prior, baseline_prior=baseline_prior, all_studies=all_studies,
                     exclude_basis=parse_exclude_basis(exclude_basis), method="nuts" if nuts else "auto",
                     draws=draws, tune=tune, chains=chains, seed=seed, backend=backend.value)
@@ -406,7 +408,7 @@ def fit(
                                     "(treatment arm) or normal (normal-normal on log OR/RR, exact)."),
     measure: RatioMeasure | None = typer.Option(None, "--measure", help="OR or RR: the scale of the normal "
                                                    "model [default: OR]; the binomial models take none."),
-    tau_prior: str = TauPriorOpt,
+    tau_prior: str | None = TauPriorOpt,
     effect_prior: str = EffectPriorOpt,
     baseline_prior: str = BaselinePriorOpt,
     draws: int | None = typer.Option(None, "--draws", help="Posterior draws per chain [default: 1000, or "
@@ -605,7 +607,7 @@ def _print_fit_table(run, abstract, source):
         t.add_row(e.outcome, e.model, str(r["k"]), qlabel, _stat(r.get(key)), _fmt(r["tau"]["q50"]), freq_txt,
                   *([a_txt] if source else []), diag)
     out.print(t)
-    out.print(f"Priors: tau ~ {spec.tau_prior}, mu ~ {spec.effect_prior}, alpha_i ~ {spec.baseline_prior} "
+    out.print(f"Priors: tau ~ {spec.describe_tau_prior()}, mu ~ {spec.effect_prior}, alpha_i ~ {spec.baseline_prior} "
               f"(spec {spec.path}); per-outcome overrides: {', '.join(spec.outcome) or 'none'}. Frequentist: REML "
               "for ratios, the binomial-normal GLMM for rates.")
 
@@ -623,7 +625,7 @@ def prob(
     model: ModelKind = typer.Option(ModelKind["contrast"], "--model", help="contrast, proportion or normal."),
     measure: RatioMeasure | None = typer.Option(None, "--measure", help="OR or RR: the scale of the normal "
                                                    "model [default: OR]; the binomial models take none."),
-    tau_prior: str = TauPriorOpt,
+    tau_prior: str | None = TauPriorOpt,
     effect_prior: str = EffectPriorOpt,
     baseline_prior: str = BaselinePriorOpt,
     draws: int = typer.Option(1000, "--draws", help="Posterior draws per chain."),

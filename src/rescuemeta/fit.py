@@ -45,13 +45,15 @@ class FitConfig:
 
     ``model``: ``contrast`` (two arms, binomial), ``proportion`` (treatment arm, binomial) or ``normal``
     (normal-normal on log OR / log RR, ``measure``). ``method``: ``auto`` = exact quadrature for ``normal``,
-    NUTS otherwise; ``nuts`` forces NUTS for ``normal`` too.
+    NUTS otherwise; ``nuts`` forces NUTS for ``normal`` too. ``tau_prior`` left empty takes the model kind's
+    default (:attr:`rescuemeta.kinds.ModelKind.default_tau_prior`: half-normal(0.5) on log ratios, half-normal(1)
+    on logit event rates).
     """
 
     outcome: str
     model: str = "contrast"
     measure: str = "OR"
-    tau_prior: str = DEFAULT_TAU_PRIOR
+    tau_prior: str = ""
     effect_prior: str = DEFAULT_EFFECT_PRIOR
     baseline_prior: str = DEFAULT_BASELINE_PRIOR
     all_studies: bool = False
@@ -62,6 +64,11 @@ class FitConfig:
     chains: int = 4
     seed: int = 1
     backend: str = "nutpie"
+
+    def __post_init__(self) -> None:
+        if not self.tau_prior:
+            mk = MODEL_KINDS.get(self.model)
+            object.__setattr__(self, "tau_prior", mk.default_tau_prior if mk else DEFAULT_TAU_PRIOR)
 
     @property
     def kind(self) -> ModelKind:
@@ -80,6 +87,7 @@ class FitConfig:
         check_sampler_settings(self, as_options=True)
         if self.backend not in ("nutpie", "pymc"):
             raise InputError(f"unknown sampler backend {self.backend!r}; choose nutpie or pymc")
+        mk.check_tau_prior(self.tau_prior)
         self.priors()
 
     def priors(self) -> dict[str, Prior]:

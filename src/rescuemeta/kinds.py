@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
+
 __all__ = ["Arrays", "ModelKind", "STUDY", "DRAWS", "PAD_SE", "MODEL_KINDS", "get"]
 
 
@@ -76,6 +78,15 @@ class ModelKind:
         ``pointwise(arrays, posterior, rng) -> (log_lik, predictive, observed, constant)``: per-draw, per-study
         log-likelihood, posterior-predictive draws of the observations, and the observed and constant data
         (name -> (dims, values)), for the InferenceData groups.
+    tau_scale : str
+        What tau is the standard deviation of, in words (``log odds ratios``, ``logit event rates``).
+    default_tau_prior : str
+        The kind's default heterogeneity prior (see :data:`TAU_PRIOR_REASONS` and the README).
+    sensitivity_tau_priors : tuple of str
+        The kind's default prior-sensitivity grid (``turner(matched)`` resolved per outcome).
+    turner_priors : bool
+        Whether the Turner et al. (2015) priors, which describe the heterogeneity of log odds ratios in
+        randomised comparisons, apply to this kind's tau.
     """
 
     name: str
@@ -92,6 +103,21 @@ class ModelKind:
     observed: Callable[[dict, int], dict]
     likelihood: Callable[..., None]
     pointwise: Callable[..., tuple[Any, dict, dict, dict]]
+    tau_scale: str = "log odds ratios"
+    default_tau_prior: str = "halfnormal(0.5)"
+    sensitivity_tau_priors: tuple[str, ...] = ("halfnormal(0.25)", "halfnormal(0.5)", "halfnormal(1)", "halfcauchy(0.5)",
+                                               "turner(matched)")
+    turner_priors: bool = True
+
+    def check_tau_prior(self, spec: str) -> None:
+        """Refuse a heterogeneity prior that does not describe this kind's tau (InputError saying why and what
+        to use instead): the Turner et al. (2015) priors for a kind without comparisons."""
+        if not self.turner_priors and spec.replace(" ", "").lower().startswith("turner("):
+            raise InputError(
+                f"tau prior {spec!r} does not apply to the {self.name} model: the Turner et al. (2015) priors describe "
+                f"the between-study SD of log odds ratios in randomised comparisons, while this model's tau is the SD "
+                f"of {self.tau_scale} across studies, which is typically larger (case mix moves rates; a ratio cancels "
+                f"it). Use a prior on that scale, e.g. {self.default_tau_prior} (the {self.name} model's default)")
 
     def measure(self, requested: str | None = None) -> str:
         """The scale a fit is on: the requested measure where the kind offers a choice, else its only one."""
@@ -236,18 +262,18 @@ MODEL_KINDS: dict[str, ModelKind] = {k.name: k for k in (
     ModelKind("proportion", arms="one", measures=("PLO",), estimand="rate", control_risk=None,
               baseline_prior=False, exact=False, binomial=True, reference_method="GLMM",
               prepare=_proportion_prepare, approximation=_proportion_approximation, observed=_proportion_observed,
-              likelihood=_proportion_likelihood, pointwise=_proportion_pointwise),
+              likelihood=_proportion_likelihood, pointwise=_proportion_pointwise, tau_scale="logit event rates",
+              default_tau_prior="halfnormal(1)", turner_priors=False,
+              sensitivity_tau_priors=("halfnormal(0.5)", "halfnormal(1)", "halfnormal(2)", "halfcauchy(1)")),
     ModelKind("normal", arms="two", measures=("OR", "RR"), estimand="ratio", control_risk="observed",
               baseline_prior=False, exact=True, binomial=False, reference_method="REML",
               prepare=_normal_prepare, approximation=_normal_approximation, observed=_normal_observed,
-              likelihood=_normal_likelihood, pointwise=_normal_pointwise),
+              likelihood=_normal_likelihood, pointwise=_normal_pointwise, tau_scale="log ratios"),
 )}
 
 
 def get(name: str) -> ModelKind:
     """The registry entry of a model kind; InputError naming the choices for an unknown one."""
-    from .errors import InputError
-
     try:
         return MODEL_KINDS[name]
     except KeyError:

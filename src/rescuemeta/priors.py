@@ -40,7 +40,8 @@ import numpy as np
 from .errors import InputError
 
 __all__ = ["TURNER_COMPARISONS", "TURNER_OUTCOMES", "TURNER_GENERAL", "turner_parameters", "Family", "FAMILIES",
-           "spec_families", "Prior", "parse", "DEFAULT_TAU_PRIOR", "DEFAULT_EFFECT_PRIOR", "DEFAULT_BASELINE_PRIOR"]
+           "spec_families", "Prior", "parse", "TURNER_DEFAULT_COMPARISON", "is_matched",
+           "resolve_matched", "DEFAULT_TAU_PRIOR", "DEFAULT_EFFECT_PRIOR", "DEFAULT_BASELINE_PRIOR"]
 
 # --- Turner et al. 2015, Table IV: log(tau^2) ~ N(mu, sigma^2), log odds ratio scale -------------------
 TURNER_COMPARISONS = ("pharma_vs_placebo", "pharma_vs_pharma", "nonpharma_vs_placebo", "nonpharma_vs_pharma",
@@ -329,6 +330,29 @@ def parse(spec: str, kind: str = "tau") -> Prior:
         raise InputError(f"{what} {spec!r}: {problem}")
     norm = f"{name}({', '.join(f'{v:g}' for v in vals)})"
     return Prior(name, vals, kind, norm)
+
+
+# ``turner(matched)`` / ``turner(matched, COMPARISON)`` in a list of tau priors picks the Turner et al. (2015)
+# outcome type that the data's description gives each outcome (``[outcomes.NAME] turner = "..."``), and the
+# comparison type of ``[dataset] turner_comparison`` (default below).
+TURNER_DEFAULT_COMPARISON = "nonpharma_vs_placebo"
+
+
+def is_matched(spec: str) -> bool:
+    """Whether ``spec`` is ``turner(matched[, COMPARISON])``, resolved per outcome by :func:`resolve_matched`."""
+    return spec.replace(" ", "").lower().startswith("turner(matched")
+
+
+def resolve_matched(spec: str, outcome: str, desc) -> str:
+    """``turner(matched[, COMPARISON])`` -> ``turner(OUTCOME_TYPE, COMPARISON)`` for this outcome, from the
+    data's description (:class:`rescuemeta.description.Description`); InputError where it names no type."""
+    inner = spec.strip()[len("turner("):-1]
+    parts = [x.strip() for x in inner.split(",")]
+    comparison = parts[1] if len(parts) > 1 else (desc.turner_comparison or TURNER_DEFAULT_COMPARISON)
+    if desc.turner(outcome) is None:
+        raise InputError(f"tau prior {spec!r}: the data's description gives outcome {outcome!r} no Turner outcome "
+                         "type ([outcomes.NAME] turner = \"...\"); give turner(OUTCOME_TYPE, COMPARISON) explicitly")
+    return f"turner({desc.turner(outcome)}, {comparison})"
 
 
 DEFAULT_TAU_PRIOR = "halfnormal(0.5)"

@@ -24,7 +24,7 @@ from .check import load_abstract
 from .data import COUNT_BASIS, load_studies
 from .description import Description, SourceDescription, load_source
 from .fit import FitResult
-from .spec import load_primary
+from .spec import describe_tau_priors, load_primary
 
 __all__ = ["CACHE_DIR", "forest_file", "densities_file", "benefit_curve_file", "analyze", "current_report"]
 
@@ -134,7 +134,8 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
     # 4. small sensitivity grid
     step("prior sensitivity grid")
     sspec = sens.SensitivitySpec(path=str(spec_path), outcomes=["*"], models=["contrast", "proportion"],
-                                 tau_priors=list(spec.sensitivity_tau_priors), effect_priors=[spec.effect_prior],
+                                 tau_priors={m: spec.sensitivity_tau_priors_for(m) for m in ("contrast", "proportion")},
+                                 effect_priors=[spec.effect_prior],
                                  inclusion=["dedup"], thresholds=list(spec.thresholds), baseline_prior=spec.baseline_prior,
                                  draws=draws or spec.draws, tune=spec.tune, chains=spec.chains, seed=spec.seed)
     grid_cfgs = sens.grid(sspec, table.outcomes, description=desc, unmatched="skip")
@@ -352,7 +353,7 @@ control: {e(desc.control)}.</p>"""]
     parts.append(f"""<h2>{e(head)}</h2>
 <p>Bayesian: contrast model (exact binomial likelihood, study baselines) for ratios, RR evaluated at the mean
 control-arm risk of the included studies; proportion model for {e(desc.treatment)}-arm event rates. Priors:
-tau ~ {e(spec.tau_prior)}, mu ~ {e(spec.effect_prior)}, alpha_i ~ {e(spec.baseline_prior)}. Frequentist: REML
+tau ~ {e(spec.describe_tau_prior())}, mu ~ {e(spec.effect_prior)}, alpha_i ~ {e(spec.baseline_prior)}. Frequentist: REML
 (ratios), GLMM (rates).</p>
 {_table_html(frames['summary'])}""")
     if len(frames["absolute"]):
@@ -378,7 +379,8 @@ tau ~ {e(spec.tau_prior)}, mu ~ {e(spec.effect_prior)}, alpha_i ~ {e(spec.baseli
                 svg = nm[:-4] + ".svg"
                 parts.append(f'<figure><a href="figures/{e(svg)}"><img src="figures/{e(nm)}" alt="{e(nm)}"></a>'
                              f"<figcaption>{e(figure_caption(nm))}</figcaption></figure>")
-    parts.append("<h2>Prior sensitivity</h2><p>Tau priors: " + e(", ".join(spec.sensitivity_tau_priors)) +
+    parts.append("<h2>Prior sensitivity</h2><p>Tau priors: "
+                 + e(describe_tau_priors(spec.sensitivity_tau_priors, ("contrast", "proportion"), many=True)) +
                  ". psense: power-scaling sensitivity (Kallioinen et al. 2023); ≥ 0.05 flags an informative prior or "
                  "likelihood; k-hat > 0.7 means the importance weights are unreliable.</p>")
     for nm in sens_figs:

@@ -7,7 +7,9 @@ Spec (``models/sensitivity.toml``), top-level keys:
 =================  ===========================================================================================
 ``outcomes``       outcome names or ``["*"]`` (default: every outcome)
 ``models``         ``contrast``/``proportion``/``normal`` (default ``["contrast", "proportion"]``)
-``tau_priors``     list of tau prior specs (required)
+``tau_priors``     list of tau prior specs (required), or a table of lists per model kind (``[tau_priors]
+                   contrast = [...]``, kinds not named take their default grid); Turner priors are refused
+                   for the proportion model
 ``effect_priors``  list of effect prior specs (default ``["normal(0, 4)"]``)
 ``inclusion``      any of ``dedup`` (one row per overlap group), ``all_studies``, ``exclude_derived`` (dedup and
                    no ``approximate``/``denominator_fitted`` counts) (default ``["dedup"]``)
@@ -32,15 +34,17 @@ from pathlib import Path
 from . import figures
 from .atomic import atomic_path, ensure_dir
 from .data import load_studies
-from .description import Description, OutcomeDescription
+from .description import Description
 from .diagnostics import PSENSE_THRESHOLD, exact_idata, psense, tau_density  # noqa: F401 - re-exported
 from .errors import InputError
 from .fit import FitConfig, fit
 from .kinds import MODEL_KINDS
 from .models import padded_size, structure_key
-from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, parse
+from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, TURNER_DEFAULT_COMPARISON, parse
+from .priors import is_matched as _is_matched
+from .priors import resolve_matched as _resolve_turner
 from .runner import GridResult, _cache_put, config_hash, run_grid  # noqa: F401 - re-exported
-from .spec import check_prior, check_ratio_settings, check_sampler_settings
+from .spec import check_prior, check_ratio_settings, check_sampler_settings, check_tau_priors, tau_priors_for
 from .tomlio import check_keys, read_toml
 
 __all__ = ["DEFAULT_SENSITIVITY", "INCLUSION_SETS", "TURNER_DEFAULT_COMPARISON", "SimulationSpec", "SensitivitySpec",
@@ -49,11 +53,7 @@ __all__ = ["DEFAULT_SENSITIVITY", "INCLUSION_SETS", "TURNER_DEFAULT_COMPARISON",
 DEFAULT_SENSITIVITY = Path("models/sensitivity.toml")
 INCLUSION_SETS = {"dedup": (False, ()), "all_studies": (True, ()),
                   "exclude_derived": (False, ("approximate", "denominator_fitted"))}
-# ``turner(matched)`` / ``turner(matched, COMPARISON)`` in ``tau_priors`` picks the Turner et al. (2015) outcome
-# type that the data's description gives each outcome (``[outcomes.NAME] turner = "..."``), and the comparison
-# type of ``[dataset] turner_comparison`` (default below).
-TURNER_DEFAULT_COMPARISON = "nonpharma_vs_placebo"
-_KEYS = {"outcomes": list, "models": list, "tau_priors": list, "effect_priors": list, "inclusion": list,
+_KEYS = {"outcomes": list, "models": list, "tau_priors": (list, dict), "effect_priors": list, "inclusion": list,
          "thresholds": list, "measure": str, "baseline_prior": str, "draws": int, "tune": int, "chains": int,
          "seed": int, "simulation": dict}
 _SIM_KEYS = {"model": str, "k": int, "n_per_arm": int, "baseline_risk": float, "mu": float, "tau": float,
@@ -76,7 +76,7 @@ class SensitivitySpec:
     path: str
     outcomes: list = field(default_factory=lambda: ["*"])
     models: list = field(default_factory=lambda: ["contrast", "proportion"])
-    tau_priors: list = field(default_factory=list)
+    tau_priors: list | dict = field(default_factory=list)
     effect_priors: list = field(default_factory=lambda: [DEFAULT_EFFECT_PRIOR])
     inclusion: list = field(default_factory=lambda: ["dedup"])
     thresholds: list = field(default_factory=lambda: [1.0, 0.8])
@@ -87,6 +87,10 @@ class SensitivitySpec:
     chains: int = 4
     seed: int = 1
     simulation: SimulationSpec | None = None
+
+    def tau_priors_for(self, kind: str) -> list[str]:
+        """The tau priors of the grid for model ``kind`` (a list for every kind, or its entry of a table)."""
+        return list(tau_priors_for(self.tau_priors, kind, many=True))
 
 
 def load_sensitivity(path: str | Path = DEFAULT_SENSITIVITY) -> SensitivitySpec:
@@ -114,21 +118,17 @@ def load_sensitivity(path: str | Path = DEFAULT_SENSITIVITY) -> SensitivitySpec:
         setattr(spec, key, value)
     if not spec.tau_priors:
         raise InputError("key 'tau_priors' is required (a non-empty list of prior specs)", file=path)
-    for key, kind in (("tau_priors", "tau"), ("effect_priors", "effect")):
-        lst = getattr(spec, key)
-        if not lst or not all(isinstance(x, str) for x in lst):
-            raise InputError(f"key {key!r} must be a non-empty list of prior specs", file=path)
-        for i, x in enumerate(lst):
-            if kind == "tau" and _is_matched(x):
-                # the outcome type comes from the data's description later; check the comparison type now
-                probe = Description(outcomes={"x": OutcomeDescription("x", "x", None, "all_cause_mortality")})
-                check_prior(_resolve_turner(x, "x", probe), kind, f"{key}[{i}]", path)
-                continue
-            check_prior(x, kind, f"{key}[{i}]", path)
+    lst = spec.effect_priors
+    if not lst or not all(isinstance(x, str) for x in lst):
+        raise InputError("key 'effect_priors' must be a non-empty list of prior specs", file=path)
+    for i, x in enumerate(lst):
+        check_prior(x, "effect", f"effect_priors[{i}]", path)
     check_prior(spec.baseline_prior, "effect", "baseline_prior", path)
     bad = [m for m in spec.models if m not in MODEL_KINDS]
     if bad or not spec.models:
         raise InputError(f"key 'models': {bad or 'empty'}; choose from {', '.join(MODEL_KINDS)}", file=path)
+    models = [spec.simulation.model] if spec.simulation is not None else spec.models
+    check_tau_priors(spec.tau_priors, models, "tau_priors", path, many=True)
     bad = [x for x in spec.inclusion if x not in INCLUSION_SETS]
     if bad or not spec.inclusion:
         raise InputError(f"key 'inclusion': {bad or 'empty'}; choose from {', '.join(INCLUSION_SETS)}", file=path)
@@ -166,7 +166,8 @@ def grid(spec: SensitivitySpec, outcomes_available, only_outcome: str | None = N
         for m in spec.models:
             for inc in spec.inclusion:
                 for ep in spec.effect_priors:
-                    for tp in spec.tau_priors:
+                    for tp in spec.tau_priors_for(m):
+                        MODEL_KINDS[m].check_tau_prior(tp)  # no Turner prior for proportions
                         if _is_matched(tp):
                             if desc.turner(oc) is None and unmatched == "skip":
                                 continue
@@ -177,22 +178,6 @@ def grid(spec: SensitivitySpec, outcomes_available, only_outcome: str | None = N
                                      "draws": spec.draws, "tune": spec.tune, "chains": spec.chains, "seed": spec.seed,
                                      "thresholds": spec.thresholds})
     return rows
-
-
-def _is_matched(spec: str) -> bool:
-    return spec.replace(" ", "").lower().startswith("turner(matched")
-
-
-def _resolve_turner(spec: str, outcome: str, desc: Description) -> str:
-    """``turner(matched[, COMPARISON])`` -> ``turner(OUTCOME_TYPE, COMPARISON)`` for this outcome, from the
-    data's description."""
-    inner = spec.strip()[len("turner("):-1]
-    parts = [x.strip() for x in inner.split(",")]
-    comparison = parts[1] if len(parts) > 1 else (desc.turner_comparison or TURNER_DEFAULT_COMPARISON)
-    if desc.turner(outcome) is None:
-        raise InputError(f"tau prior {spec!r}: the data's description gives outcome {outcome!r} no Turner outcome "
-                         "type ([outcomes.NAME] turner = \"...\"); give turner(OUTCOME_TYPE, COMPARISON) explicitly")
-    return f"turner({desc.turner(outcome)}, {comparison})"
 
 
 def _fit_config(cfg: dict) -> FitConfig:

@@ -60,14 +60,14 @@ def simulate_counts(kind: str, rng: np.random.Generator, *, mu: float, tau: floa
 
 def simulation_grid(spec: SensitivitySpec) -> list[dict]:
     """The configurations of a simulation study: replications x effect priors x tau priors."""
-    from .sensitivity import _is_matched
+    from .priors import is_matched as _is_matched
 
     sim = spec.simulation
     assert sim is not None, "simulation_grid needs a [simulation] table"
     out = []
     for r in range(sim.replications):
         for ep in spec.effect_priors:
-            for tp in spec.tau_priors:
+            for tp in spec.tau_priors_for(sim.model):
                 if _is_matched(tp):
                     raise InputError("turner(matched) needs an outcome; the simulation mode takes explicit priors",
                                      file=spec.path)

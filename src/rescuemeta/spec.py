@@ -10,7 +10,9 @@ the file and the key (exit code 2). ``tomllib`` (standard library) parses the fi
 ``models``           list of ``contrast``/``proportion``/``normal`` (default ``["contrast", "proportion"]``;
                      ``contrast`` is skipped for outcomes without control arms)
 ``measure``          ``OR`` or ``RR`` for the normal model (default ``OR``)
-``tau_prior``        prior spec on tau (default ``halfnormal(0.5)``)
+``tau_prior``        prior spec on tau, for every model, or a table per model kind (``[tau_prior]
+                     contrast = "..."``); default per kind (:attr:`rescuemeta.kinds.ModelKind.default_tau_prior`:
+                     ``halfnormal(0.5)`` on log ratios, ``halfnormal(1)`` on logit event rates)
 ``effect_prior``     prior on mu (default ``normal(0, 4)``)
 ``baseline_prior``   prior on the study baselines alpha_i (default ``normal(0, 10)``)
 ``draws``, ``tune``, ``chains``, ``seed``   sampler settings (1000, 1000, 4, 1)
@@ -18,9 +20,13 @@ the file and the key (exit code 2). ``tomllib`` (standard library) parses the fi
 ``exclude_basis``    list of count_basis values to drop (default none)
 ``queries``          probability queries, e.g. ``["RR < 1", "RR < 0.8"]``
 ``thresholds``       ratio thresholds for P(ratio < t) tables (default [1, 0.9, 0.8])
-``sensitivity_tau_priors``  the small sensitivity grid of the report (default halfnormal 0.25/0.5/1,
-                     halfcauchy(0.5), turner(matched))
-``[outcome.NAME]``   per-outcome overrides of the prior keys (e.g. a Turner prior matching the outcome)
+``sensitivity_tau_priors``  the small sensitivity grid of the report: a list for every model, or a table of
+                     lists per model kind (default per kind: ``sensitivity_tau_priors`` in :mod:`rescuemeta.kinds`)
+``[outcome.NAME]``   per-outcome overrides of the prior keys (e.g. a Turner prior matching the outcome;
+                     ``tau_prior`` may again be a table per model kind)
+
+Turner et al. (2015) priors describe log odds ratios: they are refused for the proportion model (whose tau is
+the SD of logit event rates), with a message saying so, wherever they would reach it.
 ===================  ===============================================================================
 """
 
@@ -32,20 +38,19 @@ from pathlib import Path
 from .data import parse_exclude_basis
 from .defaults import THRESHOLDS as DEFAULT_THRESHOLDS
 from .errors import InputError
-from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR, parse
+from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, parse
 from .tomlio import check_keys, read_toml
 
-__all__ = ["DEFAULT_PRIMARY", "DEFAULT_QUERIES", "DEFAULT_SENSITIVITY_TAU", "SAMPLER_MINIMA", "check_sampler_settings",
-           "check_ratio_settings", "check_prior", "PrimarySpec", "load_primary"]
+__all__ = ["DEFAULT_PRIMARY", "DEFAULT_QUERIES", "SAMPLER_MINIMA", "check_sampler_settings", "check_ratio_settings",
+           "check_prior", "tau_priors_for", "check_tau_priors", "describe_tau_priors", "PrimarySpec", "load_primary"]
 
 DEFAULT_PRIMARY = Path("models/primary.toml")
 DEFAULT_QUERIES = ("RR < 1", "RR < 0.8", "RD < -0.05")
-DEFAULT_SENSITIVITY_TAU = ("halfnormal(0.25)", "halfnormal(0.5)", "halfnormal(1)", "halfcauchy(0.5)", "turner(matched)")
 
-_PRIOR_KEYS = {"tau_prior": str, "effect_prior": str, "baseline_prior": str}
+_PRIOR_KEYS = {"tau_prior": (str, dict), "effect_prior": str, "baseline_prior": str}
 _PRIMARY_KEYS = {"outcomes": list, "models": list, "measure": str, **_PRIOR_KEYS, "draws": int, "tune": int,
                  "chains": int, "seed": int, "all_studies": bool, "exclude_basis": list, "queries": list,
-                 "thresholds": list, "outcome": dict, "sensitivity_tau_priors": list}
+                 "thresholds": list, "outcome": dict, "sensitivity_tau_priors": (list, dict)}
 
 
 SAMPLER_MINIMA = {"draws": 10, "tune": 0, "chains": 1, "seed": 0}
@@ -80,6 +85,64 @@ def check_prior(value: str, kind: str, key: str, path) -> str:
     return value
 
 
+def tau_priors_for(value, kind: str, *, many: bool = False):
+    """The tau prior (``many``: the list of tau priors) a spec key gives model ``kind``: the key's value when it is
+    given once for every kind, its entry when it is a table per kind, else the kind's default
+    (:attr:`rescuemeta.kinds.ModelKind.default_tau_prior` / ``sensitivity_tau_priors``)."""
+    from .kinds import get
+
+    v = value.get(kind) if isinstance(value, dict) else value
+    if v is None:
+        mk = get(kind)
+        return list(mk.sensitivity_tau_priors) if many else mk.default_tau_prior
+    return v
+
+
+def check_tau_priors(value, models, key: str, path, *, many: bool = False) -> None:
+    """Validate a tau-prior key for every model kind it reaches: each spec parses (``turner(matched)`` is checked
+    for its comparison type), and applies to the kind (no Turner prior for the proportion model). Errors name the
+    file and the key (``key.kind[i]``)."""
+    from .description import Description, OutcomeDescription
+    from .kinds import MODEL_KINDS
+    from .priors import is_matched, resolve_matched
+
+    if isinstance(value, dict):
+        bad = [k for k in value if k not in MODEL_KINDS]
+        if bad:
+            raise InputError(f"key {key!r}: {bad[0]!r} is not a model kind; a table per model takes "
+                             f"{', '.join(MODEL_KINDS)}", file=path)
+    probe = Description(outcomes={"x": OutcomeDescription("x", "x", None, "all_cause_mortality")})
+    for m in models:
+        if m not in MODEL_KINDS:
+            continue  # the models key reports it
+        v = tau_priors_for(value, m, many=many)
+        sub = f"{key}.{m}" if isinstance(value, dict) else key
+        if many and (not isinstance(v, list) or not v):
+            raise InputError(f"key {sub!r} must be a non-empty list of prior specs", file=path)
+        for i, tp in enumerate(v if many else [v]):
+            name = f"{sub}[{i}]" if many else sub
+            if not isinstance(tp, str):
+                raise InputError(f"key {name!r} must be a prior spec (a string), got {tp!r}", file=path)
+            try:
+                MODEL_KINDS[m].check_tau_prior(tp)
+            except InputError as e:
+                hint = ("" if isinstance(value, dict) else f". Give each model its own: [{key}] contrast = ..., "
+                        f"{m} = ...")
+                raise InputError(f"key {name!r}: {e.message}{hint}", file=path) from None
+            check_prior(resolve_matched(tp, "x", probe) if is_matched(tp) else tp, "tau", name, path)
+
+
+def describe_tau_priors(value, models, *, many: bool = False) -> str:
+    """The tau prior(s) of each model kind in words, e.g. ``halfnormal(0.5) (contrast); halfnormal(1) (proportion)``."""
+    parts: dict[str, list[str]] = {}
+    for m in models:
+        v = tau_priors_for(value, m, many=many)
+        parts.setdefault(", ".join(v) if many else v, []).append(m)
+    if len(parts) == 1:
+        return next(iter(parts))
+    return "; ".join(f"{v} ({', '.join(ms)})" for v, ms in parts.items())
+
+
 @dataclass
 class PrimarySpec:
     """The main analysis (``models/primary.toml``)."""
@@ -88,7 +151,7 @@ class PrimarySpec:
     outcomes: list[str] = field(default_factory=lambda: ["*"])
     models: list[str] = field(default_factory=lambda: ["contrast", "proportion"])
     measure: str = "OR"
-    tau_prior: str = DEFAULT_TAU_PRIOR
+    tau_prior: str | dict | None = None  # None: each model kind's default
     effect_prior: str = DEFAULT_EFFECT_PRIOR
     baseline_prior: str = DEFAULT_BASELINE_PRIOR
     draws: int = 1000
@@ -100,7 +163,20 @@ class PrimarySpec:
     queries: list[str] = field(default_factory=lambda: list(DEFAULT_QUERIES))
     thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
     outcome: dict = field(default_factory=dict)
-    sensitivity_tau_priors: list[str] = field(default_factory=lambda: list(DEFAULT_SENSITIVITY_TAU))
+    sensitivity_tau_priors: list[str] | dict | None = None  # None: each model kind's default grid
+
+    def tau_prior_for(self, kind: str, outcome: str | None = None) -> str:
+        """The tau prior of ``kind`` (and ``outcome``'s override, where it has one)."""
+        over = self.outcome.get(outcome, {}).get("tau_prior") if outcome is not None else None
+        if over is not None and (not isinstance(over, dict) or kind in over):
+            return tau_priors_for(over, kind)
+        return tau_priors_for(self.tau_prior, kind)
+
+    def sensitivity_tau_priors_for(self, kind: str) -> list[str]:
+        return list(tau_priors_for(self.sensitivity_tau_priors, kind, many=True))
+
+    def describe_tau_prior(self) -> str:
+        return describe_tau_priors(self.tau_prior, self.models)
 
     def resolve_outcomes(self, available: list[str]) -> list[str]:
         if self.outcomes == ["*"]:
@@ -121,7 +197,7 @@ class PrimarySpec:
         for oc in self.resolve_outcomes(available):
             over = self.outcome.get(oc, {})
             for m in self.models:
-                cfg = FitConfig(outcome=oc, model=m, measure=self.measure, tau_prior=over.get("tau_prior", self.tau_prior),
+                cfg = FitConfig(outcome=oc, model=m, measure=self.measure, tau_prior=self.tau_prior_for(m, oc),
                                 effect_prior=over.get("effect_prior", self.effect_prior),
                                 baseline_prior=over.get("baseline_prior", self.baseline_prior),
                                 all_studies=self.all_studies, exclude_basis=tuple(self.exclude_basis),
@@ -159,17 +235,20 @@ def load_primary(path: str | Path | None = DEFAULT_PRIMARY) -> PrimarySpec:
                     raise InputError(f"[outcome.{oc}] must be a table of prior keys", file=path)
                 check_keys(over, _PRIOR_KEYS, path, prefix=f"outcome.{oc}.")
                 for pk, pv in over.items():
-                    check_prior(pv, "tau" if pk == "tau_prior" else "effect", f"outcome.{oc}.{pk}", path)
+                    if pk != "tau_prior":
+                        check_prior(pv, "effect", f"outcome.{oc}.{pk}", path)
             spec.outcome = value
             continue
         setattr(spec, key, value)
-    for key in _PRIOR_KEYS:
-        check_prior(getattr(spec, key), "tau" if key == "tau_prior" else "effect", key, path)
-    for i, tp in enumerate(spec.sensitivity_tau_priors):
-        if not isinstance(tp, str):
-            raise InputError("key 'sensitivity_tau_priors' must be a list of prior specs", file=path)
-        if not tp.replace(" ", "").lower().startswith("turner(matched"):
-            check_prior(tp, "tau", f"sensitivity_tau_priors[{i}]", path)
+    models = [m for m in spec.models if isinstance(m, str)] if isinstance(spec.models, list) else []
+    for oc, over in spec.outcome.items():
+        if "tau_prior" in over:
+            ms = [m for m in models if not isinstance(over["tau_prior"], dict) or m in over["tau_prior"]]
+            check_tau_priors(over["tau_prior"], ms, f"outcome.{oc}.tau_prior", path)
+    check_tau_priors(spec.tau_prior, models, "tau_prior", path)
+    for key in ("effect_prior", "baseline_prior"):
+        check_prior(getattr(spec, key), "effect", key, path)
+    check_tau_priors(spec.sensitivity_tau_priors, models, "sensitivity_tau_priors", path, many=True)
     for q in spec.queries if isinstance(spec.queries, list) else []:
         from .queries import parse_query
 

@@ -37,7 +37,7 @@ def read_toml(path: str | Path, what: str = "spec file") -> dict:
 
 def check_keys(doc, allowed: dict, path, prefix: str = "", *, nonempty_strings: bool = False) -> None:
     """Unknown keys and wrong types are errors naming the file and the key (``prefix`` + key, e.g.
-    ``simulation.k``). ``allowed`` maps each key to int, float, str, bool, list or dict; with
+    ``simulation.k``). ``allowed`` maps each key to int, float, str, bool, list or dict, or a tuple of them; with
     ``nonempty_strings`` a str value must not be blank."""
     if not isinstance(doc, dict):
         raise InputError(f"[{prefix.rstrip('.') or 'top level'}] must be a table", file=path)
@@ -52,5 +52,8 @@ def check_keys(doc, allowed: dict, path, prefix: str = "", *, nonempty_strings: 
             raise InputError(f"key {name!r} must be a number, got {value!r}", file=path)
         if want in (str, bool, list, dict) and not isinstance(value, want):
             raise InputError(f"key {name!r} must be a {want.__name__}, got {value!r}", file=path)
+        if isinstance(want, tuple) and not isinstance(value, want):
+            kinds = " or ".join("table" if w is dict else w.__name__ for w in want)
+            raise InputError(f"key {name!r} must be a {kinds}, got {value!r}", file=path)
         if want is str and nonempty_strings and not value.strip():
             raise InputError(f"key {name!r} must be a non-empty string, got {value!r}", file=path)
