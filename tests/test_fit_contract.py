@@ -51,8 +51,12 @@ def _is_stat(d, infinite_moments_allowed=False):
 
 def test_contract_keys_contrast(mortality_fit):
     s, _ = mortality_fit
-    for key in ("mu", "tau", "or", "rr", "rd", "or_new", "rr_new", "rd_new", "baseline_risk", "theta_new"):
+    for key in ("mu", "tau", "or", "rr", "rd", "or_new", "rr_new", "rd_new", "theta_new"):
         assert _is_stat(s[key]), key
+    # RR and RD state the control risk they are conditional on: by default the median observed one
+    assert s["baseline_risk"]["mode"] == "median" and 0 < s["baseline_risk"]["value"] < 1
+    assert "median observed control-arm risk" in s["baseline_risk"]["note"]
+    assert "median observed control-arm risk" in s["estimand"]["rr"]
     assert set(s["diagnostics"]) >= {"rhat_max", "ess_bulk_min", "ess_tail_min", "divergences"}
     assert s["diagnostics"]["divergences"] == 0 and s["diagnostics"]["rhat_max"] <= 1.01
     assert s["k"] == 5 and s["outcome"] == "mortality" and s["model"] == "contrast"
@@ -69,11 +73,14 @@ def test_natural_scales_recomputed_from_saved_draws(mortality_fit):
     s, out = mortality_fit
     idata = az.from_netcdf(out / "mortality_contrast.nc")
     mu = idata.posterior["mu"].values
-    p0 = expit(idata.posterior["alpha"].values).mean(axis=-1)  # mean control-arm risk per draw
+    # the control risk: the median of the included studies' observed control-arm risks
+    y_c, n_c = idata.observed_data["y_control"].values, idata.constant_data["n_control"].values
+    p0 = float(np.median(y_c / n_c))
+    assert s["baseline_risk"]["value"] == pytest.approx(p0, rel=1e-15)
     p1 = expit(logit(p0) + mu)
     theta_new = idata.posterior_predictive["theta_new"].values
     p1_new = expit(logit(p0) + theta_new)
-    expected = {"mu": mu, "or": np.exp(mu), "rr": p1 / p0, "rd": p1 - p0, "baseline_risk": p0,
+    expected = {"mu": mu, "or": np.exp(mu), "rr": p1 / p0, "rd": p1 - p0,
                 "or_new": np.exp(theta_new), "rr_new": p1_new / p0, "rd_new": p1_new - p0}
     for key, draws in expected.items():
         for stat, v in summarize(draws).items():

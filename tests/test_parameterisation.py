@@ -86,3 +86,58 @@ def test_weak_data_reduce_to_the_non_centred_form():
     # mu given tau is its prior N(0.3, 2^2) standardised: mu = 0.3 + 2 u
     assert float(mu) == pytest.approx(0.3 + 2 * 0.5, rel=1e-9)
     np.testing.assert_allclose(theta, float(mu) + 0.3 * z, rtol=1e-9)
+
+
+@pytest.mark.parametrize("sigma", [0.003, 0.3, 1.5])
+def test_hierarchical_baselines_change_of_variables_is_exact(sigma):
+    """Hierarchical baselines (Warn et al. 2002): alpha_i ~ N(m, s^2), m ~ the baseline prior, s ~ half-normal(1),
+    with alpha_i standardised by its conditional posterior under the normal approximation (models._baselines).
+    The log density on (u, z, b) equals the model's on (mu, theta, alpha) plus the log-Jacobian, at a small, a
+    moderate and a large s, for weak and very strong (n = 1e6) control arms."""
+    data = ModelData("contrast", DATA["contrast"].arrays, hierarchical_baselines=True)
+    a = data.arrays
+    model = build_model(data, TAU, MU, BASE)
+    assert {v.name for v in model.value_vars} == {"tau_log__", "u", "z", "b", "alpha_mu", "alpha_sigma_log__"}
+    logp = model.compile_logp(jacobian=False)
+    outs = model.compile_fn(model.replace_rvs_by_values([model["mu"], model["theta"], model["alpha"]]),
+                            inputs=model.value_vars, on_unused_input="ignore")
+    rng = np.random.default_rng(5)
+    k = data.k
+    for tau in (0.01, 0.4, 2.0):
+        point = {"tau_log__": np.log(tau), "u": rng.normal(), "z": rng.normal(size=k), "b": rng.normal(size=k),
+                 "alpha_mu": rng.normal(-1, 0.5), "alpha_sigma_log__": np.log(sigma)}
+
+        def transform(vec, point=point):
+            return np.concatenate([np.atleast_1d(x) for x in outs(dict(point, u=vec[0], z=vec[1:1 + k],
+                                                                       b=vec[1 + k:]))])
+
+        x0 = np.concatenate([[point["u"]], point["z"], point["b"]])
+        mu, theta, alpha = outs(point)
+        h = 1e-6
+        jac = np.column_stack([(transform(x0 + h * e) - transform(x0 - h * e)) / (2 * h) for e in np.eye(len(x0))])
+        sign, logdet = np.linalg.slogdet(jac)
+        assert sign > 0
+        m = point["alpha_mu"]
+        ref = (MU.logpdf(np.array(float(mu))) + stats.halfnorm.logpdf(tau, scale=0.5)
+               + stats.norm.logpdf(theta, mu, tau).sum() + stats.norm.logpdf(alpha, m, sigma).sum()
+               + stats.norm.logpdf(m, -1, 3) + stats.halfnorm.logpdf(sigma, scale=1.0)
+               + stats.binom.logpmf(a["ci"], a["n2i"], expit(alpha)).sum()
+               + stats.binom.logpmf(a["ai"], a["n1i"], expit(alpha + theta)).sum())
+        assert float(logp(point)) == pytest.approx(float(np.squeeze(ref)) + logdet, abs=1e-5), (tau, sigma)
+
+
+def test_hierarchical_baselines_without_data_are_non_centred():
+    """A study with no control-arm information (a padded study: base_prec 0) has alpha_i = m + s b_i exactly."""
+    from rescuemeta.models import observed_data
+
+    data = ModelData("contrast", {"ai": np.array([3]), "n1i": np.array([20]), "ci": np.array([7]),
+                                  "n2i": np.array([22])}, hierarchical_baselines=True)
+    obs = observed_data(data, size=3)
+    assert obs["base_prec"][1:].tolist() == [0.0, 0.0] and obs["base_prec"][0] > 0
+    model = build_model(data, TAU, MU, BASE, size=3)
+    f = model.compile_fn(model.replace_rvs_by_values([model["alpha"]]), inputs=model.value_vars,
+                         on_unused_input="ignore")
+    b = np.array([0.3, 0.7, -1.2])
+    (alpha,) = f({"tau_log__": np.log(0.3), "u": 0.5, "z": np.zeros(3), "b": b, "alpha_mu": -0.8,
+                  "alpha_sigma_log__": np.log(0.6)})
+    np.testing.assert_allclose(alpha[1:], -0.8 + 0.6 * b[1:], rtol=1e-12)

@@ -11,7 +11,8 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
-from rescuemeta import kinds, sensitivity as sens
+from rescuemeta import kinds
+from rescuemeta import sensitivity as sens
 from rescuemeta.cli import app
 from rescuemeta.errors import InputError
 from rescuemeta.fit import FitConfig

@@ -368,10 +368,15 @@ EffectPriorOpt = typer.Option(DEFAULT_EFFECT_PRIOR, "--effect-prior", help="Prio
                               "student_t(nu, m, s).")
 BaselinePriorOpt = typer.Option(DEFAULT_BASELINE_PRIOR, "--baseline-prior",
                                 help="Prior on the study baselines alpha_i (contrast model).")
+ControlRiskOpt = typer.Option("median", "--control-risk",
+                              help="What RR and RD are conditional on: median (the median observed control-arm risk "
+                              "of the included studies, the same for every model), a risk such as 0.3, mean-draws "
+                              "(contrast: the mean of the study baselines, per draw) or marginal (contrast: "
+                              "population-averaged risks, with hierarchical baselines; Warn et al. 2002).")
 
 
 def _config_from_options(outcome, model, measure, tau_prior, effect_prior, baseline_prior, draws, tune, chains,
-                         seed, all_studies, exclude_basis, nuts, backend):
+                         seed, all_studies, exclude_basis, nuts, backend, control_risk="median"):
     from .fit import FitConfig
 
     mk = MODEL_KINDS[model.value]
@@ -384,7 +389,8 @@ def _config_from_options(outcome, model, measure, tau_prior, effect_prior, basel
     cfg = FitConfig(outcome=outcome, model=model.value, measure=(measure or RatioMeasure.OR).value, tau_prior=tau_prior or "",
                     effect_prior=effect_prior, baseline_prior=baseline_prior, all_studies=all_studies,
                     exclude_basis=parse_exclude_basis(exclude_basis), method="nuts" if nuts else "auto",
-                    draws=draws, tune=tune, chains=chains, seed=seed, backend=backend.value)
+                    draws=draws, tune=tune, chains=chains, seed=seed, backend=backend.value,
+                    control_risk=control_risk)
     cfg.validate()
     return cfg
 
@@ -411,6 +417,7 @@ def fit(
     tau_prior: str | None = TauPriorOpt,
     effect_prior: str = EffectPriorOpt,
     baseline_prior: str = BaselinePriorOpt,
+    control_risk: str = ControlRiskOpt,
     draws: int | None = typer.Option(None, "--draws", help="Posterior draws per chain [default: 1000, or "
                                         "the spec's with --all]."),
     tune: int = typer.Option(1000, "--tune", help="Tuning draws per chain."),
@@ -442,7 +449,7 @@ def fit(
         outcome = table.resolve_outcome(outcome, hint="--outcome NAME (or --all)")
         cfg = _config_from_options(outcome, model, measure, tau_prior, effect_prior, baseline_prior,
                                    1000 if draws is None else draws, tune, chains, 1 if seed is None else seed,
-                                   all_studies, exclude_basis, nuts, backend)
+                                   all_studies, exclude_basis, nuts, backend, control_risk)
         acrs = parse_acr(acr)
         if acrs is not None and MODEL_KINDS[cfg.model].estimand != "ratio":
             raise InputError(f"--acr applies to ratio models; the {cfg.model} model estimates an event rate")
@@ -603,7 +610,7 @@ def _print_fit_table(run, abstract, source):
         d = r["diagnostics"]
         diag = (f"{d['rhat_max']:.3f} / {min(d['ess_bulk_min'], d['ess_tail_min']):.0f} / {d['divergences']}"
                 if d.get("rhat_max") is not None else "exact")
-        qlabel = qty + (" at mean control risk" if key in ("rr", "rd") and e.config.kind.control_risk == "draws" else "")
+        qlabel = qty + (f" ({e.result.control_risk.mode} control risk)" if key in ("rr", "rd") else "")
         t.add_row(e.outcome, e.model, str(r["k"]), qlabel, _stat(r.get(key)), _fmt(r["tau"]["q50"]), freq_txt,
                   *([a_txt] if source else []), diag)
     out.print(t)
@@ -628,6 +635,7 @@ def prob(
     tau_prior: str | None = TauPriorOpt,
     effect_prior: str = EffectPriorOpt,
     baseline_prior: str = BaselinePriorOpt,
+    control_risk: str = ControlRiskOpt,
     draws: int = typer.Option(1000, "--draws", help="Posterior draws per chain."),
     tune: int = typer.Option(1000, "--tune", help="Tuning draws per chain."),
     chains: int = typer.Option(4, "--chains", help="Chains."),
@@ -638,8 +646,8 @@ def prob(
     backend: Backend = typer.Option(Backend.nutpie, "--backend", help="NUTS implementation."),
     predictive: bool = typer.Option(False, "--predictive", help="Ask about the effect in a new study."),
     baseline_risk: float | None = typer.Option(None, "--baseline-risk",
-                                                  help="Control-arm risk for RR/RD/NNT [default: mean control-arm "
-                                                       "risk of the included studies]."),
+                                                  help="Control-arm risk for RR/RD/NNT [default: the one "
+                                                       "--control-risk gives]."),
     direction: str | None = typer.Option(None, "--direction", help="'higher' if more events are better, "
                                             "'lower' if fewer are (sets the NNT sign) [default: the data's "
                                             "description, else lower]."),
@@ -654,7 +662,7 @@ def prob(
         table = load_studies(data)
         outcome = table.resolve_outcome(outcome)
         cfg = _config_from_options(outcome, model, measure, tau_prior, effect_prior, baseline_prior, draws, tune,
-                                   chains, seed, all_studies, exclude_basis, nuts, backend)
+                                   chains, seed, all_studies, exclude_basis, nuts, backend, control_risk)
         if baseline_risk is not None and not (0 < baseline_risk < 1):
             raise InputError(f"--baseline-risk must be strictly between 0 and 1, got {baseline_risk}")
         try:
@@ -676,7 +684,7 @@ def prob(
             t.add_column(c, justify="left" if c == "query" else "right")
         for r in rows:
             bl = ("—" if r["scale"] not in ("RR", "RD", "NNT", "NNH") else
-                  "mean of studies (per draw)" if r["baseline_risk"] is None else f"{r['baseline_risk']:.3f}")
+                  r.get("baseline_risk_mode", "per draw") if r["baseline_risk"] is None else f"{r['baseline_risk']:.3f}")
             t.add_row(f"P({r['query']})", f"{r['probability']:.4f}", "exact" if r["mcse"] == 0 and r["draws"] is None
                       else f"{r['mcse']:.4f}", "—" if r["draws"] is None else str(r["draws"]), bl)
         out.print(t)

@@ -23,7 +23,7 @@ from .description import Description
 from .errors import InputError, NotEstimable
 from .exact import NormalNormalPosterior
 from .kinds import MODEL_KINDS, ModelKind
-from .models import ModelData
+from .models import HIERARCHICAL_BASELINE_SD, ModelData
 from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR, Prior, parse
 from .sampling import Diagnostics, Sampler, default_sampler
 from .spec import check_sampler_settings
@@ -36,7 +36,8 @@ from .summaries import (
     summarize,
 )
 
-__all__ = ["FitConfig", "PreparedData", "prepare", "FitResult", "fit", "fit_key", "fit_cached"]
+__all__ = ["BASELINES", "CONTROL_RISKS", "ControlRisk", "FitConfig", "PreparedData", "prepare", "FitResult", "fit",
+           "fit_key", "fit_cached"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,16 @@ class FitConfig:
     NUTS otherwise; ``nuts`` forces NUTS for ``normal`` too. ``tau_prior`` left empty takes the model kind's
     default (:attr:`rescuemeta.kinds.ModelKind.default_tau_prior`: half-normal(0.5) on log ratios, half-normal(1)
     on logit event rates).
+
+    ``baselines`` (contrast model): ``independent`` study baselines alpha_i ~ ``baseline_prior`` (Smith et al.
+    1995), or ``hierarchical``: alpha_i ~ N(m, s^2), m ~ ``baseline_prior``, s ~ half-normal(1) (Warn, Thompson
+    & Spiegelhalter 2002), which makes the population-averaged (marginal) RR and RD estimable.
+
+    ``control_risk``: the control-arm risk RR and RD (and their probabilities) are conditional on (see
+    :data:`CONTROL_RISKS`): ``median`` (default; the median observed control-arm risk of the included studies,
+    the same number for every model), a number in (0, 1), ``mean-draws`` (contrast: the mean of the studies'
+    baseline risks, per posterior draw) or ``marginal`` (contrast, implies hierarchical baselines: RR and RD of
+    the population-averaged risks, E[expit(alpha + theta)] / E[expit(alpha)]).
     """
 
     outcome: str
@@ -56,6 +67,8 @@ class FitConfig:
     tau_prior: str = ""
     effect_prior: str = DEFAULT_EFFECT_PRIOR
     baseline_prior: str = DEFAULT_BASELINE_PRIOR
+    baselines: str = "independent"
+    control_risk: str = "median"
     all_studies: bool = False
     exclude_basis: tuple = ()
     method: str = "auto"
@@ -69,6 +82,8 @@ class FitConfig:
         if not self.tau_prior:
             mk = MODEL_KINDS.get(self.model)
             object.__setattr__(self, "tau_prior", mk.default_tau_prior if mk else DEFAULT_TAU_PRIOR)
+        if self.control_risk == "marginal":
+            object.__setattr__(self, "baselines", "hierarchical")
 
     @property
     def kind(self) -> ModelKind:
@@ -88,6 +103,26 @@ class FitConfig:
         if self.backend not in ("nutpie", "pymc"):
             raise InputError(f"unknown sampler backend {self.backend!r}; choose nutpie or pymc")
         mk.check_tau_prior(self.tau_prior)
+        cr = self.control_risk
+        if cr not in CONTROL_RISKS:
+            try:
+                value = float(cr)
+            except ValueError:
+                raise InputError(f"--control-risk must be {', '.join(CONTROL_RISKS)} or a risk strictly between 0 "
+                                 f"and 1, got {cr!r}") from None
+            if not 0 < value < 1:
+                raise InputError(f"--control-risk must be strictly between 0 and 1, got {cr}")
+        if cr != "median" and mk.estimand != "ratio":
+            raise InputError(f"--control-risk applies to ratio models; the {mk.name} model estimates an event rate")
+        if cr in ("mean-draws", "marginal") and mk.control_risk != "draws":
+            raise InputError(f"--control-risk {cr} needs modelled study baselines (the contrast model); the {mk.name} "
+                             "model takes median or a number")
+        if self.baselines not in BASELINES:
+            raise InputError(f"unknown baselines {self.baselines!r}; choose {' or '.join(BASELINES)}")
+        if self.baselines == "hierarchical" and not mk.baseline_prior:
+            raise InputError(f"hierarchical baselines need a model with control arms (contrast), not {mk.name}")
+        if self.baselines == "hierarchical" and parse(self.baseline_prior, "effect").definition.location_scale is None:
+            raise InputError(f"hierarchical baselines need a location-scale baseline prior, not {self.baseline_prior}")
         self.priors()
 
     def priors(self) -> dict[str, Prior]:
@@ -101,6 +136,34 @@ class FitConfig:
     @property
     def effect_measure(self) -> str:
         return self.kind.measure(self.measure)
+
+
+BASELINES = ("independent", "hierarchical")
+# What RR and RD are conditional on (FitConfig.control_risk), besides a number in (0, 1):
+CONTROL_RISKS = {
+    "median": "the median observed control-arm risk of the included studies",
+    "mean-draws": "the mean of the included studies' baseline risks, per posterior draw",
+    "marginal": "population-averaged risks over the distribution of study baselines (hierarchical baselines; "
+                "Warn et al. 2002): RR = E[expit(alpha + theta)] / E[expit(alpha)]",
+}
+
+
+@dataclass(frozen=True)
+class ControlRisk:
+    """The control-arm risk a fit's RR and RD are conditional on.
+
+    Attributes
+    ----------
+    mode : {"median", "given", "mean-draws", "marginal"}
+    value : float or None
+        The fixed risk (``median``, ``given``); None where it is a posterior quantity (per draw).
+    text : str
+        What it is, in words (the ``baseline_risk`` note of every result).
+    """
+
+    mode: str
+    value: float | None
+    text: str
 
 
 @dataclass
@@ -122,7 +185,8 @@ def prepare(table: StudyTable, cfg: FitConfig) -> PreparedData:
         prep = mk.prepare(ai, n1i, ci, n2i, sel.study_ids, cfg.effect_measure)
     except InputError as e:
         raise InputError(f"outcome {cfg.outcome!r}: {e.message}") from None
-    return PreparedData(sel, ModelData(mk.name, prep.arrays), prep.study_ids, prep.dropped, prep.control_risk)
+    md = ModelData(mk.name, prep.arrays, hierarchical_baselines=cfg.baselines == "hierarchical")
+    return PreparedData(sel, md, prep.study_ids, prep.dropped, prep.control_risk)
 
 
 @dataclass
@@ -169,15 +233,74 @@ class FitResult:
     def _theta_new(self) -> np.ndarray:
         return self.idata.posterior_predictive["theta_new"].values
 
+    def observed_control_risks(self) -> np.ndarray:
+        """The observed control-arm risks ci / n2i of the included studies (empty without control arms)."""
+        if self.config.kind.arms != "two":
+            return np.zeros(0)
+        _, _, ci, n2i = self.data.selection.counts()
+        keep = [i for i, s in enumerate(self.data.selection.study_ids) if s in set(self.data.study_ids)]
+        return np.asarray(ci, dtype=float)[keep] / np.asarray(n2i, dtype=float)[keep]
+
+    @cached_property
+    def control_risk(self) -> ControlRisk:
+        """The control-arm risk RR and RD are conditional on (``FitConfig.control_risk``); None for rates.
+
+        Returns
+        -------
+        ControlRisk
+            ``median``: the median observed control-arm risk of the included studies (those strictly between 0
+            and 1; with none, the pooled risk with 1/2 added, (sum c + 1/2) / (sum n + 1)), the same number for
+            every model; ``given``: the configured number; ``mean-draws`` and ``marginal``: posterior
+            quantities (``value`` None).
+        """
+        mode = self.config.control_risk
+        if self.config.kind.estimand != "ratio":
+            return ControlRisk("none", None, "not applicable: the model estimates an event rate")
+        if mode in ("mean-draws", "marginal"):
+            return ControlRisk(mode, None, CONTROL_RISKS[mode])
+        if mode != "median":
+            return ControlRisk("given", float(mode), f"the given control-arm risk {float(mode):g}")
+        risks = self.observed_control_risks()
+        inner = risks[(risks > 0) & (risks < 1)]
+        if inner.size:
+            return ControlRisk("median", float(np.median(inner)), CONTROL_RISKS["median"]
+                               + f" ({float(np.median(inner)):.3g})")
+        _, _, ci, n2i = self.data.selection.counts()
+        keep = [i for i, s in enumerate(self.data.selection.study_ids) if s in set(self.data.study_ids)]
+        pooled = (float(np.sum(np.asarray(ci)[keep])) + 0.5) / (float(np.sum(np.asarray(n2i)[keep])) + 1.0)
+        return ControlRisk("median", pooled, "the pooled control-arm risk of the included studies with 1/2 added "
+                           f"({pooled:.3g}; no study has a control-arm risk strictly between 0 and 1)")
+
     def default_baseline_risk(self):
-        """The control-arm risk RR and RD are evaluated at: per draw, the mean over the studies' baselines
-        (kinds with baselines), or the observed mean control risk of the included studies; None for rates."""
-        source = self.config.kind.control_risk
-        if source == "draws":
+        """The control-arm risk RR and RD are evaluated at (:attr:`control_risk`): a number, or per draw for
+        ``mean-draws`` (``marginal``: see :meth:`marginal_risks`); None for rates."""
+        cr = self.control_risk
+        if cr.mode == "mean-draws":
             return baseline_risk(self._post("alpha"))
-        if source == "observed":
-            return self.data.control_risk
-        return None
+        if cr.mode == "marginal":
+            return self.marginal_risks()[0]
+        return cr.value
+
+    def marginal_risks(self, predictive: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Population-averaged control and treatment risks per draw, from a fit with hierarchical baselines
+        alpha_i ~ N(m, s^2) independent of theta_i ~ N(mu, tau^2): p_c = E[expit(m + s z)], p_t = E[expit(m +
+        mu + sqrt(s^2 + tau^2) z)] (``predictive``: the new study's effect theta_new in place of the pooled
+        distribution, p_t = E[expit(m + theta_new + s z)]); :func:`rescuemeta.summaries.population_mean_rate`.
+
+        Returns
+        -------
+        (ndarray, ndarray)
+            p_c and p_t, each chain x draw.
+        """
+        if self.config.baselines != "hierarchical":
+            raise NotEstimable("marginal risks need hierarchical baselines (--control-risk marginal)")
+        m, s = self._post("alpha_mu"), self._post("alpha_sigma")
+        p_c = population_mean_rate(m, s)
+        if predictive:
+            p_t = population_mean_rate(m + self._theta_new, s)
+        else:
+            p_t = population_mean_rate(m + self._post("mu"), np.sqrt(s**2 + self._post("tau") ** 2))
+        return p_c, p_t
 
     def draws(self, quantity: str, *, predictive: bool = False, baseline_risk=None) -> np.ndarray:
         """Posterior draws (chain x draw) of ``quantity`` for the pooled effect or, with ``predictive``, for
@@ -193,7 +316,7 @@ class FitResult:
             predictive form).
         predictive : bool
         baseline_risk : float, optional
-            Control-arm risk for RR/RD; default: the mean control-arm risk of the included studies.
+            Control-arm risk for RR/RD; default: :attr:`control_risk` (the configured one).
 
         Returns
         -------
@@ -214,6 +337,9 @@ class FitResult:
                 return population_mean_rate(self._post("mu"), self._post("tau"))
             raise NotEstimable(f"the {m} model has mu, tau, rate and rate_mean, not {quantity!r}"
                                + (" for a new study" if quantity == "rate_mean" else ""))
+        if baseline_risk is None and self.control_risk.mode == "marginal" and quantity in ("rr", "rd"):
+            p_c, p_t = self.marginal_risks(predictive)
+            return p_t / p_c if quantity == "rr" else p_t - p_c
         p0 = self.default_baseline_risk() if baseline_risk is None else baseline_risk
         scales = ratio_scales(eff, self.config.effect_measure, p0)
         if quantity not in scales or quantity == "p1":
@@ -224,9 +350,7 @@ class FitResult:
     def assumed_control_risks(self) -> tuple[list[float], list[str], str]:
         """The default assumed control risks (GRADE: low / moderate / high): the lowest, median and highest
         control-arm risk of the included studies. Returns (risks, labels, how they were chosen)."""
-        _, _, ci, n2i = self.data.selection.counts()
-        keep = [i for i, s in enumerate(self.data.selection.study_ids) if s in set(self.data.study_ids)]
-        risks = np.asarray(ci, dtype=float)[keep] / np.asarray(n2i, dtype=float)[keep]
+        risks = self.observed_control_risks()
         risks = risks[(risks > 0) & (risks < 1)]
         if risks.size == 0:
             return [], [], "no included study has a control-arm risk strictly between 0 and 1"
@@ -307,13 +431,14 @@ class FitResult:
             return {"rate": "expit(mu): the event rate of the typical (median) study",
                     "rate_mean": "E[expit(mu + tau z)]: the mean event rate over the population of studies",
                     "rate_new": "the event rate of a new study"}
-        at = ("the mean control-arm risk of the included studies, per posterior draw" if mk.control_risk == "draws"
-              else "the observed mean control-arm risk of the included studies")
+        at = self.control_risk.text
+        cond = "" if self.control_risk.mode == "marginal" else "at "
         out = {self.config.effect_measure.lower(): f"the pooled {self.config.effect_measure} (mu on the log scale)",
-               "rd": f"risk difference (treatment minus control) at {at}",
+               "rd": f"risk difference (treatment minus control) {cond}{at}",
+               "baseline_risk": f"the control-arm risk RR and RD are conditional on: {at}",
                "absolute": "events per 1000 without and with treatment at each assumed control risk (acr)"}
         if self.config.effect_measure == "OR":
-            out["rr"] = f"risk ratio at {at}"
+            out["rr"] = f"risk ratio {cond}{at}"
         return out
 
     def prior_record(self) -> dict:
@@ -336,20 +461,21 @@ class FitResult:
             return d
         meas = self.config.effect_measure
         ratio = meas.lower()
-        pooled = ratio_scales(self._post("mu"), meas, self.default_baseline_risk())
-        new = ratio_scales(self._theta_new, meas, self.default_baseline_risk())
-        for key, v in pooled.items():
-            if key != "p1":
-                d[key] = summarize(v)
-        if mk.control_risk == "draws":
-            d["baseline_risk"] = summarize(self.default_baseline_risk())
+        cr = self.control_risk
+        for pred, suffix in ((False, ""), (True, "_new")):
+            for key in ("or", "rr", "rd") if meas == "OR" else ("rr", "rd"):
+                d[f"{key}{suffix}"] = summarize(self.draws(key, predictive=pred))
+            if suffix == "":
+                d["theta_new"] = summarize(self._theta_new)
+        if cr.value is None:
+            d["baseline_risk"] = {**summarize(self.default_baseline_risk()), "mode": cr.mode, "note": cr.text}
         else:
-            d["baseline_risk"] = {"value": self.data.control_risk,
-                                  "note": "observed mean control-arm risk of the included studies"}
-        d["theta_new"] = summarize(self._theta_new)
-        for key, v in new.items():
-            if key != "p1":
-                d[f"{key}_new"] = summarize(v)
+            d["baseline_risk"] = {"value": cr.value, "mode": cr.mode, "note": cr.text}
+        if cr.mode == "marginal":
+            d["treatment_risk"] = {**summarize(self.marginal_risks()[1]), "note": "population-averaged"}
+        if self.config.baselines == "hierarchical":
+            d["baselines"] = {"alpha_mu": summarize(self._post("alpha_mu")),
+                              "alpha_sigma": summarize(self._post("alpha_sigma"))}
         d["studies"] = [{"study_id": s, "theta": summarize(theta[..., i]), ratio: summarize(np.exp(theta[..., i]))}
                         for i, s in enumerate(self.data.study_ids)]
         return d
@@ -358,7 +484,7 @@ class FitResult:
         ex = self.exact
         assert ex is not None
         meas = self.config.effect_measure
-        p0 = self.data.control_risk
+        p0 = self.control_risk.value
 
         def block(which, g=None, expect=None):
             q = [ex.quantile(which, p) for p in (0.025, 0.5, 0.975)]
@@ -381,7 +507,7 @@ class FitResult:
         if meas == "OR":
             d["rr"] = block("mu", rr_of, lambda w: ex.expect_moments(w, rr_of))
         d["rd"] = block("mu", rd_of, lambda w: ex.expect_moments(w, rd_of))
-        d["baseline_risk"] = {"value": p0, "note": "observed mean control-arm risk of the included studies"}
+        d["baseline_risk"] = {"value": p0, "mode": self.control_risk.mode, "note": self.control_risk.text}
         d["theta_new"] = block("theta_new")
         d[f"{meas.lower()}_new"] = block("theta_new", np.exp, exp_m)
         if meas == "OR":
@@ -451,7 +577,14 @@ def _augment(idata, prep: PreparedData, cfg: FitConfig, priors: dict[str, Prior]
     pp.update(predictive)
     lp: dict[str, tuple[tuple[str, ...], Any]] = {"mu": (("chain", "draw"), priors["effect"].logpdf(mu)),
                                                   "tau": (("chain", "draw"), priors["tau"].logpdf(tau))}
-    if mk.baseline_prior:
+    if mk.baseline_prior and cfg.baselines == "hierarchical":
+        from scipy import stats
+
+        m, sd = post["alpha_mu"].values, post["alpha_sigma"].values
+        lp["alpha"] = (("chain", "draw", "study"), stats.norm.logpdf(post["alpha"].values, m[..., None], sd[..., None]))
+        lp["alpha_mu"] = (("chain", "draw"), priors["baseline"].logpdf(m))
+        lp["alpha_sigma"] = (("chain", "draw"), stats.halfnorm.logpdf(sd, scale=HIERARCHICAL_BASELINE_SD))
+    elif mk.baseline_prior:
         lp["alpha"] = (("chain", "draw", "study"), priors["baseline"].logpdf(post["alpha"].values))
     sc = {k: v for k, v in coords.items()}
     groups = {

@@ -52,8 +52,9 @@ class ModelKind:
     estimand : {"ratio", "rate"}
         What is summarised on the natural scale: OR/RR/RD (at a control risk) or the event rate.
     control_risk : {"draws", "observed"} or None
-        Where the control-arm risk for RR and RD comes from: the posterior of the study baselines, or the
-        observed mean control-arm risk of the included studies.
+        Which control risks RR and RD can be conditional on: ``draws``: the study baselines are modelled, so
+        besides a fixed risk (the median observed one by default) also the per-draw mean of the baselines and the
+        population-averaged (marginal) risks; ``observed``: a fixed risk only.
     baseline_prior : bool
         Study baselines alpha_i with a prior of their own (``baseline_prior`` in specs).
     exact : bool
@@ -67,7 +68,7 @@ class ModelKind:
         ``prepare(ai, n1i, ci, n2i, study_ids, measure) -> Arrays``.
     approximation : callable
         ``approximation(arrays) -> dict``: a normal approximation of each study's likelihood on the model scale
-        (``approx_y``, ``approx_prec``; ``base_shift``, ``base_center`` for the baselines), used only to
+        (``approx_y``, ``approx_prec``; ``base_shift``, ``base_center``, ``base_prec`` for the baselines), used only to
         parameterise the sampler.
     observed : callable
         ``observed(arrays, pad) -> dict``: the observations as ``pm.Data`` values, padded with ``pad`` studies
@@ -163,7 +164,8 @@ def _contrast_approximation(a: dict) -> dict:
     yt, vt = _logit_cc(a["ai"], a["n1i"])
     yc, vc = _logit_cc(a["ci"], a["n2i"])
     c = vc / (vc + vt)
-    return {"approx_y": yt - yc, "approx_prec": 1 / (vc + vt), "base_shift": c, "base_center": yc + c * (yt - yc)}
+    return {"approx_y": yt - yc, "approx_prec": 1 / (vc + vt), "base_shift": c, "base_center": yc + c * (yt - yc),
+            "base_prec": 1 / vc + 1 / vt}
 
 
 def _contrast_observed(a: dict, pad: int) -> dict:
@@ -196,7 +198,8 @@ def _proportion_prepare(ai, n1i, ci, n2i, ids, measure) -> Arrays:
 def _proportion_approximation(a: dict) -> dict:
     yt, vt = _logit_cc(a["ai"], a["n1i"])
     k = len(yt)
-    return {"approx_y": yt, "approx_prec": 1 / vt, "base_shift": np.zeros(k), "base_center": np.zeros(k)}
+    return {"approx_y": yt, "approx_prec": 1 / vt, "base_shift": np.zeros(k), "base_center": np.zeros(k),
+            "base_prec": np.zeros(k)}
 
 
 def _proportion_observed(a: dict, pad: int) -> dict:

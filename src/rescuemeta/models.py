@@ -34,6 +34,7 @@ class ModelData:
 
     kind: str
     arrays: dict
+    hierarchical_baselines: bool = False  # contrast: alpha_i ~ N(m, s^2) instead of independent baselines
 
     @property
     def k(self) -> int:
@@ -58,27 +59,38 @@ def padded_size(k: int, minimum: int = 16) -> int:
 # off (``use_baseline`` = 0, no control arms): logit p_treat,i = theta_i exactly, and alpha_i only follows its
 # prior (it is dropped from the results). One compiled model then serves both kinds: half the compile time.
 SHARED_BINOMIAL_BASELINE = "normal(0, 10)"
+# Hierarchical baselines (Warn, Thompson & Spiegelhalter 2002): alpha_i ~ N(m, s^2), m ~ the baseline prior,
+# s ~ half-normal(HIERARCHICAL_BASELINE_SD): the proportion model's default tau prior, as s is also the SD of
+# logit event rates across studies.
+HIERARCHICAL_BASELINE_SD = 1.0
 SHARED_BINOMIAL_LIKELIHOOD = kinds.MODEL_KINDS["contrast"].likelihood  # the graph the binomial kinds share
 
 
 def structure_key(kind: str, k: int, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None,
-                  shared_binomial: bool = False) -> tuple:
+                  shared_binomial: bool = False, hierarchical_baselines: bool = False) -> tuple:
     """What fixes the compiled graph: the model kind, the (padded) size, and the prior *families* (not their
-    values). With ``shared_binomial``, contrast and proportion share one key (see SHARED_BINOMIAL_BASELINE)."""
+    values). With ``shared_binomial``, contrast and proportion share one key (see SHARED_BINOMIAL_BASELINE);
+    hierarchical baselines are a graph of their own."""
     mk = kinds.get(kind)
     own_baseline = baseline_prior.family if (baseline_prior is not None and mk.baseline_prior) else None
+    if hierarchical_baselines:
+        return (kind, "hierarchical-baselines", k, tau_prior.family, effect_prior.family, own_baseline)
     if shared_binomial and mk.binomial:
         return ("binomial", k, tau_prior.family, effect_prior.family, own_baseline or "normal")
     return (kind, k, tau_prior.family, effect_prior.family, own_baseline)
 
 
-def prior_data(tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None) -> dict:
-    """Values of the ``pm.Data`` prior parameters (padded to fixed lengths)."""
+def prior_data(tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None,
+               hierarchical_baselines: bool = False) -> dict:
+    """Values of the ``pm.Data`` prior parameters (padded to fixed lengths); with hierarchical baselines also
+    the half-normal scale of their SD (``alpha_sd_par``)."""
     d = {"tau_par": np.array(list(tau_prior.params) + [0.0] * (2 - len(tau_prior.params)), dtype=float),
          "mu_par": np.array(list(effect_prior.params) + [0.0] * (3 - len(effect_prior.params)), dtype=float)}
     if baseline_prior is not None:
         d["alpha_par"] = np.array(list(baseline_prior.params) + [0.0] * (3 - len(baseline_prior.params)),
                                   dtype=float)
+    if hierarchical_baselines:
+        d["alpha_sd_par"] = np.array(HIERARCHICAL_BASELINE_SD)
     return d
 
 
@@ -107,7 +119,8 @@ def observed_data(data: ModelData, size: int | None = None, shared_binomial: boo
     if pad < 0:
         raise ValueError(f"cannot pad {data.k} studies to {size}")
     mk = kinds.get(data.kind)
-    approx = {name: np.concatenate([v, np.zeros(pad)]) for name, v in approximation(data).items()}
+    approx = {name: np.concatenate([v, np.zeros(pad)]) for name, v in approximation(data).items()
+              if name != "base_prec" or data.hierarchical_baselines}  # only hierarchical baselines use it
     d = {**mk.observed(data.arrays, pad), **approx}
     if shared_binomial and mk.binomial:
         if mk.baseline_prior:
@@ -152,7 +165,10 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
         from .priors import parse
 
         baseline_prior = parse(SHARED_BINOMIAL_BASELINE, "effect")
-    pdat = prior_data(tau_prior, effect_prior, baseline_prior if (mk.baseline_prior or shared) else None)
+    hier = data.hierarchical_baselines
+    if hier:
+        shared = False
+    pdat = prior_data(tau_prior, effect_prior, baseline_prior if (mk.baseline_prior or shared) else None, hier)
     obs = observed_data(data, size, shared_binomial=shared)
     with pm.Model(coords={"study": np.arange(size)}) as model:
         tau_par = pm.Data("tau_par", pdat["tau_par"])
@@ -165,7 +181,9 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
         if shared or mk.baseline_prior:
             assert baseline_prior is not None, f"the {mk.name} model needs a baseline prior"
             alpha_par = pm.Data("alpha_par", pdat["alpha_par"])
-            alpha = _baselines(theta, baseline_prior, alpha_par, d["base_shift"], d["base_center"])
+            sd_par = pm.Data("alpha_sd_par", pdat["alpha_sd_par"]) if hier else None
+            alpha = _baselines(theta, baseline_prior, alpha_par, d["base_shift"], d["base_center"], sd_par,
+                               d.get("base_prec"))
         likelihood = SHARED_BINOMIAL_LIKELIHOOD if shared else mk.likelihood
         likelihood(pm, d, theta, alpha)
     return model
@@ -211,14 +229,34 @@ def _study_effects(mu, tau, y_hat, prec):
     return theta
 
 
-def _baselines(theta, prior: Prior, par, shift, center):
+def _baselines(theta, prior: Prior, par, shift, center, sd_par=None, base_prec=None):
     """alpha_i ~ ``prior``, sampled as b_i = alpha_i + c_i theta_i - centre_i (flat, with alpha's prior density
     as a potential; the map (b, theta) -> (alpha, theta) has Jacobian 1). With c_i from the normal
     approximation, the likelihood makes b_i and theta_i independent: a large study no longer ties its
-    baseline and its effect into a narrow diagonal ridge."""
+    baseline and its effect into a narrow diagonal ridge.
+
+    With ``sd_par`` the baselines are hierarchical: alpha_i ~ N(alpha_mu, alpha_sigma^2), alpha_mu ~ ``prior``
+    (a flat variable with the prior's density as a potential), alpha_sigma ~ half-normal(``sd_par``). Then alpha_i
+    is standardised by its conditional posterior given (theta_i, alpha_mu, alpha_sigma) under the normal
+    approximation of both arms (precision P_i = ``base_prec``, mean y_i = centre_i - c_i theta_i), as theta_i is
+    in :func:`_study_effects`: with s = alpha_sigma, alpha_i = (m + s^2 P_i y_i) / (1 + s^2 P_i) + s / sqrt(1 + s^2
+    P_i) b_i. Non-centred where the data are weak (padded studies: P_i = 0), centred on the data where they are
+    strong; exact, the density of b_i being N(alpha_i | m, s^2) times the Jacobian."""
     b = pm.Flat("b", dims="study")
-    alpha = pm.Deterministic("alpha", b + center - shift * theta, dims="study")
-    pm.Potential("alpha_prior", pm.math.sum(pm.logp(_location_dist(prior, par), alpha)))
+    if sd_par is None:
+        alpha = pm.Deterministic("alpha", b + center - shift * theta, dims="study")
+        pm.Potential("alpha_prior", pm.math.sum(pm.logp(_location_dist(prior, par), alpha)))
+        return alpha
+    m = pm.Flat("alpha_mu")
+    pm.Potential("alpha_mu_prior", pm.logp(_location_dist(prior, par), m))
+    sd = pm.HalfNormal("alpha_sigma", sigma=sd_par)
+    y = center - shift * theta
+    s2p = sd**2 * base_prec
+    denom = 1.0 + s2p
+    root = pm.math.sqrt(denom)
+    alpha = pm.Deterministic("alpha", (m + s2p * y) / denom + sd / root * b, dims="study")
+    r = sd * base_prec * (y - m) / denom + b / root  # (alpha_i - m) / s, without dividing by s
+    pm.Potential("alpha_prior", pm.math.sum(-0.5 * r**2 - 0.5 * pm.math.log(denom) - 0.5 * np.log(2 * np.pi)))
     return alpha
 
 

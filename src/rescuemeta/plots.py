@@ -103,7 +103,7 @@ def forest(res: FitResult, measure: str, freq: dict | None = None, abstract_row=
     else:
         ax.fill([pooled["q025"], pooled["q50"], pooled["q975"], pooled["q50"]],
                 [y[base], y[base] + 0.25, y[base], y[base] - 0.25], color="C3", label="Bayesian pooled")
-        labels.append("Bayesian pooled" + (" (at mean control risk)" if key == "rr" else ""))
+        labels.append("Bayesian pooled" + (f" ({_risk_label(res)})" if key == "rr" else ""))
         ax.errorbar(pred["q50"], y[base + 1], xerr=[[pred["q50"] - pred["q025"]], [pred["q975"] - pred["q50"]]],
                     fmt="d", color="C3", mfc="white", capsize=3)
         labels.append("prediction, new study")
@@ -162,6 +162,14 @@ def densities(res: FitResult, axes=None):
     return axes
 
 
+def _risk_label(res: FitResult) -> str:
+    """The control risk an RR is conditional on, short enough for a label."""
+    cr = res.control_risk
+    return {"median": f"at control risk {cr.value:.2g}" if cr.value is not None else "",
+            "given": f"at control risk {cr.value:g}" if cr.value is not None else "",
+            "mean-draws": "at the mean study control risk", "marginal": "population-averaged"}.get(cr.mode, "")
+
+
 def benefit_curve(res: FitResult, measure: str, ax=None):
     """P(ratio < x) against x, for the pooled effect and for a new study."""
     key = measure.lower()
@@ -175,7 +183,7 @@ def benefit_curve(res: FitResult, measure: str, ax=None):
     _log_axis(ax)
     ax.axvline(1, color="0.5", lw=0.8)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel(f"{measure} threshold x" + (" (at mean control risk)" if key == "rr" else ""))
+    ax.set_xlabel(f"{measure} threshold x" + (f" ({_risk_label(res)})" if key == "rr" else ""))
     ax.set_ylabel(f"P({measure} < x | data)")
     ax.set_title(f"{res.description.label(res.config.outcome)}: probability of the {measure} being below x")
     ax.legend(fontsize=8)

@@ -1,5 +1,5 @@
 """The queries stage: probability statements about a fitted model, such as P(RR < 0.8) or P(NNT < 10),
-for the pooled effect or for the effect in a new study, at the mean control-arm risk or a risk the user
+for the pooled effect or for the effect in a new study, at the fit's stated control-arm risk or a risk the user
 gives.
 
 Grammar: ``SCALE OP VALUE`` with
@@ -129,7 +129,7 @@ def _exact_probability(fit, q: Query, predictive: bool, baseline_risk, sign: int
         p_below = ex.tau_cdf(q.value)
         return p_below if q.below else 1 - p_below
     meas = fit.config.effect_measure
-    p0 = fit.data.control_risk if baseline_risk is None else float(baseline_risk)
+    p0 = fit.control_risk.value if baseline_risk is None else float(baseline_risk)
     s = q.scale
     if s in ("NNT", "NNH"):
         # NNT < v  <=>  benefit > 1/v  <=>  sign*RD > 1/v
@@ -175,8 +175,9 @@ def probability(fit, query: str | Query, *, predictive: bool = False, baseline_r
     predictive : bool
         Ask about the effect in a new study instead of the pooled effect.
     baseline_risk : float, optional
-        Control-arm risk at which RR, RD, NNT are evaluated; default the mean control-arm risk of the included
-        studies (per posterior draw for the contrast model, the observed mean for the normal model).
+        Control-arm risk at which RR, RD, NNT are evaluated; default the fit's
+        (:attr:`rescuemeta.fit.FitResult.control_risk`: the median observed control-arm risk of the included
+        studies unless the fit was configured otherwise).
     direction : {"higher", "lower"}, optional
         Whether more events are better (sets the sign of NNT/NNH); default from the data's description
         (``better``), else fewer events are better.
@@ -187,7 +188,8 @@ def probability(fit, query: str | Query, *, predictive: bool = False, baseline_r
         ``query``, ``scale``, ``probability`` (the posterior probability that the statement is true),
         ``mcse`` (its Monte Carlo standard error; 0 for the exact normal-normal posterior), ``draws`` (number of
         posterior draws used; null when exact), ``predictive``, ``baseline_risk`` (the value used, null when it
-        is the per-draw mean control risk) and ``method``.
+        is a posterior quantity: ``mean-draws`` or ``marginal``), for RR/RD/NNT ``baseline_risk_mode`` and
+        ``baseline_risk_note`` (what it is conditional on), and ``method``.
     """
     q = parse_query(query) if isinstance(query, str) else query
     _check_scale(fit, q)
@@ -207,9 +209,10 @@ def probability(fit, query: str | Query, *, predictive: bool = False, baseline_r
             "" if stated else " (assumed: neither the description nor --direction says)")
     if fit.exact is not None:
         p = _exact_probability(fit, q, predictive, baseline_risk, sign)
-        bl = fit.data.control_risk if baseline_risk is None else float(baseline_risk)
+        bl = fit.control_risk.value if baseline_risk is None else float(baseline_risk)
         out.update(probability=float(min(1.0, max(0.0, p))), mcse=0.0, draws=None, baseline_risk=bl,
                    method="exact")
+        _note_control_risk(out, fit, q, baseline_risk)
         return out
     import arviz as az
 
@@ -222,12 +225,18 @@ def probability(fit, query: str | Query, *, predictive: bool = False, baseline_r
         mcse = float(np.asarray(az.mcse(ind, method="mean")).ravel()[0])
     else:
         mcse = 0.0  # every draw agrees; the MCSE of an indicator is not estimable from the draws
-    bl = None
-    if baseline_risk is not None:
-        bl = float(baseline_risk)
-    elif fit.config.kind.control_risk == "observed":
-        bl = fit.data.control_risk
+    bl = float(baseline_risk) if baseline_risk is not None else fit.control_risk.value
     out.update(probability=p, mcse=mcse, draws=int(ind.size), baseline_risk=bl, method="nuts")
-    if q.scale in ("RR", "RD", "NNT", "NNH") and bl is None and fit.config.kind.control_risk == "draws":
-        out["baseline_risk_note"] = "mean control-arm risk of the included studies, per posterior draw"
+    _note_control_risk(out, fit, q, baseline_risk)
     return out
+
+
+def _note_control_risk(out: dict, fit, q: Query, given) -> None:
+    """Every RR/RD/NNT result states the control risk it is conditional on (``baseline_risk_mode``,
+    ``baseline_risk_note``)."""
+    if q.scale not in ("RR", "RD", "NNT", "NNH"):
+        return
+    if given is not None:
+        out.update(baseline_risk_mode="given", baseline_risk_note=f"the given control-arm risk {float(given):g}")
+    else:
+        out.update(baseline_risk_mode=fit.control_risk.mode, baseline_risk_note=fit.control_risk.text)

@@ -290,6 +290,12 @@ FIGURE_CAPTIONS = {
 }
 
 
+def _control_risk_words(mode: str) -> str:
+    from .fit import CONTROL_RISKS
+
+    return CONTROL_RISKS.get(mode, f"the control-arm risk {mode}")
+
+
 def figure_caption(name: str) -> str:
     """The caption of a report figure (from its file name), saying what it shows and how to read it."""
     for prefix, text in sorted(FIGURE_CAPTIONS.items(), key=lambda kv: -len(kv[0])):
@@ -351,8 +357,8 @@ control: {e(desc.control)}.</p>"""]
                  "median study's control-arm risk, and caveats computed from the data and the fits. 'likely' means a "
                  "probability of at least 95%, 'possible' at least 80%.</p>" + _table_html(frames["findings"]))
     parts.append(f"""<h2>{e(head)}</h2>
-<p>Bayesian: contrast model (exact binomial likelihood, study baselines) for ratios, RR evaluated at the mean
-control-arm risk of the included studies; proportion model for {e(desc.treatment)}-arm event rates. Priors:
+<p>Bayesian: contrast model (exact binomial likelihood, study baselines) for ratios, RR conditional on
+{e(_control_risk_words(spec.control_risk))}; proportion model for {e(desc.treatment)}-arm event rates. Priors:
 tau ~ {e(spec.describe_tau_prior())}, mu ~ {e(spec.effect_prior)}, alpha_i ~ {e(spec.baseline_prior)}. Frequentist: REML
 (ratios), GLMM (rates).</p>
 {_table_html(frames['summary'])}""")

@@ -87,7 +87,10 @@ class Sampler:
 
         size = self._size(data)
         shared = self.pad  # padded nutpie models also share one binomial graph for contrast and proportion
-        key = structure_key(data.kind, size, tau_prior, effect_prior, baseline_prior, shared_binomial=shared)
+        hier = data.hierarchical_baselines
+        shared = shared and not hier
+        key = structure_key(data.kind, size, tau_prior, effect_prior, baseline_prior, shared_binomial=shared,
+                            hierarchical_baselines=hier)
         if key not in self._cache:
             t0 = time.perf_counter()
             model = build_model(data, tau_prior, effect_prior, baseline_prior, size=size, shared_binomial=shared)
@@ -103,7 +106,7 @@ class Sampler:
             bp: Prior | None = parse(SHARED_BINOMIAL_BASELINE, "effect")
         else:
             bp = baseline_prior if mk.baseline_prior else None
-        return compiled.with_data(**prior_data(tau_prior, effect_prior, bp),
+        return compiled.with_data(**prior_data(tau_prior, effect_prior, bp, hier),
                                   **observed_data(data, size, shared_binomial=shared and mk.binomial))
 
     def sample(self, data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None = None,

@@ -15,6 +15,8 @@ the file and the key (exit code 2). ``tomllib`` (standard library) parses the fi
                      ``halfnormal(0.5)`` on log ratios, ``halfnormal(1)`` on logit event rates)
 ``effect_prior``     prior on mu (default ``normal(0, 4)``)
 ``baseline_prior``   prior on the study baselines alpha_i (default ``normal(0, 10)``)
+``control_risk``     what RR and RD are conditional on: ``median`` (default), a risk in (0, 1), ``mean-draws`` or
+                     ``marginal`` (the last two for the contrast model; see :class:`rescuemeta.fit.FitConfig`)
 ``draws``, ``tune``, ``chains``, ``seed``   sampler settings (1000, 1000, 4, 1)
 ``all_studies``      keep every row of overlap groups (default false)
 ``exclude_basis``    list of count_basis values to drop (default none)
@@ -50,7 +52,7 @@ DEFAULT_QUERIES = ("RR < 1", "RR < 0.8", "RD < -0.05")
 _PRIOR_KEYS = {"tau_prior": (str, dict), "effect_prior": str, "baseline_prior": str}
 _PRIMARY_KEYS = {"outcomes": list, "models": list, "measure": str, **_PRIOR_KEYS, "draws": int, "tune": int,
                  "chains": int, "seed": int, "all_studies": bool, "exclude_basis": list, "queries": list,
-                 "thresholds": list, "outcome": dict, "sensitivity_tau_priors": (list, dict)}
+                 "thresholds": list, "outcome": dict, "sensitivity_tau_priors": (list, dict), "control_risk": str}
 
 
 SAMPLER_MINIMA = {"draws": 10, "tune": 0, "chains": 1, "seed": 0}
@@ -154,6 +156,7 @@ class PrimarySpec:
     tau_prior: str | dict | None = None  # None: each model kind's default
     effect_prior: str = DEFAULT_EFFECT_PRIOR
     baseline_prior: str = DEFAULT_BASELINE_PRIOR
+    control_risk: str = "median"
     draws: int = 1000
     tune: int = 1000
     chains: int = 4
@@ -174,6 +177,16 @@ class PrimarySpec:
 
     def sensitivity_tau_priors_for(self, kind: str) -> list[str]:
         return list(tau_priors_for(self.sensitivity_tau_priors, kind, many=True))
+
+    def control_risk_for(self, kind: str) -> str:
+        """``control_risk`` where the model kind takes it (ratio models; mean-draws and marginal need modelled
+        baselines), else ``median``."""
+        from .kinds import get
+
+        mk = get(kind)
+        if mk.estimand != "ratio" or (self.control_risk in ("mean-draws", "marginal") and mk.control_risk != "draws"):
+            return "median"
+        return self.control_risk
 
     def describe_tau_prior(self) -> str:
         return describe_tau_priors(self.tau_prior, self.models)
@@ -198,6 +211,7 @@ class PrimarySpec:
             over = self.outcome.get(oc, {})
             for m in self.models:
                 cfg = FitConfig(outcome=oc, model=m, measure=self.measure, tau_prior=self.tau_prior_for(m, oc),
+                                control_risk=self.control_risk_for(m),
                                 effect_prior=over.get("effect_prior", self.effect_prior),
                                 baseline_prior=over.get("baseline_prior", self.baseline_prior),
                                 all_studies=self.all_studies, exclude_basis=tuple(self.exclude_basis),
@@ -273,4 +287,14 @@ def load_primary(path: str | Path | None = DEFAULT_PRIMARY) -> PrimarySpec:
         raise InputError(f"key 'models': {bad or 'empty'}; choose from {', '.join(MODEL_KINDS)}", file=path)
     check_ratio_settings(spec, path)
     check_sampler_settings(spec, path)
+    from .fit import CONTROL_RISKS
+
+    if spec.control_risk not in CONTROL_RISKS:
+        try:
+            ok = 0 < float(spec.control_risk) < 1
+        except ValueError:
+            ok = False
+        if not ok:
+            raise InputError(f"key 'control_risk' must be {', '.join(CONTROL_RISKS)} or a risk strictly between 0 "
+                             f"and 1, got {spec.control_risk!r}", file=path)
     return spec

@@ -4,9 +4,11 @@ study), and the numbers every result reports for a quantity.
 Conventions
 -----------
 * ``contrast`` model: ``mu`` is the pooled log odds ratio. RR and RD are not parameters of that model;
-  they are evaluated per draw at a baseline (control-arm) risk ``p0``: by default the mean control-arm risk
-  of the included studies, ``p0 = mean_i expit(alpha_i)`` (per draw), else a risk the user gives. Then
-  ``p1 = expit(logit(p0) + log OR)``, ``RR = p1 / p0``, ``RD = p1 - p0``.
+  they are evaluated at a baseline (control-arm) risk ``p0`` (:attr:`rescuemeta.fit.FitResult.control_risk`:
+  by default the median observed control-arm risk of the included studies, or a risk the user gives, or per
+  draw the mean of the study baselines ``mean_i expit(alpha_i)``). Then ``p1 = expit(logit(p0) + log OR)``,
+  ``RR = p1 / p0``, ``RD = p1 - p0``. The population-averaged (marginal) RR of a model with hierarchical
+  baselines is :meth:`rescuemeta.fit.FitResult.marginal_risks`.
 * ``normal`` model on log RR: ``RD = p0 (RR - 1)`` at a given ``p0``; on log OR as for ``contrast``.
 * ``proportion`` model: ``rate = expit(mu)``; ``rate_new = expit(theta_new)``.
 * ``*_new``: the effect in a new study, ``theta_new = mu + tau * e``, ``e ~ N(0, 1)`` (one per draw).
