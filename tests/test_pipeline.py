@@ -225,9 +225,15 @@ def test_probability_table_is_compact():
 
     df = pd.DataFrame([
         {"outcome": "m", "query": "RR < 1", "predictive": False, "probability": 0.973, "mcse": 0.002, "draws": 4000,
-         "benefit": "fewer events"},
+         "benefit": "fewer events", "control_risk": "0.455 (median)"},
         {"outcome": "m", "query": "RR < 1", "predictive": True, "probability": 0.81, "mcse": 0.008, "draws": 4000,
-         "benefit": "fewer events"}])
+         "benefit": "fewer events", "control_risk": "0.455 (median)"},
+        {"outcome": "m", "query": "OR < 1", "predictive": False, "probability": 0.98, "mcse": 0.002, "draws": 4000,
+         "benefit": "fewer events", "control_risk": None},
+        {"outcome": "m", "query": "OR < 1", "predictive": True, "probability": 0.9, "mcse": 0.002, "draws": 4000,
+         "benefit": "fewer events", "control_risk": None}])
     assert _compact_probabilities(df).to_dict("records") == [
         {"outcome": "m", "query": "RR < 1", "pooled effect": "97%", "new study": "81% (MCSE 0.8 points)",
+         "at control risk": "0.455 (median)", "benefit": "fewer events"},
+        {"outcome": "m", "query": "OR < 1", "pooled effect": "98%", "new study": "90%", "at control risk": "—",
          "benefit": "fewer events"}]

@@ -172,7 +172,6 @@ class PreparedData:
     model_data: ModelData
     study_ids: list[str]
     dropped: list[dict] = field(default_factory=list)
-    control_risk: float | None = None  # observed mean control-arm risk (normal model)
 
 
 def prepare(table: StudyTable, cfg: FitConfig) -> PreparedData:
@@ -186,7 +185,7 @@ def prepare(table: StudyTable, cfg: FitConfig) -> PreparedData:
     except InputError as e:
         raise InputError(f"outcome {cfg.outcome!r}: {e.message}") from None
     md = ModelData(mk.name, prep.arrays, hierarchical_baselines=cfg.baselines == "hierarchical")
-    return PreparedData(sel, md, prep.study_ids, prep.dropped, prep.control_risk)
+    return PreparedData(sel, md, prep.study_ids, prep.dropped)
 
 
 @dataclass

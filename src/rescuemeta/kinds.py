@@ -29,13 +29,12 @@ __all__ = ["Arrays", "ModelKind", "STUDY", "DRAWS", "PAD_SE", "MODEL_KINDS", "ge
 
 @dataclass(frozen=True)
 class Arrays:
-    """What a kind's :attr:`ModelKind.prepare` returns: the model's arrays, the studies kept (in order), the
-    ones it dropped with a reason, and the observed mean control-arm risk where the kind uses one."""
+    """What a kind's :attr:`ModelKind.prepare` returns: the model's arrays, the studies kept (in order) and the
+    ones it dropped with a reason."""
 
     arrays: dict[str, np.ndarray]
     study_ids: list[str]
     dropped: list[dict] = field(default_factory=list)
-    control_risk: float | None = None
 
 
 @dataclass(frozen=True)
@@ -231,8 +230,7 @@ def _normal_prepare(ai, n1i, ci, n2i, ids, measure) -> Arrays:
     dropped = [{"study_id": s, "reason": "no finite log ratio (double zero)"} for s, good in zip(ids, ok) if not good]
     if not ok.any():
         raise InputError(f"no study has a finite log {measure} for the normal model")
-    return Arrays({"y": es.yi[ok], "s": np.sqrt(es.vi[ok])}, [s for s, good in zip(ids, ok) if good], dropped,
-                  control_risk=float(np.mean(ci[ok] / n2i[ok])))
+    return Arrays({"y": es.yi[ok], "s": np.sqrt(es.vi[ok])}, [s for s, good in zip(ids, ok) if good], dropped)
 
 
 def _normal_approximation(a: dict) -> dict:

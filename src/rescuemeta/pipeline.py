@@ -160,9 +160,12 @@ def probability_rows(res, queries: Sequence[str], better: str | None) -> list[di
         q = mirror_query(qtext) if higher else qtext
         for pred in (False, True):
             r = probability(res, q, predictive=pred)
+            mode = r.get("baseline_risk_mode")  # what an RR/RD/NNT is conditional on
+            risk = (None if mode is None else mode if r["baseline_risk"] is None
+                    else f"{r['baseline_risk']:.3g} ({mode})")
             rows.append({"outcome": res.config.outcome, "query": q, "predictive": pred,
                          "probability": r["probability"], "mcse": r["mcse"], "draws": r["draws"],
-                         "benefit": "more events" if higher else "fewer events"})
+                         "benefit": "more events" if higher else "fewer events", "control_risk": risk})
     return rows
 
 

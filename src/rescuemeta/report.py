@@ -318,9 +318,12 @@ def _compact_probabilities(df: pd.DataFrame) -> pd.DataFrame:
     rows: dict[tuple, dict] = {}
     for r in df.to_dict("records"):
         key = (r["outcome"], r["query"])
-        row = rows.setdefault(key, {"outcome": r["outcome"], "query": r["query"], "benefit": r["benefit"]})
+        row = rows.setdefault(key, {"outcome": r["outcome"], "query": r["query"], "benefit": r["benefit"],
+                                    "at control risk": r["control_risk"] if isinstance(r.get("control_risk"), str)
+                                    else "—"})
         row["new study" if r["predictive"] else "pooled effect"] = cell(r)
-    return pd.DataFrame([{k: v for k, v in r.items() if k != "benefit"} | {"benefit": r["benefit"]}
+    last = ("at control risk", "benefit")
+    return pd.DataFrame([{k: v for k, v in r.items() if k not in last} | {k: r[k] for k in last}
                          for r in rows.values()])
 
 
