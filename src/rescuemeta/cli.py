@@ -15,6 +15,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # Only light modules at the top: --help, --version, check and freq must not load PyMC, ArviZ, numba or
@@ -180,6 +181,84 @@ def _freq_row(table, outcome, measure, method, *, hksj, all_studies, exclude, cc
     return d
 
 
+def _freq_moderated(table, outcome, measure, method, *, hksj, all_studies, exclude, cc, mods, subgroup):
+    """``freq --mods`` / ``--subgroup``: :func:`rescuemeta.metareg.rma_mods` or :func:`~rescuemeta.metareg.subgroups`
+    on the selected rows, as a JSON-ready dict."""
+    import numpy as np
+
+    from .effects import escalc
+    from .metareg import design, rma_mods, subgroups
+
+    if method not in ("DL", "REML", "PM", "EE"):
+        raise InputError(f"--mods/--subgroup take an inverse-variance method (DL, REML, PM, EE), not {method}")
+    arms = "one" if measure == "PLO" else "two"
+    sel = select(table, outcome, arms=arms, all_studies=all_studies, exclude_basis=exclude)
+    ai, n1i, ci, n2i = sel.counts()
+    es = escalc(measure, ai, n1i, ci, n2i, cc=cc)
+    ok = np.isfinite(es.yi) & np.isfinite(es.vi)
+    ids = [s for s, good in zip(sel.study_ids, ok) if good]
+    nat = _nat(measure)
+    names = [m.strip() for m in (mods or subgroup or "").split(",") if m.strip()]
+    cols = {n: [v for v, good in zip(vals, ok) if good] for n, vals in sel.columns(names).items()}
+    base = {"outcome": outcome, "measure": measure, "inclusion": sel.describe(),
+            "evidence_note": table.description.evidence_note}
+    if not ok.all():
+        base["dropped"] = [s for s, good in zip(sel.study_ids, ok) if not good]
+    if mods is not None:
+        dsg = design(cols, names, ids)
+        res = rma_mods(es.yi[ok][dsg.keep], es.vi[ok][dsg.keep], dsg, method=method, hksj=hksj, measure=measure)
+        d = {**base, "mods": names, **res.to_dict()}
+        # natural scale: exp for ratios (a moderator's coefficient is then a ratio of ratios); for PLO the intercept
+        # is a rate (expit) and the other coefficients odds ratios
+        f_int = nat
+        f_coef = math.exp if measure in ("OR", "RR", "PLO") else (lambda x: x)
+        d["natural"] = {name: {k: (f_int if name == "intrcpt" else f_coef)(c[k]) for k in ("estimate", "ci_low", "ci_high")}
+                        for name, c in res.coefficients.items()}
+        d["studies_used"] = [s for s, k in zip(ids, dsg.keep) if k]
+        return d
+    res_s = subgroups(es.yi[ok], es.vi[ok], cols[names[0]], column=names[0], method=method, hksj=hksj,
+                      measure=measure)
+    d = {**base, **res_s.to_dict()}
+    for s in d["subgroups"].values():
+        s["natural"] = {k: nat(s[k]) for k in ("estimate", "ci_low", "ci_high")}
+    return d
+
+
+def _print_moderated(d):
+    f = _nat(d["measure"])
+    if "coefficients" in d:
+        t = Table(title=f"Meta-regression: {d['outcome']}, {d['measure']} ({d['method']}"
+                  + (", Knapp-Hartung" if d["hksj"] else "") + f"), k = {d['k']}",
+                  caption=d.get("evidence_note"), caption_justify="left")
+        for c in ("coefficient", "estimate", "SE", "95% CI", "p", "natural (95% CI)"):
+            t.add_column(c, justify="left" if c == "coefficient" else "right")
+        for name, c in d["coefficients"].items():
+            n = d["natural"][name]
+            t.add_row(escape(name), _fmt(c["estimate"]), _fmt(c["se"]), f"{_fmt(c['ci_low'])} to {_fmt(c['ci_high'])}",
+                      _fmt_p(c["pval"]), f"{_fmt(n['estimate'])} ({_fmt(n['ci_low'])} to {_fmt(n['ci_high'])})")
+        out.print(t)
+        qm_df = d["qm_df"]
+        qm_txt = (f"F({qm_df[0]}, {qm_df[1]}) = {d['qm']:.3f}" if isinstance(qm_df, list) else
+                  f"QM(df = {qm_df}) = {d['qm']:.3f}")
+        r2 = "—" if d["r2"] is None else f"{d['r2']:.1f}%"
+        out.print(f"Test of moderators: {qm_txt}, p = {_fmt_p(d['qm_pval'])}. Residual heterogeneity: tau² = "
+                  f"{_fmt(d['tau2'])}, I² = {d['i2']:.1f}%, QE(df = {d['qe_df']}) = {d['qe']:.3f}, p = "
+                  f"{_fmt_p(d['qe_pval'])}; R² = {r2}.")
+    else:
+        t = Table(title=f"Subgroups by {d['column']}: {d['outcome']}, {d['measure']} ({d['method']})",
+                  caption=d.get("evidence_note"), caption_justify="left")
+        for c in ("level", "k", "estimate (natural)", "95% CI", "tau²"):
+            t.add_column(c, justify="left" if c == "level" else "right")
+        for lv, s in d["subgroups"].items():
+            t.add_row(escape(lv), str(s["k"]), _fmt(f(s["estimate"])), f"{_fmt(f(s['ci_low']))} to {_fmt(f(s['ci_high']))}",
+                      _fmt(s["tau2"]))
+        out.print(t)
+        out.print(f"Test for subgroup differences: Q = {d['q_between']:.3f}, df = {d['q_between_df']}, p = "
+                  f"{_fmt_p(d['q_between_pval'])}.")
+    for n in d.get("notes", []):
+        out.print(escape(f"Note: {n}"))
+
+
 @app.command()
 def freq(
     data: Path = DataOpt,
@@ -197,9 +276,14 @@ def freq(
     all_outcomes: bool = typer.Option(False, "--all", help="A table of standard analyses for every outcome."),
     studies: bool = typer.Option(False, "--studies", help="Also print the per-study table (effect, 95% CI, "
                                  "weight)."),
+    mods: str | None = typer.Option(None, "--mods", help="Meta-regression on these study-table columns, e.g. "
+                                    "year or circulation,year (numeric as they are; text with the first sorted "
+                                    "level as reference); as metafor's rma(mods = ...)."),
+    subgroup: str | None = typer.Option(None, "--subgroup", help="A random-effects fit per level of this column "
+                                        "and the test for subgroup differences."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
-    """Frequentist pooled estimate (metafor-compatible)."""
+    """Frequentist pooled estimate (metafor-compatible), meta-regression (--mods) or subgroups (--subgroup)."""
     with guard():
         exclude = parse_exclude_basis(exclude_basis)
         try:
@@ -223,6 +307,18 @@ def freq(
                 _print_freq_table(rows, table.description.evidence_note)
             return
         outcome = table.resolve_outcome(outcome, hint="--outcome NAME (or --all)")
+        if mods is not None or subgroup is not None:
+            if mods is not None and subgroup is not None:
+                raise InputError("--mods and --subgroup are two analyses: give one")
+            if all_outcomes or studies:
+                raise InputError("--mods/--subgroup take one outcome, without --all or --studies")
+            d = _freq_moderated(table, outcome, measure.value, method.value, hksj=hksj, all_studies=all_studies,
+                                exclude=exclude, cc=cc, mods=mods, subgroup=subgroup)
+            if as_json:
+                emit_json(d)
+            else:
+                _print_moderated(d)
+            return
         d = _freq_row(table, outcome, measure.value, method.value, hksj=hksj, all_studies=all_studies,
                       exclude=exclude, cc=cc)
         if as_json:

@@ -182,6 +182,16 @@ class Selection:
             return ai, n1i, None, None
         return ai, n1i, f["events_control"].to_numpy(dtype=float), f["total_control"].to_numpy(dtype=float)
 
+    def columns(self, names) -> dict[str, list]:
+        """The values of study-table columns (moderators) for the included rows, missing values as None;
+        InputError naming the columns there are for an unknown one."""
+        internal = {"_line"}
+        for n in names:
+            if n not in self.frame.columns or n in internal:
+                cols = [c for c in self.frame.columns if c not in internal]
+                raise InputError(f"{n!r} is not a column of the study table; columns: {', '.join(cols)}")
+        return {n: [None if pd.isna(v) else v for v in self.frame[n].tolist()] for n in names}
+
     def describe(self) -> dict:
         return {"outcome": self.outcome, "arms": self.arms, "k": self.k, "rule": self.rule,
                 "included": self.study_ids,
