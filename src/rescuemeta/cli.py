@@ -117,7 +117,7 @@ def guard():
     try:
         yield
     except RescueMetaError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, markup=True)
         diag = getattr(e, "diagnostics", None)
         if diag:
             err.print("diagnostics: " + json.dumps(_clean(diag)), highlight=False, markup=False)
@@ -464,6 +464,11 @@ EffectPriorOpt = typer.Option(DEFAULT_EFFECT_PRIOR, "--effect-prior", help="Prio
                               "student_t(nu, m, s).")
 BaselinePriorOpt = typer.Option(DEFAULT_BASELINE_PRIOR, "--baseline-prior",
                                 help="Prior on the study baselines alpha_i (contrast model).")
+ModsOpt = typer.Option(None, "--mods", help="Meta-regression on these study-table columns, e.g. circulation,year "
+                       "(normal model, exact).")
+SubgroupOpt = typer.Option(None, "--subgroup", help="Effects per level of this column: a meta-regression on it, "
+                           "summarised per level (normal model).")
+CoefPriorOpt = typer.Option("normal(0, 10)", "--coef-prior", help="Prior on meta-regression coefficients.")
 ControlRiskOpt = typer.Option("median", "--control-risk",
                               help="What RR and RD are conditional on: median (the median observed control-arm risk "
                               "of the included studies, the same for every model), a risk such as 0.3, mean-draws "
@@ -471,8 +476,13 @@ ControlRiskOpt = typer.Option("median", "--control-risk",
                               "population-averaged risks, with hierarchical baselines; Warn et al. 2002).")
 
 
+def _split_mods(mods: str | None) -> tuple[str, ...]:
+    return tuple(m.strip() for m in (mods or "").split(",") if m.strip())
+
+
 def _config_from_options(outcome, model, measure, tau_prior, effect_prior, baseline_prior, draws, tune, chains,
-                         seed, all_studies, exclude_basis, nuts, backend, control_risk="median"):
+                         seed, all_studies, exclude_basis, nuts, backend, control_risk="median", *, mods=(),
+                         subgroup="", coef_prior="normal(0, 10)"):
     from .fit import FitConfig
 
     mk = MODEL_KINDS[model.value]
@@ -486,7 +496,7 @@ def _config_from_options(outcome, model, measure, tau_prior, effect_prior, basel
                     effect_prior=effect_prior, baseline_prior=baseline_prior, all_studies=all_studies,
                     exclude_basis=parse_exclude_basis(exclude_basis), method="nuts" if nuts else "auto",
                     draws=draws, tune=tune, chains=chains, seed=seed, backend=backend.value,
-                    control_risk=control_risk)
+                    control_risk=control_risk, mods=mods, subgroup=subgroup, coef_prior=coef_prior)
     cfg.validate()
     return cfg
 
@@ -529,6 +539,9 @@ def fit(
                                              "built-in defaults]."),
     abstract: Path | None = typer.Option(None, "--abstract", help="Published estimates to show beside the "
                                             "fits (--all)."),
+    mods: str | None = ModsOpt,
+    subgroup: str | None = SubgroupOpt,
+    coef_prior: str = CoefPriorOpt,
     acr: str | None = typer.Option(None, "--acr", help="Assumed control risks for the absolute effects, e.g. "
                                    "0.2,0.4,0.6 [default: the lowest, median and highest control-arm risk of the "
                                    "included studies]."),
@@ -545,7 +558,8 @@ def fit(
         outcome = table.resolve_outcome(outcome, hint="--outcome NAME (or --all)")
         cfg = _config_from_options(outcome, model, measure, tau_prior, effect_prior, baseline_prior,
                                    1000 if draws is None else draws, tune, chains, 1 if seed is None else seed,
-                                   all_studies, exclude_basis, nuts, backend, control_risk)
+                                   all_studies, exclude_basis, nuts, backend, control_risk,
+                                   mods=_split_mods(mods), subgroup=subgroup or "", coef_prior=coef_prior)
         acrs = parse_acr(acr)
         if acrs is not None and MODEL_KINDS[cfg.model].estimand != "ratio":
             raise InputError(f"--acr applies to ratio models; the {cfg.model} model estimates an event rate")
@@ -616,6 +630,7 @@ def _print_fit(s: dict) -> None:
         t.add_row(labels.get(key, key), _stat(v), _fmt(v["mean"]), _fmt(v["sd"]),
                   f"{_fmt(v['hdi_low'])} to {_fmt(v['hdi_high'])}")
     out.print(t)
+    _print_regression(s)
     _print_absolute(s)
     p = s["priors"]
     out.print(f"Priors: tau ~ {p['tau']} (on {p['tau_scale']}), mu ~ {p['effect']}"
@@ -628,6 +643,29 @@ def _print_fit(s: dict) -> None:
     out.print(f"Inclusion: {inc['rule']}. Included: {', '.join(inc['included'])}.")
     if inc["excluded"]:
         out.print("Excluded: " + "; ".join(f"{x['study_id']} ({x['reason']})" for x in inc["excluded"]))
+
+
+def _print_regression(s: dict) -> None:
+    """Coefficients and subgroup effects of a meta-regression fit (model scale and natural scale)."""
+    if "coefficients" not in s:
+        return
+    t = Table(title="Meta-regression coefficients (metafor's parameterisation)",
+              caption=s["moderators"]["parameterisation"], caption_justify="left")
+    for c in ("coefficient", "median (95% CrI)", "natural (95% CrI)"):
+        t.add_column(c, justify="left" if c == "coefficient" else "right")
+    for name, v in s["coefficients"].items():
+        n = v["natural"]
+        t.add_row(escape(name), _stat(v), f"{_fmt(n['q50'])} ({_fmt(n['q025'])} to {_fmt(n['q975'])})")
+    out.print(t)
+    if "subgroups" in s:
+        t = Table(title=f"Effect per level of {s['moderators']['mods'][0]} (shared tau)")
+        for c in ("level", "k", "median (95% CrI), natural"):
+            t.add_column(c, justify="left" if c == "level" else "right")
+        for lv, v in s["subgroups"].items():
+            n = v["natural"]
+            t.add_row(escape(lv), str(v["k"]) + (" (single study)" if v["k"] == 1 else ""),
+                      f"{_fmt(n['q50'])} ({_fmt(n['q025'])} to {_fmt(n['q975'])})")
+        out.print(t)
 
 
 def _abstract_for(abstract, outcome: str, quantity: str):
@@ -732,6 +770,9 @@ def prob(
     effect_prior: str = EffectPriorOpt,
     baseline_prior: str = BaselinePriorOpt,
     control_risk: str = ControlRiskOpt,
+    mods: str | None = ModsOpt,
+    subgroup: str | None = SubgroupOpt,
+    coef_prior: str = CoefPriorOpt,
     draws: int = typer.Option(1000, "--draws", help="Posterior draws per chain."),
     tune: int = typer.Option(1000, "--tune", help="Tuning draws per chain."),
     chains: int = typer.Option(4, "--chains", help="Chains."),
@@ -758,7 +799,8 @@ def prob(
         table = load_studies(data)
         outcome = table.resolve_outcome(outcome)
         cfg = _config_from_options(outcome, model, measure, tau_prior, effect_prior, baseline_prior, draws, tune,
-                                   chains, seed, all_studies, exclude_basis, nuts, backend, control_risk)
+                                   chains, seed, all_studies, exclude_basis, nuts, backend, control_risk,
+                                   mods=_split_mods(mods), subgroup=subgroup or "", coef_prior=coef_prior)
         if baseline_risk is not None and not (0 < baseline_risk < 1):
             raise InputError(f"--baseline-risk must be strictly between 0 and 1, got {baseline_risk}")
         try:
@@ -781,7 +823,7 @@ def prob(
         for r in rows:
             bl = ("—" if r["scale"] not in ("RR", "RD", "NNT", "NNH") else
                   r.get("baseline_risk_mode", "per draw") if r["baseline_risk"] is None else f"{r['baseline_risk']:.3f}")
-            t.add_row(f"P({r['query']})", f"{r['probability']:.4f}", "exact" if r["mcse"] == 0 and r["draws"] is None
+            t.add_row(escape(f"P({r['query']})"), f"{r['probability']:.4f}", "exact" if r["mcse"] == 0 and r["draws"] is None
                       else f"{r['mcse']:.4f}", "—" if r["draws"] is None else str(r["draws"]), bl)
         out.print(t)
 

@@ -363,3 +363,130 @@ class NormalNormalPosterior:
             "theta_new": {"q025": self.predictive_quantile(0.025), "q50": self.predictive_quantile(0.5),
                           "q975": self.predictive_quantile(0.975)},
         }
+
+
+@dataclass
+class NormalRegressionPosterior(NormalNormalPosterior):
+    """Exact posterior of the normal-normal meta-regression, as bayesmeta's ``bmr`` (Roever & Friede 2022):
+    y_i ~ N(x_i' beta + u_i, s_i^2), u_i ~ N(0, tau^2), beta ~ N(b_mean, diag(b_sd^2)), tau ~ any prior.
+    Given tau, beta is Gaussian, so every linear combination c' beta (a coefficient, a subgroup's effect, a
+    difference between subgroups) and the effect in a new study with covariates x are mixtures of normals over
+    the tau grid: exact, as for the model without moderators.
+
+    Parameters
+    ----------
+    X : ndarray (k, p)
+        Design matrix (column 0 the intercept).
+    b_mean, b_sd : array_like (p,)
+        Independent normal priors on the coefficients.
+
+    ``which`` in :meth:`cdf`, :meth:`quantile`, :meth:`hdi`, :meth:`moments`: ``("coef", j)`` for coefficient j,
+    ``("lin", c)`` for c' beta, ``("new", x)`` for a new study's effect x' beta + u, or ``"tau"``; ``"mu"`` is
+    coefficient 0 and ``"theta_new"`` a new study at the first column only.
+    """
+
+    X: np.ndarray | None = None
+    b_mean: np.ndarray | None = None
+    b_sd: np.ndarray | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.X = np.asarray(self.X, dtype=float)
+        k, p = self.X.shape
+        if k != len(self.y):
+            raise ValueError("X must have one row per study")
+        self.b_mean = np.broadcast_to(np.asarray(self.b_mean if self.b_mean is not None else 0.0, dtype=float),
+                                      (p,)).copy()
+        self.b_sd = np.broadcast_to(np.asarray(self.b_sd if self.b_sd is not None else 10.0, dtype=float),
+                                    (p,)).copy()
+        if np.any(self.b_sd <= 0):
+            raise ValueError("coefficient prior SDs must be positive")
+
+    def _conditional(self, tau):
+        """Conditional mean (n, p) and covariance (n, p, p) of beta given tau, and log p(y | tau)."""
+        tau = np.atleast_1d(np.asarray(tau, dtype=float))
+        X, y = self.X, self.y
+        v = self.s[None, :] ** 2 + tau[:, None] ** 2  # (n, k)
+        w = 1 / v
+        prior_prec = 1 / self.b_sd**2
+        P = np.einsum("ki,nk,kj->nij", X, w, X) + np.diag(prior_prec)[None, :, :]
+        b = np.einsum("ki,nk->ni", X, w * y[None, :]) + (prior_prec * self.b_mean)[None, :]
+        c = np.sum(w * y[None, :] ** 2, axis=1) + float(np.sum(prior_prec * self.b_mean**2))
+        chol = np.linalg.cholesky(P)
+        V = np.linalg.inv(P)
+        m = np.einsum("nij,nj->ni", V, b)
+        logdet_p = 2 * np.sum(np.log(np.diagonal(chol, axis1=1, axis2=2)), axis=1)
+        loglik = (-0.5 * np.sum(np.log(2 * math.pi * v), axis=1) - 0.5 * float(np.sum(np.log(self.b_sd**2)))
+                  - 0.5 * logdet_p - 0.5 * (c - np.einsum("ni,ni->n", b, m)))
+        return m, V, loglik
+
+    def _log_unnorm(self, tau):
+        tau = np.asarray(tau, dtype=float)
+        lp = self.tau_prior.logpdf(np.atleast_1d(tau)).reshape(tau.shape)
+        out = np.full(tau.shape, -np.inf)
+        ok = np.isfinite(lp)
+        if np.any(ok):
+            out[ok] = lp[ok] + self._conditional(tau[ok])[2].reshape(np.shape(tau[ok]))
+        return out
+
+    def _vector(self, which) -> tuple[np.ndarray, bool]:
+        assert self.X is not None
+        p = self.X.shape[1]
+        if isinstance(which, str) and which in ("mu", "theta_new"):
+            c = np.zeros(p)
+            c[0] = 1.0
+            return c, which == "theta_new"
+        if which is False or which is True:
+            c = np.zeros(p)
+            c[0] = 1.0
+            return c, bool(which)
+        kind, arg = which
+        if kind == "coef":
+            c = np.zeros(p)
+            c[int(arg)] = 1.0
+            return c, False
+        if kind in ("lin", "new"):
+            c = np.asarray(arg, dtype=float)
+            if c.shape != (p,):
+                raise ValueError(f"a linear combination needs {p} weights")
+            return c, kind == "new"
+        raise ValueError(f"unknown quantity {which!r}")
+
+    def _mv(self, which):
+        t, w, m, V = self._grid
+        if isinstance(which, (int, np.integer)) and not isinstance(which, bool):  # study i's shrunken effect
+            assert self.X is not None
+            x = self.X[int(which)]
+            lin_m, lin_v = m @ x, np.einsum("i,nij,j->n", x, V, x)
+            s2 = self.s[int(which)] ** 2
+            shrink = s2 / (s2 + t**2)
+            return w, (1 - shrink) * self.y[int(which)] + shrink * lin_m, s2 * t**2 / (s2 + t**2) + shrink**2 * lin_v
+        c, predictive = self._vector(which)
+        mean = m @ c
+        var = np.einsum("i,nij,j->n", c, V, c)
+        return w, mean, var + (t**2 if predictive else 0.0)
+
+    def mu_posterior_mean(self) -> float:
+        w, m, _ = self._mv("mu")
+        return float(np.sum(w * m))
+
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Independent draws: tau by inverting its CDF (as :meth:`NormalNormalPosterior.sample`), then
+        beta | tau (multivariate normal), each study's theta_i = x_i' beta + u_i | beta, tau, y_i, and a new
+        study's effect at the first column (``theta_new``). Returns ``tau``, ``beta`` (n, p), ``mu`` (= beta_0),
+        ``theta`` (n, k), ``theta_new``."""
+        edges = self._panels
+        fine = np.unique(np.concatenate([np.linspace(a, b, 65) for a, b in zip(edges[:-1], edges[1:])]))
+        pdf = self.tau_pdf(fine)
+        cdf = np.concatenate([[0.0], np.cumsum(0.5 * (pdf[1:] + pdf[:-1]) * np.diff(fine))])
+        cdf /= cdf[-1]
+        tau = np.interp(rng.uniform(size=n), cdf, fine)
+        m, V, _ = self._conditional(tau)
+        beta = m + np.einsum("nij,nj->ni", np.linalg.cholesky(V), rng.standard_normal(m.shape))
+        assert self.X is not None
+        lin = beta @ self.X.T  # (n, k)
+        s2 = self.s[None, :] ** 2
+        t2 = np.maximum(tau, 1e-300)[:, None] ** 2
+        prec = 1 / s2 + 1 / t2
+        theta = rng.normal((self.y[None, :] / s2 + lin / t2) / prec, np.sqrt(1 / prec))
+        return {"tau": tau, "beta": beta, "mu": beta[:, 0], "theta": theta, "theta_new": rng.normal(beta[:, 0], tau)}

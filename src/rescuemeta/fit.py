@@ -21,7 +21,7 @@ from .atomic import atomic_path
 from .data import Selection, StudyTable, select
 from .description import Description
 from .errors import InputError, NotEstimable
-from .exact import NormalNormalPosterior
+from .exact import NormalNormalPosterior, NormalRegressionPosterior
 from .kinds import MODEL_KINDS, ModelKind
 from .models import HIERARCHICAL_BASELINE_SD, ModelData
 from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR, Prior, parse
@@ -36,7 +36,10 @@ from .summaries import (
     summarize,
 )
 
-__all__ = ["BASELINES", "CONTROL_RISKS", "ControlRisk", "FitConfig", "PreparedData", "prepare", "FitResult", "fit",
+DEFAULT_COEF_PRIOR = "normal(0, 10)"  # meta-regression coefficients: weakly informative on the log-ratio scale
+
+__all__ = ["DEFAULT_COEF_PRIOR", "BASELINES", "CONTROL_RISKS", "ControlRisk", "FitConfig", "PreparedData", "prepare",
+           "FitResult", "fit",
            "fit_key", "fit_cached"]
 
 
@@ -54,6 +57,12 @@ class FitConfig:
     1995), or ``hierarchical``: alpha_i ~ N(m, s^2), m ~ ``baseline_prior``, s ~ half-normal(1) (Warn, Thompson
     & Spiegelhalter 2002), which makes the population-averaged (marginal) RR and RD estimable.
 
+    ``mods`` (meta-regression) and ``subgroup`` (one text column, summarised per level): study-table columns
+    entering the study effect, theta_i ~ N(mu + x_i' beta, tau^2) (:func:`rescuemeta.metareg.design`: R's
+    treatment coding). Numeric moderators are centred at their mean over the included studies, so ``mu`` (prior:
+    ``effect_prior``) is the effect at the reference levels and the mean numeric values; coefficients (prior:
+    ``coef_prior``) are reported as metafor parameterises them (uncentred intercept ``intrcpt``).
+
     ``control_risk``: the control-arm risk RR and RD (and their probabilities) are conditional on (see
     :data:`CONTROL_RISKS`): ``median`` (default; the median observed control-arm risk of the included studies,
     the same number for every model), a number in (0, 1), ``mean-draws`` (contrast: the mean of the studies'
@@ -69,6 +78,9 @@ class FitConfig:
     baseline_prior: str = DEFAULT_BASELINE_PRIOR
     baselines: str = "independent"
     control_risk: str = "median"
+    mods: tuple[str, ...] = ()
+    subgroup: str = ""
+    coef_prior: str = DEFAULT_COEF_PRIOR
     all_studies: bool = False
     exclude_basis: tuple = ()
     method: str = "auto"
@@ -84,6 +96,9 @@ class FitConfig:
             object.__setattr__(self, "tau_prior", mk.default_tau_prior if mk else DEFAULT_TAU_PRIOR)
         if self.control_risk == "marginal":
             object.__setattr__(self, "baselines", "hierarchical")
+        if self.subgroup and not self.mods:
+            object.__setattr__(self, "mods", (self.subgroup,))
+        object.__setattr__(self, "mods", tuple(self.mods))
 
     @property
     def kind(self) -> ModelKind:
@@ -123,11 +138,19 @@ class FitConfig:
             raise InputError(f"hierarchical baselines need a model with control arms (contrast), not {mk.name}")
         if self.baselines == "hierarchical" and parse(self.baseline_prior, "effect").definition.location_scale is None:
             raise InputError(f"hierarchical baselines need a location-scale baseline prior, not {self.baseline_prior}")
+        if self.subgroup and self.mods != (self.subgroup,):
+            raise InputError("--subgroup is a meta-regression on that one column: give --mods or --subgroup")
+        if self.mods and not self.is_exact:
+            raise NotEstimable("meta-regression and subgroups are available for the normal model (exact); with the "
+                               "binomial models (NUTS) they are not implemented yet: use --model normal")
+        if self.mods and self.is_exact and parse(self.coef_prior, "effect").family != "normal":
+            raise InputError(f"the exact meta-regression needs a normal coefficient prior, not {self.coef_prior}; "
+                             "use --nuts for other families")
         self.priors()
 
     def priors(self) -> dict[str, Prior]:
         return {"tau": parse(self.tau_prior, "tau"), "effect": parse(self.effect_prior, "effect"),
-                "baseline": parse(self.baseline_prior, "effect")}
+                "baseline": parse(self.baseline_prior, "effect"), "coef": parse(self.coef_prior, "effect")}
 
     @property
     def is_exact(self) -> bool:
@@ -168,10 +191,16 @@ class ControlRisk:
 
 @dataclass
 class PreparedData:
+    """The rows, the model's arrays and, for a meta-regression, the design: ``design`` (uncentred, metafor's
+    parameterisation, over the studies kept) and ``centre`` (the column means subtracted from numeric moderators
+    in the model's design ``model_data.X``)."""
+
     selection: Selection
     model_data: ModelData
     study_ids: list[str]
     dropped: list[dict] = field(default_factory=list)
+    design: Any = None
+    centre: np.ndarray | None = None
 
 
 def prepare(table: StudyTable, cfg: FitConfig) -> PreparedData:
@@ -184,8 +213,29 @@ def prepare(table: StudyTable, cfg: FitConfig) -> PreparedData:
         prep = mk.prepare(ai, n1i, ci, n2i, sel.study_ids, cfg.effect_measure)
     except InputError as e:
         raise InputError(f"outcome {cfg.outcome!r}: {e.message}") from None
-    md = ModelData(mk.name, prep.arrays, hierarchical_baselines=cfg.baselines == "hierarchical")
-    return PreparedData(sel, md, prep.study_ids, prep.dropped)
+    arrays, ids, dropped = prep.arrays, prep.study_ids, list(prep.dropped)
+    dsg, centre, Xc = None, None, None
+    if cfg.mods:
+        from .metareg import design
+
+        pos = {s: i for i, s in enumerate(sel.study_ids)}
+        cols = {n: [v[pos[s]] for s in ids] for n, v in sel.columns(cfg.mods).items()}
+        try:
+            dsg = design(cols, list(cfg.mods), ids)
+        except InputError as e:
+            raise InputError(f"outcome {cfg.outcome!r}: {e.message}") from None
+        keep = dsg.keep
+        dropped += [{"study_id": s, "reason": "no value of a moderator"} for s, k in zip(ids, keep) if not k]
+        arrays = {name: np.asarray(v)[keep] for name, v in arrays.items()}
+        ids = [s for s, k in zip(ids, keep) if k]
+        numeric = np.array([j > 0 and "[" not in n for j, n in enumerate(dsg.names)])
+        centre = np.where(numeric, dsg.X.mean(axis=0), 0.0)
+        Xc = dsg.X - centre[None, :]
+        if len(ids) <= dsg.X.shape[1]:
+            raise InputError(f"outcome {cfg.outcome!r}: {len(ids)} studies cannot estimate {dsg.X.shape[1]} "
+                             f"coefficients ({', '.join(dsg.names)})")
+    md = ModelData(mk.name, arrays, hierarchical_baselines=cfg.baselines == "hierarchical", X=Xc)
+    return PreparedData(sel, md, ids, dropped, dsg, centre)
 
 
 @dataclass
@@ -398,6 +448,8 @@ class FitResult:
                "method": "exact" if self.exact is not None else "nuts", "k": self.k,
                "priors": self.prior_record()}
         out.update(self._exact_quantities() if self.exact is not None else self._draw_quantities())
+        if self.data.design is not None:
+            out.update(self.regression_summary())
         inc = self.data.selection.describe()
         inc["included"] = self.data.study_ids
         inc["k"] = self.k
@@ -516,6 +568,98 @@ class FitResult:
                         for i, s in enumerate(self.data.study_ids)]
         return d
 
+    # ---- meta-regression ------------------------------------------------------------------------
+    def _design(self):
+        if self.data.design is None:
+            raise NotEstimable("this fit has no moderators (fit it with --mods or --subgroup)")
+        return self.data.design
+
+    def coefficient_vector(self, name: str) -> np.ndarray:
+        """c such that coefficient ``name`` (metafor's uncentred parameterisation) is c' beta in the model's
+        centred one; InputError naming the coefficients for an unknown name."""
+        dsg = self._design()
+        if name not in dsg.names:
+            raise InputError(f"no coefficient {name!r}; this fit has {', '.join(dsg.names)}")
+        j = dsg.names.index(name)
+        c = np.zeros(len(dsg.names))
+        c[j] = 1.0
+        if j == 0:  # the uncentred intercept: the effect where every numeric moderator is 0
+            assert self.data.centre is not None
+            c = c - self.data.centre
+        return c
+
+    def level_vector(self, level: str, column: str | None = None) -> np.ndarray:
+        """c such that the effect at ``level`` of a text moderator (the other moderators at their reference level
+        or mean) is c' beta; ``column`` defaults to the subgroup column or the only text moderator."""
+        dsg = self._design()
+        if column is None:
+            texts = list(dsg.levels)
+            column = self.config.subgroup or (texts[0] if len(texts) == 1 else None)
+            if column is None:
+                raise InputError("name the moderator: this fit has " + (f"text moderators {', '.join(texts)}"
+                                                                        if texts else "no text moderator"))
+        if column not in dsg.levels:
+            raise InputError(f"{column!r} is not a text moderator of this fit")
+        levels = dsg.levels[column]
+        if level not in levels:
+            raise InputError(f"{column} has no level {level!r}; levels: {', '.join(levels)}")
+        c = np.zeros(len(dsg.names))
+        c[0] = 1.0
+        if level != levels[0]:
+            c[dsg.names.index(f"{column}[{level}]")] = 1.0
+        return c
+
+    def linear_draws(self, c: np.ndarray) -> np.ndarray:
+        """Posterior draws (chain x draw) of c' beta."""
+        self._design()
+        return np.tensordot(self._post("beta"), np.asarray(c, dtype=float), axes=([-1], [0]))
+
+    def _natural(self):
+        """The map from the model scale to the natural one for effects (exp for ratios, expit for rates)."""
+        return expit if self.config.kind.estimand == "rate" else np.exp
+
+    def regression_summary(self) -> dict:
+        """``coefficients`` (metafor's parameterisation; each a stat block on the model scale with ``natural``
+        quantiles: a ratio of ratios, or an odds ratio between rates), ``subgroups`` for a subgroup fit (each
+        level's effect: stat block, natural-scale quantiles and k) and ``moderators`` (names, centring, prior)."""
+        dsg = self._design()
+        nat = self._natural()
+
+        def stat(c, natural):
+            if self.exact is not None:
+                ex = self.exact
+                which = ("lin", c)
+                q = [ex.quantile(which, p) for p in (0.025, 0.5, 0.975)]
+                mean, sd = ex.moments(which)
+                lo, hi = ex.hdi(which, 0.95)
+                out = {"mean": mean, "sd": sd, "q025": q[0], "q50": q[1], "q975": q[2], "hdi_low": lo, "hdi_high": hi}
+            else:
+                out = summarize(self.linear_draws(c))
+            out["natural"] = {k: float(natural(out[k])) for k in ("q025", "q50", "q975")}
+            return out
+
+        assert self.data.centre is not None
+        coefs = {}
+        for name in dsg.names:
+            # a moderator's coefficient is a difference on the log scale: exp gives a ratio (of ORs, or an odds
+            # ratio between rates); the intercept is an effect (exp for ratios, expit for rates)
+            coefs[name] = stat(self.coefficient_vector(name), nat if name == "intrcpt" else np.exp)
+        out: dict[str, Any] = {"coefficients": coefs, "moderators": {
+            "mods": list(self.config.mods), "coef_prior": self.config.coef_prior,
+            "centred": {n: float(c) for n, c in zip(dsg.names, self.data.centre) if c != 0},
+            "levels": dsg.levels, "notes": dsg.notes,
+            "parameterisation": "metafor's: intrcpt is the effect at numeric moderators 0 and text moderators at their "
+                                "first (reference) level; the model centres numeric moderators, so mu is the effect "
+                                "at their mean"}}
+        if self.config.subgroup:
+            col = self.config.subgroup
+            values = [str(v).strip() for v in self.data.selection.columns([col])[col]]
+            pos = {s: i for i, s in enumerate(self.data.selection.study_ids)}
+            kept = [values[pos[s]] for s in self.data.study_ids]
+            out["subgroups"] = {lv: {**stat(self.level_vector(lv, col), nat), "k": kept.count(lv)}
+                                for lv in dsg.levels[col]}
+        return out
+
     # ---- NetCDF ---------------------------------------------------------------------------------
     def to_netcdf(self, path) -> str:
         """Write the InferenceData (posterior, posterior_predictive, log_likelihood, log_prior,
@@ -550,9 +694,12 @@ def _exact_draws(ex: NormalNormalPosterior, cfg: FitConfig):
 
     d = ex.sample(cfg.chains * cfg.draws, np.random.default_rng([cfg.seed, 13]))
     shape = (cfg.chains, cfg.draws)
-    return az.from_dict(posterior={"mu": d["mu"].reshape(shape), "tau": d["tau"].reshape(shape),
-                                   "theta": d["theta"].reshape(*shape, -1)},
-                        dims={"theta": ["study"]})
+    post = {"mu": d["mu"].reshape(shape), "tau": d["tau"].reshape(shape), "theta": d["theta"].reshape(*shape, -1)}
+    dims = {"theta": ["study"]}
+    if "beta" in d:  # meta-regression: the coefficients in the model's (centred) parameterisation
+        post["beta"] = d["beta"].reshape(*shape, -1)
+        dims["beta"] = ["coef"]
+    return az.from_dict(posterior=post, dims=dims)
 
 
 def _augment(idata, prep: PreparedData, cfg: FitConfig, priors: dict[str, Prior], table: StudyTable):
@@ -638,7 +785,14 @@ def fit(table: StudyTable, cfg: FitConfig, sampler: Sampler | None = None) -> Fi
                              f"{priors['effect'].spec}")
         m0, s0 = priors["effect"].params
         a = prep.model_data.arrays
-        ex = NormalNormalPosterior(a["y"], a["s"], priors["tau"], m0, s0)
+        if prep.design is not None:
+            cm, cs = priors["coef"].params
+            p = prep.design.X.shape[1]
+            ex: NormalNormalPosterior = NormalRegressionPosterior(
+                a["y"], a["s"], priors["tau"], m0, s0, X=prep.model_data.X,
+                b_mean=np.array([m0] + [cm] * (p - 1)), b_sd=np.array([s0] + [cs] * (p - 1)))
+        else:
+            ex = NormalNormalPosterior(a["y"], a["s"], priors["tau"], m0, s0)
         ex.summary  # noqa: B018 - builds the quadrature grid inside the timed region
         ex._grid  # noqa: B018
         idata = _augment(_exact_draws(ex, cfg), prep, cfg, priors, table)

@@ -35,6 +35,7 @@ class ModelData:
     kind: str
     arrays: dict
     hierarchical_baselines: bool = False  # contrast: alpha_i ~ N(m, s^2) instead of independent baselines
+    X: np.ndarray | None = None  # meta-regression: the (centred) design, column 0 the intercept
 
     @property
     def k(self) -> int:

@@ -16,6 +16,10 @@ Grammar: ``SCALE OP VALUE`` with
 ``NNH``    number needed to harm: the same with harm = -benefit
 ``tau``    between-study SD (model scale)
 ``rate``   pooled event rate (proportion model)
+``coef[NAME]``  a meta-regression coefficient on the model scale (log ratio or logit), e.g.
+           ``coef[circulation[posterior]] < 0``: the posterior level's effect is below the reference level's
+``diff(A, B)``  the effect at level A minus the effect at level B of the fit's subgroup (or only text)
+           moderator, on the model scale: ``diff(posterior, anterior) < 0`` = P(the ratio is smaller in A)
 =========  ===========================================================================================
 
 ``OP`` is ``<``, ``<=``, ``>`` or ``>=`` (for continuous posteriors ``<`` and ``<=`` give the same number).
@@ -36,7 +40,11 @@ __all__ = ["SCALES", "GRAMMAR", "Query", "parse_query", "benefit_sign", "probabi
 
 SCALES = ("OR", "RR", "RD", "NNT", "NNH", "TAU", "RATE")
 GRAMMAR = ("SCALE OP VALUE, e.g. 'RR < 0.8', 'OR > 1.5', 'RD < -0.05' (or -5%), 'NNT < 10', 'tau > 0.5', "
-           "'rate > 0.4'; SCALE one of OR, RR, RD, NNT, NNH, tau, rate; OP one of <, <=, >, >=")
+           "'rate > 0.4', 'coef[year] > 0', 'diff(posterior, anterior) < 0'; SCALE one of OR, RR, RD, NNT, NNH, tau, "
+           "rate, coef[NAME], diff(A, B); OP one of <, <=, >, >=")
+_COEF_RE = re.compile(r"^\s*coef\s*\[(.+)\]\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$", re.I)
+_DIFF_RE = re.compile(r"^\s*diff\s*\(\s*([^,()]+?)\s*,\s*([^,()]+?)\s*\)\s*(<=|>=|<|>)\s*"
+                      r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$", re.I)
 _RE = re.compile(r"^\s*([A-Za-z]+)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(%?)\s*$")
 
 
@@ -48,6 +56,7 @@ class Query:
     scale: str
     op: str
     value: float
+    args: tuple[str, ...] = ()  # COEF: (name,); DIFF: (level A, level B)
 
     @property
     def below(self) -> bool:
@@ -56,6 +65,12 @@ class Query:
 
 def parse_query(text: str) -> Query:
     """Parse ``"RR < 0.8"``; an :class:`InputError` listing the grammar for anything else."""
+    m = _COEF_RE.match(text or "")
+    if m:
+        return Query(text.strip(), "COEF", m.group(2), float(m.group(3)), (m.group(1).strip(),))
+    m = _DIFF_RE.match(text or "")
+    if m:
+        return Query(text.strip(), "DIFF", m.group(3), float(m.group(4)), (m.group(1), m.group(2)))
     m = _RE.match(text or "")
     if not m:
         raise InputError(f"query {text!r} is not understood; accepted: {GRAMMAR}")
@@ -109,8 +124,20 @@ def _scale_draws(fit, q: Query, predictive: bool, baseline_risk, sign: int) -> n
     return _nnt(rd, sign if s == "NNT" else -sign)
 
 
+def _linear_vector(fit, q: Query) -> np.ndarray:
+    """The coefficients c of c' beta that a COEF or DIFF query is about."""
+    if q.scale == "COEF":
+        return fit.coefficient_vector(q.args[0])
+    return fit.level_vector(q.args[0]) - fit.level_vector(q.args[1])
+
+
 def _check_scale(fit, q: Query) -> None:
     mk, meas = fit.config.kind, fit.config.effect_measure
+    if q.scale in ("COEF", "DIFF"):
+        if fit.data.design is None:
+            raise InputError(f"query {q.text!r} is about a meta-regression: fit with --mods or --subgroup")
+        _linear_vector(fit, q)  # names the coefficients or levels there are
+        return
     if mk.estimand == "rate":
         ok = {"RATE", "TAU"}
     else:  # an RR fit has no OR: the OR needs a baseline per study, which the log-RR scale does not carry
@@ -195,8 +222,8 @@ def probability(fit, query: str | Query, *, predictive: bool = False, baseline_r
     _check_scale(fit, q)
     if baseline_risk is not None and not (0 < float(baseline_risk) < 1):
         raise InputError(f"--baseline-risk must be strictly between 0 and 1, got {baseline_risk}")
-    if predictive and q.scale == "TAU":
-        raise InputError(f"query {q.text!r}: tau has no new-study (predictive) version")
+    if predictive and q.scale in ("TAU", "COEF", "DIFF"):
+        raise InputError(f"query {q.text!r}: {q.scale.lower()} has no new-study (predictive) version")
     desc = getattr(fit, "description", None)
     sign = benefit_sign(fit.config.outcome, direction, desc)
     diag = fit.diagnostics
@@ -207,6 +234,22 @@ def probability(fit, query: str | Query, *, predictive: bool = False, baseline_r
         stated = direction or (desc.better(fit.config.outcome) if desc is not None else None)
         out["benefit"] = ("more events" if sign > 0 else "fewer events") + (
             "" if stated else " (assumed: neither the description nor --direction says)")
+    if q.scale in ("COEF", "DIFF"):
+        c = _linear_vector(fit, q)
+        if fit.exact is not None:
+            p_below = fit.exact.cdf(("lin", c), q.value)
+            p = p_below if q.below else 1 - p_below
+            out.update(probability=float(min(1.0, max(0.0, p))), mcse=0.0, draws=None, baseline_risk=None,
+                       method="exact")
+            return out
+        q_draws = fit.linear_draws(c)
+        ind_l = _compare(np.asarray(q_draws), q).astype(float)
+        p = float(ind_l.mean())
+        import arviz as az
+
+        mcse = float(np.asarray(az.mcse(ind_l, method="mean")).ravel()[0]) if 0 < p < 1 else 0.0
+        out.update(probability=p, mcse=mcse, draws=int(ind_l.size), baseline_risk=None, method="nuts")
+        return out
     if fit.exact is not None:
         p = _exact_probability(fit, q, predictive, baseline_risk, sign)
         bl = fit.control_risk.value if baseline_risk is None else float(baseline_risk)
