@@ -140,9 +140,6 @@ class FitConfig:
             raise InputError(f"hierarchical baselines need a location-scale baseline prior, not {self.baseline_prior}")
         if self.subgroup and self.mods != (self.subgroup,):
             raise InputError("--subgroup is a meta-regression on that one column: give --mods or --subgroup")
-        if self.mods and not self.is_exact:
-            raise NotEstimable("meta-regression and subgroups are available for the normal model (exact); with the "
-                               "binomial models (NUTS) they are not implemented yet: use --model normal")
         if self.mods and self.is_exact and parse(self.coef_prior, "effect").family != "normal":
             raise InputError(f"the exact meta-regression needs a normal coefficient prior, not {self.coef_prior}; "
                              "use --nuts for other families")
@@ -723,6 +720,8 @@ def _augment(idata, prep: PreparedData, cfg: FitConfig, priors: dict[str, Prior]
     pp.update(predictive)
     lp: dict[str, tuple[tuple[str, ...], Any]] = {"mu": (("chain", "draw"), priors["effect"].logpdf(mu)),
                                                   "tau": (("chain", "draw"), priors["tau"].logpdf(tau))}
+    if "slopes" in post:  # meta-regression: the moderators' coefficients (centred parameterisation)
+        lp["slopes"] = (("chain", "draw", "slope"), priors["coef"].logpdf(post["slopes"].values))
     if mk.baseline_prior and cfg.baselines == "hierarchical":
         from scipy import stats
 
@@ -804,7 +803,8 @@ def fit(table: StudyTable, cfg: FitConfig, sampler: Sampler | None = None) -> Fi
         raise ValueError(f"sampler backend {sampler.backend!r} differs from the config's {cfg.backend!r}")
     idata, diag = sampler.sample(prep.model_data, priors["tau"], priors["effect"],
                                  priors["baseline"] if cfg.kind.baseline_prior else None,
-                                 draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, seed=cfg.seed)
+                                 draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, seed=cfg.seed,
+                                 coef_prior=priors["coef"] if cfg.mods else None)
     idata = _augment(idata, prep, cfg, priors, table)
     return FitResult(cfg, prep, idata, None, diag, time.perf_counter() - t0, table.path, table.sha256,
                      table.description)

@@ -23,7 +23,8 @@ from . import kinds
 from .kinds import MODEL_KINDS, PAD_SE
 from .priors import Prior
 
-__all__ = ["MODEL_KINDS", "PAD_SE", "ModelData", "approximation", "build_model", "observed_data", "padded_size",
+__all__ = ["MODEL_KINDS", "PAD_SE", "ModelData", "approximation", "build_model", "observed_data", "padded_coefs",
+           "padded_size",
            "prior_data", "structure_key"]
 
 
@@ -67,13 +68,27 @@ HIERARCHICAL_BASELINE_SD = 1.0
 SHARED_BINOMIAL_LIKELIHOOD = kinds.MODEL_KINDS["contrast"].likelihood  # the graph the binomial kinds share
 
 
+def padded_coefs(p: int, minimum: int = 4) -> int:
+    """The compiled number of meta-regression coefficients for ``p``: the next power of two, at least
+    ``minimum``, so that analyses with 1 to 3 moderator columns share one compiled model. Padded columns are 0
+    for every study: their coefficients follow their prior only and are dropped from the results."""
+    size = minimum
+    while size < p:
+        size *= 2
+    return size
+
+
 def structure_key(kind: str, k: int, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None,
-                  shared_binomial: bool = False, hierarchical_baselines: bool = False) -> tuple:
+                  shared_binomial: bool = False, hierarchical_baselines: bool = False, n_coef: int = 0,
+                  coef_prior: Prior | None = None) -> tuple:
     """What fixes the compiled graph: the model kind, the (padded) size, and the prior *families* (not their
     values). With ``shared_binomial``, contrast and proportion share one key (see SHARED_BINOMIAL_BASELINE);
     hierarchical baselines are a graph of their own."""
     mk = kinds.get(kind)
     own_baseline = baseline_prior.family if (baseline_prior is not None and mk.baseline_prior) else None
+    if n_coef:  # a meta-regression: its own graph per number of coefficients and coefficient prior family
+        return (kind, "regression", n_coef, coef_prior.family if coef_prior else None, hierarchical_baselines, k,
+                tau_prior.family, effect_prior.family, own_baseline)
     if hierarchical_baselines:
         return (kind, "hierarchical-baselines", k, tau_prior.family, effect_prior.family, own_baseline)
     if shared_binomial and mk.binomial:
@@ -82,7 +97,7 @@ def structure_key(kind: str, k: int, tau_prior: Prior, effect_prior: Prior, base
 
 
 def prior_data(tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None,
-               hierarchical_baselines: bool = False) -> dict:
+               hierarchical_baselines: bool = False, coef_prior: Prior | None = None) -> dict:
     """Values of the ``pm.Data`` prior parameters (padded to fixed lengths); with hierarchical baselines also
     the half-normal scale of their SD (``alpha_sd_par``)."""
     d = {"tau_par": np.array(list(tau_prior.params) + [0.0] * (2 - len(tau_prior.params)), dtype=float),
@@ -92,6 +107,8 @@ def prior_data(tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | No
                                   dtype=float)
     if hierarchical_baselines:
         d["alpha_sd_par"] = np.array(HIERARCHICAL_BASELINE_SD)
+    if coef_prior is not None:
+        d["coef_par"] = np.array(list(coef_prior.params) + [0.0] * (3 - len(coef_prior.params)), dtype=float)
     return d
 
 
@@ -111,7 +128,8 @@ def approximation(data: ModelData) -> dict:
     return kinds.get(data.kind).approximation(data.arrays)
 
 
-def observed_data(data: ModelData, size: int | None = None, shared_binomial: bool = False) -> dict:
+def observed_data(data: ModelData, size: int | None = None, shared_binomial: bool = False,
+                  n_coef: int | None = None) -> dict:
     """The ``pm.Data`` values holding the observations and their normal approximation (:func:`approximation`),
     padded to ``size`` studies (padded studies: no data, precision 0). In the shared binomial graph a kind
     without control arms gets empty ones and ``use_baseline`` 0."""
@@ -123,6 +141,10 @@ def observed_data(data: ModelData, size: int | None = None, shared_binomial: boo
     approx = {name: np.concatenate([v, np.zeros(pad)]) for name, v in approximation(data).items()
               if name != "base_prec" or data.hierarchical_baselines}  # only hierarchical baselines use it
     d = {**mk.observed(data.arrays, pad), **approx}
+    if data.X is not None:  # meta-regression: the moderator columns (the intercept is mu), padded studies 0
+        x = np.vstack([np.asarray(data.X, dtype=float)[:, 1:], np.zeros((pad, data.X.shape[1] - 1))])
+        n_coef = data.X.shape[1] if n_coef is None else n_coef
+        d["mods_x"] = np.hstack([x, np.zeros((size, n_coef - data.X.shape[1]))])  # padded columns: 0
     if shared_binomial and mk.binomial:
         if mk.baseline_prior:
             d["use_baseline"] = np.array(1.0)
@@ -138,7 +160,8 @@ def _tau(tau_prior: Prior, par):
 
 
 def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None = None,
-                size: int | None = None, shared_binomial: bool = False) -> pm.Model:
+                size: int | None = None, shared_binomial: bool = False, coef_prior: Prior | None = None,
+                n_coef: int | None = None) -> pm.Model:
     """Build the PyMC model.
 
     Parameters
@@ -167,17 +190,36 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
 
         baseline_prior = parse(SHARED_BINOMIAL_BASELINE, "effect")
     hier = data.hierarchical_baselines
-    if hier:
+    reg = data.X is not None
+    if hier or reg:
         shared = False
-    pdat = prior_data(tau_prior, effect_prior, baseline_prior if (mk.baseline_prior or shared) else None, hier)
-    obs = observed_data(data, size, shared_binomial=shared)
-    with pm.Model(coords={"study": np.arange(size)}) as model:
+    if reg and coef_prior is None:
+        raise ValueError("a meta-regression model needs a coefficient prior")
+    pdat = prior_data(tau_prior, effect_prior, baseline_prior if (mk.baseline_prior or shared) else None, hier,
+                      coef_prior if reg else None)
+    n_coef = (data.X.shape[1] if n_coef is None else n_coef) if data.X is not None else 0
+    obs = observed_data(data, size, shared_binomial=shared, n_coef=n_coef or None)
+    coords = {"study": np.arange(size)}
+    if reg:
+        coords["coef"] = np.arange(n_coef)
+        coords["slope"] = np.arange(n_coef - 1)
+    with pm.Model(coords=coords) as model:
         tau_par = pm.Data("tau_par", pdat["tau_par"])
         mu_par = pm.Data("mu_par", pdat["mu_par"])
         tau = _tau(tau_prior, tau_par)
-        d = {name: pm.Data(name, value, dims="study" if np.ndim(value) else None) for name, value in obs.items()}
-        mu = _pooled_effect(tau, effect_prior, mu_par, d["approx_y"], d["approx_prec"])
-        theta = _study_effects(mu, tau, d["approx_y"], d["approx_prec"])
+        d = {name: pm.Data(name, value, dims=("study" if np.ndim(value) == 1 else ("study", "slope") if name ==
+                                              "mods_x" else None)) for name, value in obs.items()}
+        shift = 0.0
+        if reg:
+            assert coef_prior is not None
+            coef_par = pm.Data("coef_par", pdat["coef_par"])
+            slopes = pm.Flat("slopes", dims="slope")  # the moderators' coefficients, with their prior as a potential
+            pm.Potential("coef_prior", pm.math.sum(pm.logp(_location_dist(coef_prior, coef_par), slopes)))
+            shift = pm.math.dot(d["mods_x"], slopes)  # x_i' beta without the intercept
+        mu = _pooled_effect(tau, effect_prior, mu_par, d["approx_y"] - shift, d["approx_prec"])
+        if reg:
+            pm.Deterministic("beta", pm.math.concatenate([pm.math.stack([mu]), slopes]), dims="coef")
+        theta = _study_effects(mu + shift, tau, d["approx_y"], d["approx_prec"])
         alpha = None
         if shared or mk.baseline_prior:
             assert baseline_prior is not None, f"the {mk.name} model needs a baseline prior"

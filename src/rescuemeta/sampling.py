@@ -15,7 +15,7 @@ import pymc as pm
 from . import kinds
 from .defaults import ESS_MIN, RHAT_MAX, TARGET_ACCEPT
 from .errors import EXIT_CONVERGENCE, ConvergenceError  # noqa: F401 - re-exported
-from .models import ModelData, build_model, observed_data, padded_size, prior_data, structure_key
+from .models import ModelData, build_model, observed_data, padded_coefs, padded_size, prior_data, structure_key
 from .priors import Prior
 
 __all__ = ["Diagnostics", "diagnose", "Sampler", "default_sampler"]
@@ -82,18 +82,21 @@ class Sampler:
     def _size(self, data: ModelData) -> int:
         return padded_size(data.k) if self.pad else data.k
 
-    def _compiled(self, data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None):
+    def _compiled(self, data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None,
+                  coef_prior: Prior | None = None):
         from .compiled import compile_pymc_model
 
         size = self._size(data)
         shared = self.pad  # padded nutpie models also share one binomial graph for contrast and proportion
         hier = data.hierarchical_baselines
-        shared = shared and not hier
+        n_coef = 0 if data.X is None else (padded_coefs(data.X.shape[1]) if self.pad else data.X.shape[1])
+        shared = shared and not hier and not n_coef
         key = structure_key(data.kind, size, tau_prior, effect_prior, baseline_prior, shared_binomial=shared,
-                            hierarchical_baselines=hier)
+                            hierarchical_baselines=hier, n_coef=n_coef, coef_prior=coef_prior)
         if key not in self._cache:
             t0 = time.perf_counter()
-            model = build_model(data, tau_prior, effect_prior, baseline_prior, size=size, shared_binomial=shared)
+            model = build_model(data, tau_prior, effect_prior, baseline_prior, size=size, shared_binomial=shared,
+                                coef_prior=coef_prior, n_coef=n_coef or None)
             self._cache[key] = compile_pymc_model(model)
             self.compiles += 1
             self.compile_seconds += time.perf_counter() - t0
@@ -106,12 +109,14 @@ class Sampler:
             bp: Prior | None = parse(SHARED_BINOMIAL_BASELINE, "effect")
         else:
             bp = baseline_prior if mk.baseline_prior else None
-        return compiled.with_data(**prior_data(tau_prior, effect_prior, bp, hier),
-                                  **observed_data(data, size, shared_binomial=shared and mk.binomial))
+        return compiled.with_data(**prior_data(tau_prior, effect_prior, bp, hier, coef_prior if n_coef else None),
+                                  **observed_data(data, size, shared_binomial=shared and mk.binomial,
+                                                  n_coef=n_coef or None))
 
     def sample(self, data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None = None,
                *, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 1,
-               target_accept: float = TARGET_ACCEPT, guard: bool = True, ess_min: float = ESS_MIN):
+               target_accept: float = TARGET_ACCEPT, guard: bool = True, ess_min: float = ESS_MIN,
+               coef_prior: Prior | None = None):
         """Sample the posterior; if the guard fails, retry once with target_accept 0.99 and 2x the draws
         (up to 4x when the ESS fell further short).
 
@@ -127,7 +132,7 @@ class Sampler:
             t0 = time.perf_counter()
             c0 = self.compile_seconds
             idata = self._run(data, tau_prior, effect_prior, baseline_prior, draws=n_draws, tune=tune,
-                              chains=chains, seed=seed + attempts - 1, target_accept=ta)
+                              chains=chains, seed=seed + attempts - 1, target_accept=ta, coef_prior=coef_prior)
             diag = diagnose(idata, ess_min)
             diag.attempts = attempts
             diag.target_accept = ta
@@ -146,22 +151,23 @@ class Sampler:
             f"ESS bulk/tail min {diag.ess_bulk_min:.0f}/{diag.ess_tail_min:.0f} (>= {diag.ess_required:.0f}), "
             f"{diag.divergences} divergences{_advice(diag, data.kind)}", diag.to_dict())
 
-    def _run(self, data, tau_prior, effect_prior, baseline_prior, *, draws, tune, chains, seed, target_accept):
+    def _run(self, data, tau_prior, effect_prior, baseline_prior, *, draws, tune, chains, seed, target_accept,
+             coef_prior=None):
         if self.backend == "nutpie":
             import nutpie
 
-            compiled = self._compiled(data, tau_prior, effect_prior, baseline_prior)
+            compiled = self._compiled(data, tau_prior, effect_prior, baseline_prior, coef_prior)
             idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed,
                                   progress_bar=False, target_accept=target_accept, cores=min(chains, 2),
                                   save_warmup=False)
-            idata = _unpad(idata, data.k)
+            idata = _unpad(idata, data.k, None if data.X is None else data.X.shape[1])
             if not kinds.get(data.kind).baseline_prior and "alpha" in idata.posterior:  # prior-only (shared graph)
                 idata.posterior = idata.posterior.drop_vars(["alpha", "b"], errors="ignore")
                 for g in [g for g in idata.groups() if g.startswith("warmup_posterior")]:
                     setattr(idata, g, idata[g].drop_vars(["alpha", "b"], errors="ignore"))
             return idata
         if self.backend == "pymc":
-            model = build_model(data, tau_prior, effect_prior, baseline_prior)
+            model = build_model(data, tau_prior, effect_prior, baseline_prior, coef_prior=coef_prior)
             with model:
                 return pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=False,
                                  target_accept=target_accept, cores=min(chains, 2), compute_convergence_checks=False)
@@ -181,12 +187,17 @@ def _advice(diag: Diagnostics, kind: str) -> str:
     return (". " + "; ".join(tips)[0].upper() + "; ".join(tips)[1:]) if tips else ""
 
 
-def _unpad(idata, k: int):
-    """Drop padded studies (index >= k) from every group that has a ``study`` dimension."""
+def _unpad(idata, k: int, n_coef: int | None = None):
+    """Drop padded studies (index >= k) from every group that has a ``study`` dimension, and padded
+    meta-regression coefficients (``coef`` index >= n_coef, ``slope`` index >= n_coef - 1)."""
+    cuts = {"study": k}
+    if n_coef is not None:
+        cuts.update(coef=n_coef, slope=n_coef - 1)
     for name in list(idata.groups()):
         ds = idata[name]
-        if "study" in ds.dims and ds.sizes["study"] > k:
-            setattr(idata, name, ds.isel(study=slice(0, k)))  # (idata[name] = ... would list the group twice)
+        sel = {dim: slice(0, n) for dim, n in cuts.items() if dim in ds.dims and ds.sizes[dim] > n}
+        if sel:
+            setattr(idata, name, ds.isel(sel))  # (idata[name] = ... would list the group twice)
     return idata
 
 
