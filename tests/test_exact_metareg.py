@@ -178,8 +178,8 @@ def test_cli_fit_with_moderators():
     assert list(s["coefficients"]) == ["intrcpt", "ablat", "alloc[random]", "alloc[systematic]"]
     assert s["moderators"]["mods"] == ["ablat", "alloc"] and s["moderators"]["coef_prior"] == "normal(0, 10)"
     assert s["coefficients"]["ablat"]["q975"] < 0  # the latitude gradient of BCG efficacy (Colditz et al. 1994)
-    r = runner.invoke(app, ["fit", "--data", str(BCG), "--model", "contrast", "--mods", "ablat"])
-    assert r.exit_code == 2 and "use --model normal" in r.stderr
+    r = runner.invoke(app, ["fit", "--data", str(BCG), "--model", "normal", "--mods", "ablat", "--subgroup", "alloc"])
+    assert r.exit_code == 2 and "give --mods or --subgroup" in r.stderr
     r = runner.invoke(app, ["fit", "--data", str(BCG), "--model", "normal", "--mods", "latitude"])
     assert r.exit_code == 2 and "'latitude' is not a column" in r.stderr
     r = runner.invoke(app, ["fit", "--data", str(BCG), "--model", "normal", "--mods", "ablat",

@@ -19,6 +19,7 @@ BCG = ROOT / "tests" / "data" / "datasets" / "bcg_mods.csv"
 DRAWS = 500 if os.environ.get("CI") else 1000
 
 
+@pytest.mark.slow  # its own compiled structure (normal model, 4 coefficients): ~30 s cold
 def test_nuts_meta_regression_matches_the_exact_posterior():
     """dat.bcg, log RR on ablat + alloc (4 coefficients): for each coefficient and tau, the NUTS draws put
     probability 1/2 below the exact median and 0.1 / 0.9 below the exact 10% / 90% quantiles, within 4.5 Monte

@@ -25,7 +25,9 @@ def report(tmp_path_factory):
     spec = tmp / "primary.toml"
     # the shipped spec, with a smaller sensitivity grid to keep CI short
     text = (ROOT / "models" / "primary.toml").read_text()
-    text = re.sub(r"sensitivity_tau_priors = \[.*\]", 'sensitivity_tau_priors = ["halfnormal(1)"]', text)
+    text, n = re.subn(r"\[sensitivity_tau_priors\]\ncontrast = \[.*\]\nproportion = \[.*\]",
+                      '[sensitivity_tau_priors]\ncontrast = ["halfnormal(1)"]\nproportion = ["halfnormal(1)"]', text)
+    assert n == 1, "the shipped spec's grid table changed: update this fixture"
     spec.write_text(text)
     out = tmp / "report"
     res = analyze(spec, DATA, ABSTRACT, out, cache_dir=tmp / "cache")
@@ -59,6 +61,30 @@ def test_report_has_every_figure_and_table(report):
     assert "30" in html and "20 studies" in html and "overlap" in html
     assert "reocclusion (contrast)" in html  # not estimable, and said so
     assert res["failures"] == []
+
+
+def test_report_answers_the_subgroup_question(report):
+    """Issue 15: 'is rescue stenting different in the posterior circulation?' for mortality, sICH and functional
+    independence: a row per level with its studies, the probability of a larger benefit than the reference level
+    and the frequentist test, a subgroup forest plot, or the reason there is no comparison."""
+    _, out, _, _ = report
+    html = (out / "index.html").read_text()
+    assert "Subgroups and meta-regression" in html
+    sub = pd.read_csv(out / "tables" / "subgroups.csv")
+    assert set(sub["by"]) == {"circulation"}
+    desc = load_studies(DATA).description
+    for oc in ("mortality", "sich", "functional_independence"):
+        rows = sub[sub["outcome"] == desc.label(oc)]
+        assert len(rows), oc
+        if rows["level / coefficient"].eq("—").all():  # not analysed: the table says why
+            assert rows["estimate (95% CrI)"].str.contains("too few studies per level").all(), oc
+            continue
+        assert "posterior" in set(rows["level / coefficient"]), oc
+        post = rows[rows["level / coefficient"] == "posterior"].iloc[0]
+        assert re.fullmatch(r"\d+% vs \w+", post["P(larger benefit than reference)"]), post
+        assert (out / "figures" / f"subgroups_{oc}_contrast_circulation.png").exists()
+    # at least one outcome of the three has the comparison on our data
+    assert sub["P(larger benefit than reference)"].astype(str).str.contains("% vs").any()
 
 
 def test_warm_rerun_recomputes_nothing(report):

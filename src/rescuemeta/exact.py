@@ -462,9 +462,13 @@ class NormalRegressionPosterior(NormalNormalPosterior):
             shrink = s2 / (s2 + t**2)
             return w, (1 - shrink) * self.y[int(which)] + shrink * lin_m, s2 * t**2 / (s2 + t**2) + shrink**2 * lin_v
         c, predictive = self._vector(which)
-        mean = m @ c
-        var = np.einsum("i,nij,j->n", c, V, c)
-        return w, mean, var + (t**2 if predictive else 0.0)
+        key = (tuple(c.tolist()), predictive)
+        cache = self.__dict__.setdefault("_mv_cache", {})
+        if key not in cache:  # quantiles and HDIs ask for the same combination hundreds of times
+            mean = m @ c
+            var = np.einsum("i,nij,j->n", c, V, c)
+            cache[key] = (w, mean, var + (t**2 if predictive else 0.0))
+        return cache[key]
 
     def mu_posterior_mean(self) -> float:
         w, m, _ = self._mv("mu")

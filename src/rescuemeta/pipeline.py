@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # the fitting stack (PyMC) loads when a run starts, not on im
     from .fit import FitConfig, FitResult
     from .spec import PrimarySpec
 
-__all__ = ["Reference", "Entry", "PrimaryRun", "reported_measure", "frequentist_reference", "mirror_query",
+__all__ = ["Reference", "Entry", "ModeratedEntry", "moderated_entry", "PrimaryRun", "reported_measure",
+           "frequentist_reference", "mirror_query",
            "probability_rows", "run"]
 
 
@@ -80,10 +81,37 @@ class Entry:
 
 
 @dataclass
+class ModeratedEntry:
+    """One outcome x model x moderator column of the spec's ``subgroups`` (text columns, summarised per level)
+    or ``moderators`` (numeric columns, a meta-regression), in one state: fitted (``result``), ``unavailable``
+    (why the data cannot support it) or ``failure``. Subgroups also carry the frequentist per-level fits and
+    between-subgroup test (``freq``, :class:`rescuemeta.metareg.SubgroupResult`, REML) and ``comparisons``: each
+    level against the reference level, P(the benefit is larger there) in the outcome's declared direction."""
+
+    config: FitConfig
+    column: str
+    kind: str  # "subgroup" or "moderator"
+    result: FitResult | None = None
+    unavailable: str | None = None
+    failure: dict | None = None
+    freq: object = None
+    comparisons: list[dict] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> str:
+        return self.config.outcome
+
+    @property
+    def model(self) -> str:
+        return self.config.model
+
+
+@dataclass
 class PrimaryRun:
     table: StudyTable
     spec: PrimarySpec
     entries: list[Entry]
+    moderated: list[ModeratedEntry] = field(default_factory=list)
 
     @property
     def fitted(self) -> list[Entry]:
@@ -216,4 +244,103 @@ def run(table: StudyTable, spec, *, abstract: Sequence = (), draws: int | None =
             if cfg.kind.estimand == "ratio":
                 e.probabilities = probability_rows(e.result, spec.queries, desc.better(cfg.outcome))
         entries.append(e)
-    return PrimaryRun(table=table, spec=spec, entries=entries)
+    # subgroups and moderators of the treatment effect: the ratio models (a rate's subgroups are not a comparison)
+    moderated = [moderated_entry(table, e.config, col, kind, sampler, cache_dir)
+                 for e in entries if e.result is not None and e.config.kind.estimand == "ratio"
+                 for kind, cols in (("subgroup", spec.subgroups), ("moderator", spec.moderators)) for col in cols]
+    return PrimaryRun(table=table, spec=spec, entries=entries, moderated=moderated)
+
+
+MIN_LEVELS = 2  # a subgroup analysis needs at least two levels ...
+MIN_PER_LEVEL = 2  # ... with at least two studies each (levels with one study are shown, not pooled)
+
+
+def moderated_entry(table: StudyTable, base: FitConfig, column: str, kind: str, sampler=None,
+                    cache_dir: str | Path | None = None) -> ModeratedEntry:
+    """Fit ``base`` again by subgroups of ``column`` (``kind="subgroup"``) or with ``column`` as a moderator, on the
+    same studies; an unavailable entry, saying why, when the data cannot support it (fewer than
+    :data:`MIN_LEVELS` levels with :data:`MIN_PER_LEVEL` studies; a numeric moderator with fewer than four
+    studies or two values)."""
+    from dataclasses import replace
+
+    from .fit import fit, fit_cached, prepare
+
+    cfg = replace(base, subgroup=column, mods=(column,)) if kind == "subgroup" else replace(base, mods=(column,))
+    entry = ModeratedEntry(config=cfg, column=column, kind=kind)
+    try:
+        prep = prepare(table, cfg)
+    except InputError as err:
+        entry.unavailable = err.message
+        return entry
+    dsg = prep.design
+    if kind == "subgroup":
+        if column not in dsg.levels:
+            entry.unavailable = f"{column!r} is numeric: give it as a moderator, not a subgroup"
+            return entry
+        values = _level_values(prep, column)
+        counts = {lv: values.count(lv) for lv in dsg.levels[column]}
+        if sum(n >= MIN_PER_LEVEL for n in counts.values()) < MIN_LEVELS:
+            entry.unavailable = ("too few studies per level to compare subgroups: " + ", ".join(
+                f"{lv} {n}" for lv, n in counts.items()) + f" (needs {MIN_LEVELS} levels with {MIN_PER_LEVEL}+)")
+            return entry
+    elif column in dsg.levels or len(prep.study_ids) < 4 or len({tuple(r) for r in dsg.X[:, 1:]}) < 3:
+        entry.unavailable = (f"{column!r} is not numeric: give it as a subgroup" if column in dsg.levels else
+                             f"a meta-regression on {column} needs 4+ studies with 3+ distinct values")
+        return entry
+    try:
+        entry.result = (fit_cached(table, cfg, Path(cache_dir), sampler) if cache_dir is not None
+                        else fit(table, cfg, sampler))
+    except InputError as err:
+        entry.unavailable = err.message
+        return entry
+    except ConvergenceError as err:
+        entry.failure = {"reason": str(err), "diagnostics": err.diagnostics}
+        return entry
+    if kind == "subgroup":
+        entry.freq = _frequentist_subgroups(prep, cfg, column)
+        entry.comparisons = _comparisons(entry.result, column, table.description.better(cfg.outcome))
+    return entry
+
+
+def _level_values(prep, column: str) -> list[str]:
+    values = prep.selection.columns([column])[column]
+    pos = {s: i for i, s in enumerate(prep.selection.study_ids)}
+    return [str(values[pos[s]]).strip() for s in prep.study_ids]
+
+
+def _frequentist_subgroups(prep, cfg, column: str):
+    """metafor-style per-level REML fits and the between-subgroup Q on the same studies (log OR, or logit rate)."""
+    import numpy as np
+
+    from .effects import escalc
+    from .metareg import subgroups
+
+    sel = prep.selection
+    pos = {s: i for i, s in enumerate(sel.study_ids)}
+    idx = [pos[s] for s in prep.study_ids]
+    ai, n1i, ci, n2i = sel.counts()
+    measure = "PLO" if cfg.kind.estimand == "rate" else "OR"
+    es = escalc(measure, ai[idx], n1i[idx], None if ci is None else ci[idx], None if n2i is None else n2i[idx])
+    ok = np.isfinite(es.yi)
+    values = _level_values(prep, column)
+    try:
+        return subgroups(es.yi[ok], es.vi[ok], [v for v, g in zip(values, ok) if g], column=column, method="REML",
+                         measure=measure)
+    except InputError:
+        return None
+
+
+def _comparisons(res, column: str, better: str | None) -> list[dict]:
+    """Each level against the reference level: P(the benefit is larger there) in the declared direction (for
+    rates: P(the rate is lower there) when fewer events are better)."""
+    from .queries import probability
+
+    levels = res.data.design.levels[column]
+    out = []
+    higher = better == "higher"
+    for lv in levels[1:]:
+        q = f"diff({lv}, {levels[0]}) {'>' if higher else '<'} 0"
+        r = probability(res, q)
+        out.append({"level": lv, "reference": levels[0], "query": q, "probability": r["probability"],
+                    "mcse": r["mcse"], "benefit": "more events" if higher else "fewer events"})
+    return out

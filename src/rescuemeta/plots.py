@@ -5,7 +5,10 @@ saves a file or touches the backend (:mod:`rescuemeta.figures` makes and saves f
   the frequentist and published estimates as reference rows (metafor / bayesmeta style);
 * :func:`densities`: posterior densities of mu and tau with their priors;
 * :func:`benefit_curve`: P(ratio < x | data) against x, pooled and for a new study;
-* :func:`prior_forest` and :func:`tau_prior_posterior`: a prior-sensitivity grid's rows.
+* :func:`prior_forest` and :func:`tau_prior_posterior`: a prior-sensitivity grid's rows;
+* :func:`subgroup_forest`: studies grouped by a moderator's levels, each level's effect, the between-subgroup test
+  and the probability that the benefit differs; :func:`bubble`: study effects against a numeric moderator with
+  the posterior meta-regression line.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from .description import SourceDescription
 from .effects import ContinuityCorrection, escalc
 from .fit import FitResult
 
-__all__ = ["forest_size", "forest", "densities", "benefit_curve", "prior_forest", "tau_prior_posterior"]
+__all__ = ["forest_size", "forest", "densities", "benefit_curve", "prior_forest", "tau_prior_posterior",
+           "subgroup_forest", "bubble"]
 
 
 def _log_axis(ax) -> None:
@@ -254,3 +258,106 @@ def tau_prior_posterior(rows: list[dict], axes=None):
         ax.set_visible(False)
     flat[0].legend(fontsize=8)
     return axes
+
+
+def subgroup_forest(res: FitResult, column: str, freq=None, comparisons=(), ax=None):
+    """Studies grouped by the levels of ``column`` (observed and shrunken effects), each level's effect (diamond:
+    posterior median and 95% CrI; a level with one study is shown, not pooled), and below the title the
+    frequentist test for subgroup differences (``freq``: :class:`rescuemeta.metareg.SubgroupResult`) and
+    P(larger benefit than the reference level) (``comparisons``: :func:`rescuemeta.pipeline._comparisons`)."""
+    s = res.summary()
+    rate = res.config.kind.estimand == "rate"
+    rows = {r[0]: r for r in _study_effects(res, "OR")}
+    values = res.data.selection.columns([column])[column]
+    pos = {sid: i for i, sid in enumerate(res.data.selection.study_ids)}
+    level_of = {sid: str(values[pos[sid]]).strip() for sid in res.data.study_ids}
+    levels = list(s["subgroups"])
+    n_rows = len(rows) + 2 * len(levels)
+    if ax is None:
+        _, ax = figures.new((8.5, 0.4 * n_rows + 1.6))
+    y = float(n_rows)
+    ticks, labels = [], []
+    for lv in levels:
+        sub = s["subgroups"][lv]
+        ticks.append(y)
+        labels.append(f"{column} = {lv} (k = {sub['k']})")
+        y -= 1
+        for sid in [sid for sid in res.data.study_ids if level_of[sid] == lv]:
+            _, o, ol, oh, sl, sm, sh, counts = rows[sid]
+            if np.isfinite(o):
+                ax.errorbar(o, y + 0.15, xerr=[[o - ol], [oh - o]], fmt="s", color="0.55", ms=4, capsize=2)
+            ax.errorbar(sm, y - 0.15, xerr=[[sm - sl], [sh - sm]], fmt="o", color="C0", ms=4, capsize=2)
+            ticks.append(y)
+            labels.append(f"   {sid}  ({counts})")
+            y -= 1
+        nat = sub["natural"]
+        if sub["k"] > 1:
+            ax.fill([nat["q025"], nat["q50"], nat["q975"], nat["q50"]], [y, y + 0.25, y, y - 0.25], color="C3")
+            labels.append(f"   {lv}: Bayesian (95% CrI)")
+        else:
+            labels.append(f"   {lv}: a single study, not pooled")
+        ticks.append(y)
+        y -= 1
+    ax.set_yticks(ticks, labels)
+    if not rate:
+        _log_axis(ax)
+        ax.axvline(1, color="0.5", lw=0.8, ls="--")
+    desc = res.description
+    ax.set_xlabel(f"event rate ({desc.treatment} arm)" if rate else f"odds ratio ({desc.comparison()})")
+    notes = []
+    if freq is not None:
+        notes.append(f"frequentist test for subgroup differences (REML): Q = {freq.q_between:.2f}, df = "
+                     f"{freq.q_between_df}, p = {freq.q_between_pval:.2g}")
+    for c in comparisons:
+        what = "a lower rate" if rate and c["benefit"] == "fewer events" else "a higher rate" if rate else \
+            "a larger benefit"
+        notes.append(f"P({what} in {c['level']} than {c['reference']}) = {100 * c['probability']:.0f}%")
+    ax.set_title(f"{desc.label(res.config.outcome)} by {column}: {res.config.model} model, shared tau\n"
+                 + "\n".join(notes), fontsize=9)
+    return ax
+
+
+def bubble(res: FitResult, column: str, ax=None):
+    """Observed study effects against a numeric moderator (marker area proportional to the inverse variance) and
+    the posterior meta-regression line (median, 95% CrI band) with the other moderators at their mean."""
+    dsg = res.data.design
+    j = dsg.names.index(column)
+    x = dsg.X[:, j]
+    rate = res.config.kind.estimand == "rate"
+    sel = res.data.selection
+    pos = {sid: i for i, sid in enumerate(sel.study_ids)}
+    idx = [pos[sid] for sid in res.data.study_ids]
+    ai, n1i, ci, n2i = sel.counts()
+    es = escalc("PLO" if rate else "OR", ai[idx], n1i[idx], None if ci is None else ci[idx],
+                None if n2i is None else n2i[idx], ContinuityCorrection())
+    nat = expit if rate else np.exp
+    if ax is None:
+        _, ax = figures.new((6, 4))
+    ok = np.isfinite(es.yi)
+    w = 1 / es.vi[ok]
+    ax.scatter(x[ok], nat(es.yi[ok]), s=20 + 300 * w / w.max(), color="0.5", alpha=0.6, edgecolor="k",
+               label="studies (area: 1 / variance)")
+    grid = np.linspace(x.min(), x.max(), 60)
+    centre = res.data.centre
+    assert centre is not None
+    c0 = np.zeros(len(dsg.names))
+    c0[0] = 1.0  # the centred intercept: other moderators at their mean (reference levels)
+    band = []
+    for g in grid:
+        c = c0.copy()
+        c[j] = g - centre[j]
+        d = res.linear_draws(c).ravel()
+        band.append(np.quantile(d, [0.025, 0.5, 0.975]))
+    b = nat(np.array(band))
+    ax.plot(grid, b[:, 1], color="C3", label="posterior median")
+    ax.fill_between(grid, b[:, 0], b[:, 2], color="C3", alpha=0.2, label="95% CrI")
+    if not rate:
+        ax.set_yscale("log")
+        ax.axhline(1, color="0.5", lw=0.8, ls="--")
+    desc = res.description
+    ax.set_xlabel(column)
+    ax.set_ylabel(f"event rate ({desc.treatment} arm)" if rate else f"odds ratio ({desc.comparison()})")
+    ax.set_title(f"{desc.label(res.config.outcome)}: meta-regression on {column} ({res.config.model} model)",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    return ax

@@ -205,6 +205,8 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
                              f"{d.get('ess_bulk_min', float('nan')):.0f}/{d.get('ess_tail_min', float('nan')):.0f}, "
                              f"{d.get('divergences', '?')} divergences)"})
     sens_figs = [Path(p).name for p in sens.plot(grid.rows, out, note=desc.evidence_note)]
+    step("subgroups and meta-regression")
+    moderated_rows, moderated_figs = _moderated(run, figs)
     # 7. tables
     step("tables")
     audit_rows = []
@@ -222,23 +224,72 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
               "absolute": pd.DataFrame(absolute_rows),
               "probabilities": pd.DataFrame(prob_rows),
               "diagnostics": pd.DataFrame(diag_rows), "audit": pd.DataFrame(audit_rows), "provenance": prov,
-              "sensitivity": sens.tidy(grid.rows), "unavailable": pd.DataFrame(unavailable + [_flat(f) for f in failures])}
+              "sensitivity": sens.tidy(grid.rows), "unavailable": pd.DataFrame(unavailable + [_flat(f) for f in failures]),
+              "subgroups": pd.DataFrame(moderated_rows)}
     for name, df in frames.items():
         with atomic_path(tables / f"{name}.csv") as tmp:
             df.to_csv(tmp, index=False)
     # 8. HTML
     step("HTML")
-    page = _html(spec, table, frames, fig_files, sens_figs, unavailable, failures, check_rows, source)
+    page = _html(spec, table, frames, fig_files, sens_figs, unavailable, failures, check_rows, source, moderated_figs)
     write_text(out / "index.html", page)
     result = {"index": str(out / "index.html"), "summary": summary_rows, "fits": len(run.fitted),
               "unavailable": unavailable, "failures": failures,
               "grid_computed": grid.computed, "grid_cached": grid.cached, "seconds": time.perf_counter() - t0,
-              "figures": sum(len(v) for v in fig_files.values()) + len(sens_figs)}
+              "figures": sum(len(v) for v in fig_files.values()) + len(sens_figs) + len(moderated_figs)}
     files = ["index.html", *[f"figures/{n}" for v in fig_files.values() for n in v], *[f"figures/{n}" for n in sens_figs],
+             *[f"figures/{n}" for n in moderated_figs],
              *[f"tables/{n}.csv" for n in frames]]
     if not failures:  # a report with failed fits is rebuilt next time
         write_text(stamp_path, json.dumps({"inputs": inputs, "files": files, "result": result}, default=str))
     return result
+
+
+def _moderated(run, figs: Path) -> tuple[list[dict], list[str]]:
+    """The spec's subgroup analyses and meta-regressions (:class:`rescuemeta.pipeline.ModeratedEntry`): one table
+    row per level (subgroups) or coefficient (moderators), or one saying why there is none; and their figures."""
+    rows: list[dict] = []
+    names: list[str] = []
+    for m in run.moderated:
+        desc = run.table.description
+        base = {"outcome": desc.label(m.outcome), "model": m.model, "by": m.column}
+        if m.result is None:
+            reason = m.unavailable or f"failed its convergence guard: {m.failure['reason'][:120]}"
+            rows.append({**base, "level / coefficient": "—", "k": "—", "estimate (95% CrI)": f"not analysed: {reason}"})
+            continue
+        s = m.result.summary()
+        if m.kind == "subgroup":
+            comp = {c["level"]: c for c in m.comparisons}
+            q = m.freq
+            for lv, v in s["subgroups"].items():
+                n = v["natural"]
+                c = comp.get(lv)
+                rows.append({**base, "level / coefficient": lv, "k": v["k"],
+                             "estimate (95% CrI)": (f"{n['q50']:.3g} ({n['q025']:.3g}–{n['q975']:.3g})"
+                                                    + (" — a single study, not pooled" if v["k"] == 1 else "")),
+                             "P(larger benefit than reference)": (
+                                 "reference" if c is None else f"{100 * c['probability']:.0f}% vs {c['reference']}"),
+                             "frequentist Q between (p)": (
+                                 "—" if q is None else f"{q.q_between:.2f} (p = {q.q_between_pval:.2g})")})
+            names += _save_fig(lambda ax, m=m: plots.subgroup_forest(m.result, m.column, m.freq, m.comparisons,
+                                                                     ax=ax),
+                               (8.5, 0.4 * (m.result.k + 2 * len(s["subgroups"])) + 1.8), figs,
+                               f"subgroups_{m.outcome}_{m.model}_{m.column}")
+        else:
+            v = s["coefficients"][m.column]
+            n = v["natural"]
+            rows.append({**base, "level / coefficient": f"per unit of {m.column}", "k": s["k"],
+                         "estimate (95% CrI)": f"{n['q50']:.3g} ({n['q025']:.3g}–{n['q975']:.3g}) (ratio per unit)"})
+            names += _save_fig(lambda ax, m=m: plots.bubble(m.result, m.column, ax=ax), (6, 4), figs,
+                               f"bubble_{m.outcome}_{m.model}_{m.column}")
+    return rows, names
+
+
+@figures.styled()
+def _save_fig(draw, size, out_dir: Path, stem: str) -> list[str]:
+    fig, ax = figures.new(size)
+    draw(ax)
+    return _save(fig, out_dir, stem)
 
 
 def _flat(failure: dict) -> dict:
@@ -285,6 +336,13 @@ FIGURE_CAPTIONS = {
     "sensitivity_": "Left: the effect's posterior median and 95% credible interval under each prior configuration "
                     "of the grid. Right: the probability of benefit at each threshold, in the outcome's direction of "
                     "benefit. An answer that moves across rows depends on the prior.",
+    "subgroups_": "Studies grouped by the levels of a study characteristic: grey squares observed, blue circles after "
+                  "partial pooling; red diamond: the level's effect (posterior median, 95% credible interval) from a "
+                  "meta-regression on the characteristic with one between-study SD shared by all levels. Levels with "
+                  "a single study are shown, not pooled. The title gives the frequentist test for subgroup "
+                  "differences and the probability that the benefit is larger in each level than in the first.",
+    "bubble_": "Each study's observed effect against a numeric characteristic (area: inverse variance), with the "
+               "meta-regression line (posterior median) and its 95% credible band.",
     "tau_prior_posterior_": "Prior (dashed) and posterior (solid) of the between-study SD tau under each tau prior: "
                             "how much the data moved it.",
 }
@@ -331,7 +389,8 @@ def _table_html(df: pd.DataFrame) -> str:
     return df.to_html(index=False, escape=True, border=0, classes="t", na_rep="—")
 
 
-def _html(spec, table, frames, fig_files, sens_figs, unavailable, failures, check_rows, source) -> str:
+def _html(spec, table, frames, fig_files, sens_figs, unavailable, failures, check_rows, source,
+          moderated_figs=()) -> str:
     e = html.escape
     desc: Description = table.description
     n_rows, n_studies = len(table.frame), table.frame["study_id"].nunique()
@@ -384,6 +443,19 @@ tau ~ {e(spec.describe_tau_prior())}, mu ~ {e(spec.effect_prior)}, alpha_i ~ {e(
     for (oc, m), names in fig_files.items():
         parts.append(f"<h3>{e(desc.label(oc))} — {e(m)} model</h3>")
         for nm in names:
+            if nm.endswith(".png"):
+                svg = nm[:-4] + ".svg"
+                parts.append(f'<figure><a href="figures/{e(svg)}"><img src="figures/{e(nm)}" alt="{e(nm)}"></a>'
+                             f"<figcaption>{e(figure_caption(nm))}</figcaption></figure>")
+    if len(frames.get("subgroups", [])):
+        parts.append("<h2>Subgroups and meta-regression</h2><p>Does the effect differ by "
+                     + e(", ".join(dict.fromkeys(frames["subgroups"]["by"]))) + "? Each analysis is a meta-regression on "
+                     "the characteristic (one between-study SD shared by its levels); the probability is that the "
+                     "benefit, in the outcome's declared direction, is larger in that level than in the reference "
+                     "level; the frequentist column is the test for subgroup differences of separate REML fits. With "
+                     "so few studies per level, read these as descriptions, not as established differences.</p>"
+                     + _table_html(frames["subgroups"]))
+        for nm in moderated_figs:
             if nm.endswith(".png"):
                 svg = nm[:-4] + ".svg"
                 parts.append(f'<figure><a href="figures/{e(svg)}"><img src="figures/{e(nm)}" alt="{e(nm)}"></a>'

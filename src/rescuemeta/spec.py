@@ -15,6 +15,9 @@ the file and the key (exit code 2). ``tomllib`` (standard library) parses the fi
                      ``halfnormal(0.5)`` on log ratios, ``halfnormal(1)`` on logit event rates)
 ``effect_prior``     prior on mu (default ``normal(0, 4)``)
 ``baseline_prior``   prior on the study baselines alpha_i (default ``normal(0, 10)``)
+``subgroups``       study-table columns to analyse by level (e.g. ``["circulation"]``), every outcome and ratio
+                     model where two levels hold two or more studies (a meta-regression on the column)
+``moderators``       numeric study-table columns for a meta-regression each (e.g. ``["year"]``)
 ``control_risk``     what RR and RD are conditional on: ``median`` (default), a risk in (0, 1), ``mean-draws`` or
                      ``marginal`` (the last two for the contrast model; see :class:`rescuemeta.fit.FitConfig`)
 ``draws``, ``tune``, ``chains``, ``seed``   sampler settings (1000, 1000, 4, 1)
@@ -52,7 +55,8 @@ DEFAULT_QUERIES = ("RR < 1", "RR < 0.8", "RD < -0.05")
 _PRIOR_KEYS = {"tau_prior": (str, dict), "effect_prior": str, "baseline_prior": str}
 _PRIMARY_KEYS = {"outcomes": list, "models": list, "measure": str, **_PRIOR_KEYS, "draws": int, "tune": int,
                  "chains": int, "seed": int, "all_studies": bool, "exclude_basis": list, "queries": list,
-                 "thresholds": list, "outcome": dict, "sensitivity_tau_priors": (list, dict), "control_risk": str}
+                 "thresholds": list, "outcome": dict, "sensitivity_tau_priors": (list, dict), "control_risk": str,
+                 "subgroups": list, "moderators": list}
 
 
 SAMPLER_MINIMA = {"draws": 10, "tune": 0, "chains": 1, "seed": 0}
@@ -157,6 +161,8 @@ class PrimarySpec:
     effect_prior: str = DEFAULT_EFFECT_PRIOR
     baseline_prior: str = DEFAULT_BASELINE_PRIOR
     control_risk: str = "median"
+    subgroups: list[str] = field(default_factory=list)
+    moderators: list[str] = field(default_factory=list)
     draws: int = 1000
     tune: int = 1000
     chains: int = 4
@@ -270,7 +276,7 @@ def load_primary(path: str | Path | None = DEFAULT_PRIMARY) -> PrimarySpec:
             parse_query(q)
         except InputError as e:
             raise InputError(f"key 'queries': {e.message}", file=path) from None
-    for key in ("outcomes", "models", "exclude_basis", "queries"):
+    for key in ("outcomes", "models", "exclude_basis", "queries", "subgroups", "moderators"):
         v = getattr(spec, key)
         if not all(isinstance(x, str) for x in v):
             raise InputError(f"key {key!r} must be a list of strings", file=path)
