@@ -71,7 +71,14 @@ def test_report_answers_the_subgroup_question(report):
     html = (out / "index.html").read_text()
     assert "Subgroups and meta-regression" in html
     sub = pd.read_csv(out / "tables" / "subgroups.csv")
-    assert set(sub["by"]) == {"circulation"}
+    assert set(sub["by"]) == {"circulation", "year"}  # the shipped spec's subgroups and moderators
+    year = sub[sub["by"] == "year"]
+    analysed = year[year["level / coefficient"] == "per unit of year"]
+    assert len(analysed) and analysed["estimate (95% CrI)"].str.contains("ratio per unit").all()
+    for label in analysed["outcome"]:
+        oc = next(o for o in load_studies(DATA).outcomes if load_studies(DATA).description.label(o) == label)
+        assert (out / "figures" / f"bubble_{oc}_contrast_year.png").exists()
+    sub = sub[sub["by"] == "circulation"]
     desc = load_studies(DATA).description
     for oc in ("mortality", "sich", "functional_independence"):
         rows = sub[sub["outcome"] == desc.label(oc)]
