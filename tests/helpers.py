@@ -10,6 +10,7 @@ import numpy as np
 from scipy import stats
 
 from rescuemeta.defaults import TARGET_ACCEPT
+from rescuemeta.models import ModelData
 from rescuemeta.priors import Prior
 from rescuemeta.reanalyze import LogNormalPrior, PublishedEstimate
 from rescuemeta.sampling import Sampler
@@ -66,9 +67,12 @@ class SBCResult:
 
 def sbc(kind: str, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None = None, *, n_sims: int = 100,
         k: int = 5, draws: int = 500, tune: int = 500, chains: int = 2, n_thin: int = 99, seed: int = 1,
-        target_accept: float = TARGET_ACCEPT, sampler: Sampler | None = None) -> SBCResult:
+        target_accept: float = TARGET_ACCEPT, sampler: Sampler | None = None,
+        coef_prior: Prior | None = None) -> SBCResult:
     """Simulation-based calibration: draw (mu, tau[, alpha]) from the prior, data from the model, fit, and rank
-    the truth among ``n_thin`` evenly thinned posterior draws.
+    the truth among ``n_thin`` evenly thinned posterior draws. With ``coef_prior``, one numeric moderator
+    (standard normal values, centred) with a slope drawn from that prior enters every study's effect, and the
+    slope is ranked too (``ranks["slope"]``).
 
     Returns
     -------
@@ -76,19 +80,29 @@ def sbc(kind: str, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior 
     """
     sampler = sampler or Sampler()
     rng = np.random.default_rng(seed)
-    ranks: dict[str, list[int]] = {"mu": [], "tau": []}
+    ranks: dict[str, list[int]] = {"mu": [], "tau": []} | ({"slope": []} if coef_prior is not None else {})
     divergent = 0
     for i in range(n_sims):
         mu = float(effect_prior.sample(rng, 1)[0])
         tau = float(tau_prior.sample(rng, 1)[0])
         alpha = baseline_prior.sample(rng, k) if (kind == "contrast" and baseline_prior is not None) else None
-        md, _ = simulate_counts(kind, rng, mu=mu, tau=tau, k=k, alpha=alpha)
+        truths = {"mu": mu, "tau": tau}
+        if coef_prior is not None:
+            x = rng.standard_normal(k)
+            x -= x.mean()
+            slope = float(coef_prior.sample(rng, 1)[0])
+            truths["slope"] = slope
+            md, _ = simulate_counts(kind, rng, mu=mu + slope * x, tau=tau, k=k, alpha=alpha)
+            md = ModelData(md.kind, md.arrays, X=np.column_stack([np.ones(k), x]))
+        else:
+            md, _ = simulate_counts(kind, rng, mu=mu, tau=tau, k=k, alpha=alpha)
         idata, diag = sampler.sample(md, tau_prior, effect_prior, baseline_prior if kind == "contrast" else None,
                                      draws=draws, tune=tune, chains=chains, seed=seed * 100003 + i, guard=False,
-                                     target_accept=target_accept)
+                                     target_accept=target_accept, coef_prior=coef_prior)
         divergent += int(diag.divergences > 0)
-        for name, truth in (("mu", mu), ("tau", tau)):
-            x = idata.posterior[name].values.ravel(order="F")  # interleave chains before thinning
+        for name, truth in truths.items():
+            post = idata.posterior["beta"].values[..., 1] if name == "slope" else idata.posterior[name].values
+            x = post.ravel(order="F")  # interleave chains before thinning
             idx = np.linspace(0, x.size - 1, n_thin).round().astype(int)
             ranks[name].append(int(np.sum(x[idx] < truth)))
     return SBCResult({k_: np.array(v) for k_, v in ranks.items()}, n_thin, n_sims, divergent)

@@ -49,6 +49,19 @@ def test_sbc_reduced(kind):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", list(CASES))
+def test_sbc_with_one_moderator(kind):
+    """Issue 15: the meta-regression under NUTS, one numeric moderator (centred standard normal values, slope ~
+    N(0, 0.5^2)), k = 8; the slope is ranked as well as mu and tau, with the same thresholds."""
+    tau, eff, base = CASES[kind]
+    res = sbc(kind, tau, eff, base, n_sims=100, k=8, draws=500, tune=500, chains=2, seed=20261126,
+              sampler=default_sampler(), coef_prior=parse("normal(0, 0.5)", "effect"))
+    _check(res)
+    band = 3.29 * math.sqrt(0.09 / res.n_sims)
+    assert res.chi2_pvalue("slope") >= 0.001 and abs(res.coverage("slope", 0.9) - 0.9) <= band
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(CASES))
 def test_sbc_full(kind):
     tau, eff, base = CASES[kind]
     _check(sbc(kind, tau, eff, base, n_sims=500, draws=1000, tune=1000, chains=4, seed=7, sampler=default_sampler()))

@@ -138,8 +138,10 @@ def observed_data(data: ModelData, size: int | None = None, shared_binomial: boo
     if pad < 0:
         raise ValueError(f"cannot pad {data.k} studies to {size}")
     mk = kinds.get(data.kind)
+    baselines = mk.baseline_prior or (shared_binomial and mk.binomial)  # a graph with study baselines
     approx = {name: np.concatenate([v, np.zeros(pad)]) for name, v in approximation(data).items()
-              if name != "base_prec" or data.hierarchical_baselines}  # only hierarchical baselines use it
+              if (name != "base_prec" or data.hierarchical_baselines)  # only hierarchical baselines use it
+              and (baselines or not name.startswith("base_"))}
     d = {**mk.observed(data.arrays, pad), **approx}
     if data.X is not None:  # meta-regression: the moderator columns (the intercept is mu), padded studies 0
         x = np.vstack([np.asarray(data.X, dtype=float)[:, 1:], np.zeros((pad, data.X.shape[1] - 1))])
@@ -226,7 +228,7 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
             alpha_par = pm.Data("alpha_par", pdat["alpha_par"])
             sd_par = pm.Data("alpha_sd_par", pdat["alpha_sd_par"]) if hier else None
             alpha = _baselines(theta, baseline_prior, alpha_par, d["base_shift"], d["base_center"], sd_par,
-                               d.get("base_prec"))
+                               d.get("base_prec"))  # (shared and baseline kinds carry base_*)
         likelihood = SHARED_BINOMIAL_LIKELIHOOD if shared else mk.likelihood
         likelihood(pm, d, theta, alpha)
     return model
