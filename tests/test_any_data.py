@@ -204,7 +204,8 @@ def test_freq_with_default_methods_loads_no_scipy():
 
 
 def test_help_is_readable_at_80_columns():
-    for cmd in ("freq", "fit", "prob", "analyze", "sensitivity", "reanalyze", "check"):
+    for cmd in ("freq", "fit", "prob", "analyze", "sensitivity", "reanalyze", "check", "influence", "cumulative", "bias",
+                "loo"):
         p = subprocess.run([sys.executable, "-m", "rescuemeta.cli", cmd, "--help"], capture_output=True, text=True,
                            env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"})
         assert p.returncode == 0, p.stderr

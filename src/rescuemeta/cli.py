@@ -829,6 +829,188 @@ def prob(
 
 
 # ---------------------------------------------------------------------------------------------------
+# model criticism: influence, cumulative, bias, loo
+# ---------------------------------------------------------------------------------------------------
+
+IVMethod = Enum("IVMethod", {m: m for m in ("DL", "REML", "PM")}, type=str)  # type: ignore[misc]
+
+
+def _criticism_inputs(data, outcome, measure, all_studies, exclude_basis):
+    """The selected studies' effect sizes (metafor's escalc conventions): (table, outcome, study ids, yi, vi, base)."""
+    import numpy as np
+
+    from .effects import escalc
+
+    table = load_studies(data)
+    outcome = table.resolve_outcome(outcome, hint="--outcome NAME")
+    sel = select(table, outcome, arms="one" if measure == "PLO" else "two", all_studies=all_studies,
+                 exclude_basis=parse_exclude_basis(exclude_basis))
+    es = escalc(measure, *sel.counts())
+    ok = np.isfinite(es.yi) & np.isfinite(es.vi)
+    ids = [s for s, g in zip(sel.study_ids, ok) if g]
+    base = {"outcome": outcome, "measure": measure, "inclusion": sel.describe(),
+            "evidence_note": table.description.evidence_note,
+            "dropped": [s for s, g in zip(sel.study_ids, ok) if not g]}
+    return table, sel, ids, es.yi[ok], es.vi[ok], base
+
+
+CritMeasureOpt = typer.Option(Measure.OR, "--measure", help="OR, RR, RD (two-arm) or PLO (treatment arm).")
+CritMethodOpt = typer.Option(IVMethod["REML"], "--method", help="tau^2 estimator.")
+
+
+@app.command()
+def influence(
+    data: Path = DataOpt,
+    outcome: str | None = typer.Option(None, "--outcome", help="Outcome [default: the file's only outcome]."),
+    measure: Measure = CritMeasureOpt,
+    method: IVMethod = CritMethodOpt,
+    hksj: bool = typer.Option(False, "--hksj", help="Knapp-Hartung tests."),
+    all_studies: bool = AllStudiesOpt,
+    exclude_basis: str | None = ExcludeOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Leave-one-out and influence diagnostics (metafor leave1out + influence)."""
+    from .criticism import influence as run_influence
+    from .criticism import leave1out
+
+    with guard():
+        _, _, ids, yi, vi, base = _criticism_inputs(data, outcome, measure.value, all_studies, exclude_basis)
+        l1 = leave1out(yi, vi, method=method.value, hksj=hksj)
+        inf = run_influence(yi, vi, method=method.value, hksj=hksj)
+        rows = [{"study_id": s, **a, **b} for s, a, b in zip(ids, l1, inf)]
+        if as_json:
+            emit_json({**base, "method": method.value, "hksj": hksj, "studies": rows})
+            return
+        f = _nat(measure.value)
+        t = Table(title=f"Leave-one-out and influence: {base['outcome']}, {measure.value} ({method.value})",
+                  caption="Estimate and CI: the pooled result without the study (natural scale). rstudent beyond "
+                          "+-2, a large Cook's distance or a covariance ratio well below 1 mark an influential study.",
+                  caption_justify="left")
+        for c in ("study", "estimate without", "95% CI", "tau² without", "rstudent", "DFFITS", "Cook's D", "cov ratio",
+                  "weight %"):
+            t.add_column(c, justify="left" if c == "study" else "right")
+        for r in rows:
+            t.add_row(escape(r["study_id"]), _fmt(f(r["estimate"])), f"{_fmt(f(r['ci_low']))} to {_fmt(f(r['ci_high']))}",
+                      _fmt(r["tau2"]), _fmt(r["rstudent"], 2), _fmt(r["dffits"], 2), _fmt(r["cook_d"], 2),
+                      _fmt(r["cov_r"], 2), _fmt(r["weight"], 1))
+        out.print(t)
+
+
+@app.command()
+def cumulative(
+    data: Path = DataOpt,
+    outcome: str | None = typer.Option(None, "--outcome", help="Outcome [default: the file's only outcome]."),
+    measure: Measure = CritMeasureOpt,
+    method: IVMethod = CritMethodOpt,
+    hksj: bool = typer.Option(False, "--hksj", help="Knapp-Hartung tests."),
+    order: str | None = typer.Option(None, "--order", help="Add studies in the order of this column (e.g. year); "
+                                     "ties and missing values keep table order [default: table order]."),
+    all_studies: bool = AllStudiesOpt,
+    exclude_basis: str | None = ExcludeOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Cumulative meta-analysis (metafor cumul): the pooled result as studies are added."""
+    from .criticism import cumulative as run_cumulative
+
+    with guard():
+        _, sel, ids, yi, vi, base = _criticism_inputs(data, outcome, measure.value, all_studies, exclude_basis)
+        key = None
+        if order is not None:
+            pos = {s: i for i, s in enumerate(sel.study_ids)}
+            vals = sel.columns([order])[order]
+            try:
+                key = [float("nan") if vals[pos[s]] is None else float(vals[pos[s]]) for s in ids]
+            except (TypeError, ValueError):
+                raise InputError(f"--order {order}: the column must be numeric (e.g. year)") from None
+        steps = run_cumulative(yi, vi, key, method=method.value, hksj=hksj)
+        for st in steps:
+            st["study_id"] = ids[st.pop("index")]
+        if as_json:
+            emit_json({**base, "method": method.value, "order": order, "steps": steps})
+            return
+        f = _nat(measure.value)
+        t = Table(title=f"Cumulative meta-analysis: {base['outcome']}, {measure.value} ({method.value})"
+                  + (f", by {order}" if order else ""))
+        for c in ("added", "k", "estimate", "95% CI", "tau²"):
+            t.add_column(c, justify="left" if c == "added" else "right")
+        for st in steps:
+            t.add_row(escape(st["study_id"]), str(st["k"]), _fmt(f(st["estimate"])),
+                      f"{_fmt(f(st['ci_low']))} to {_fmt(f(st['ci_high']))}", _fmt(st["tau2"]))
+        out.print(t)
+
+
+@app.command()
+def bias(
+    data: Path = DataOpt,
+    outcome: str | None = typer.Option(None, "--outcome", help="Outcome [default: the file's only outcome]."),
+    measure: Measure = CritMeasureOpt,
+    method: IVMethod = CritMethodOpt,
+    hksj: bool = typer.Option(False, "--hksj", help="Knapp-Hartung test for the Egger regression."),
+    force: bool = typer.Option(False, "--force", help="Run under 10 studies (low power: read with care)."),
+    all_studies: bool = AllStudiesOpt,
+    exclude_basis: str | None = ExcludeOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Small-study effects: Egger's regression test (metafor regtest) and trim and fill (metafor trimfill)."""
+    from .criticism import regtest, trimfill
+
+    with guard():
+        _, _, _, yi, vi, base = _criticism_inputs(data, outcome, measure.value, all_studies, exclude_basis)
+        eg = regtest(yi, vi, method=method.value, hksj=hksj, force=force)
+        tf = trimfill(yi, vi, method=method.value, force=force)
+        if as_json:
+            emit_json({**base, "egger": eg, "trimfill": tf})
+            return
+        f = _nat(measure.value)
+        out.print(f"Egger regression test ({method.value}, SE as predictor): {'t' if hksj else 'z'} = {eg['z']:.3f}, "
+                  f"p = {_fmt_p(eg['pval'])}; limit estimate {_fmt(f(eg['limit_estimate']))} "
+                  f"({_fmt(f(eg['ci_low']))} to {_fmt(f(eg['ci_high']))}).")
+        out.print(f"Trim and fill (L0): {tf['k0']} stud{'y' if tf['k0'] == 1 else 'ies'} estimated missing on the "
+                  f"{tf['side']}; filled estimate {_fmt(f(tf['estimate']))} ({_fmt(f(tf['ci_low']))} to "
+                  f"{_fmt(f(tf['ci_high']))}), k = {tf['k']}. A sensitivity analysis, not a correction.")
+
+
+@app.command()
+def loo(
+    data: Path = DataOpt,
+    outcome: str | None = typer.Option(None, "--outcome", help="Outcome [default: the file's only outcome]."),
+    measure: RatioMeasure = typer.Option(RatioMeasure.OR, "--measure", help="OR or RR (normal model)."),
+    tau_prior: str | None = TauPriorOpt,
+    effect_prior: str = EffectPriorOpt,
+    all_studies: bool = AllStudiesOpt,
+    exclude_basis: str | None = ExcludeOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Exact Bayesian leave-one-study-out of the normal model: log p(y_i | y_-i) per study, by quadrature."""
+    from .criticism import exact_loo
+    from .priors import parse
+
+    with guard():
+        _, _, ids, yi, vi, base = _criticism_inputs(data, outcome, measure.value, all_studies, exclude_basis)
+        tp = parse(tau_prior or MODEL_KINDS["normal"].default_tau_prior, "tau")
+        ep = parse(effect_prior, "effect")
+        if ep.family != "normal":
+            raise InputError(f"the exact leave-one-out needs a normal effect prior, not {effect_prior}")
+        import numpy as np
+
+        res = exact_loo(yi, np.sqrt(vi), tp, *ep.params)
+        studies = [{"study_id": s, **r} for s, r in zip(ids, res["studies"])]
+        if as_json:
+            emit_json({**base, "model": "normal", "priors": {"tau": tp.spec, "effect": ep.spec},
+                       "elpd_loo": res["elpd_loo"], "studies": studies})
+            return
+        t = Table(title=f"Exact leave-one-study-out (normal model): {base['outcome']}, {measure.value}",
+                  caption="elpd: log predictive density of the study's estimate given the others; PIT near 0 or 1: "
+                          "the others do not predict it.", caption_justify="left")
+        for c in ("study", "elpd", "PIT"):
+            t.add_column(c, justify="left" if c == "study" else "right")
+        for r in studies:
+            t.add_row(escape(r["study_id"]), _fmt(r["elpd"], 3), _fmt(r["pit"], 3))
+        out.print(t)
+        out.print(f"elpd_loo = {res['elpd_loo']:.3f} (tau ~ {tp.spec}, mu ~ {ep.spec})")
+
+
+# ---------------------------------------------------------------------------------------------------
 # reanalyze
 # ---------------------------------------------------------------------------------------------------
 

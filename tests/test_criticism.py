@@ -1,0 +1,93 @@
+"""Model criticism beyond metafor parity (issue 16): the exact Bayesian leave-one-study-out of the normal model
+against an independent 2-D grid computation, the refusal of small-study tests under 10 studies, and the
+command line (influence, cumulative, bias, loo)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import special, stats
+from typer.testing import CliRunner
+
+from rescuemeta.cli import app
+from rescuemeta.criticism import exact_loo, leave1out, regtest, trimfill
+from rescuemeta.effects import escalc
+from rescuemeta.errors import InputError
+from rescuemeta.priors import parse
+
+from conftest import ROOT
+
+DS = ROOT / "tests" / "data" / "datasets"
+DATA = str(ROOT / "data" / "studies.csv")
+runner = CliRunner()
+
+
+def _bcg():
+    d = pd.read_csv(DS / "bcg_mods.csv")
+    es = escalc("OR", d["events_treat"].to_numpy(), d["total_treat"].to_numpy(), d["events_control"].to_numpy(),
+                d["total_control"].to_numpy())
+    return es.yi, np.sqrt(es.vi)
+
+
+def test_exact_loo_against_a_2d_grid():
+    """log p(y_i | y_-i) for dat.bcg (log OR; half-normal(0.5) on tau, N(0, 4^2) on mu) by a 600 x 600
+    midpoint grid over (mu, tau), computed from the unnormalised densities alone: equal to 1e-4 per study."""
+    y, s = _bcg()
+    tp = parse("halfnormal(0.5)")
+    loo = exact_loo(y, s, tp)
+    mu = np.linspace(-3, 1.5, 600)
+    h = 2.5 / 600
+    tau = (np.arange(600) + 0.5) * h
+    M, T = np.meshgrid(mu, tau, indexing="ij")
+    for i in (0, 5, 12):
+        keep = np.arange(len(y)) != i
+        lp = (stats.norm.logpdf(M, 0, 4) + tp.logpdf(T.ravel()).reshape(T.shape)
+              + stats.norm.logpdf(y[keep][:, None, None], M, np.sqrt(s[keep][:, None, None] ** 2 + T**2)).sum(0))
+        post = np.exp(lp - lp.max())
+        post /= post.sum()
+        pred = special.logsumexp(stats.norm.logpdf(y[i], M, np.sqrt(s[i] ** 2 + T**2)), b=post)
+        assert loo["studies"][i]["elpd"] == pytest.approx(pred, abs=1e-4), i
+    assert loo["elpd_loo"] == pytest.approx(sum(x["elpd"] for x in loo["studies"]))
+    assert all(0 < x["pit"] < 1 for x in loo["studies"])
+
+
+def test_small_study_tests_refuse_under_ten_studies():
+    y, s = _bcg()
+    with pytest.raises(InputError, match="too little power below 10 studies"):
+        regtest(y[:8], s[:8] ** 2)
+    with pytest.raises(InputError, match="--force"):
+        trimfill(y[:8], s[:8] ** 2)
+    assert regtest(y[:8], s[:8] ** 2, force=True)["k"] == 8
+    with pytest.raises(Exception, match="at least 3"):
+        leave1out(y[:2], s[:2] ** 2)
+
+
+def test_cli_influence_cumulative_bias_loo():
+    bcg = str(DS / "bcg_mods.csv")
+    ref = next(c for c in json.loads((ROOT / "tests" / "data" / "criticism_reference.json").read_text())["cases"]
+               if c["dataset"] == "bcg_mods" and c["measure"] == "RR" and c["method"] == "REML" and not c["hksj"])
+    r = runner.invoke(app, ["influence", "--data", bcg, "--measure", "RR", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert [x["study_id"] for x in d["studies"]] == pd.read_csv(bcg)["study_id"].astype(str).tolist()
+    np.testing.assert_allclose([x["estimate"] for x in d["studies"]], ref["leave1out"]["estimate"], rtol=1e-6)
+    np.testing.assert_allclose([x["cook_d"] for x in d["studies"]], ref["influence"]["cook_d"], rtol=1e-6)
+    r = runner.invoke(app, ["cumulative", "--data", bcg, "--measure", "RR", "--order", "year", "--json"])
+    assert r.exit_code == 0, r.output
+    steps = json.loads(r.stdout)["steps"]
+    np.testing.assert_allclose([x["estimate"] for x in steps], ref["cumulative"]["estimate"], rtol=1e-6)
+    assert [x["k"] for x in steps] == list(range(1, 14))
+    r = runner.invoke(app, ["bias", "--data", bcg, "--measure", "RR", "--json"])
+    assert r.exit_code == 0, r.output
+    b = json.loads(r.stdout)
+    assert b["egger"]["z"] == pytest.approx(ref["regtest"]["z"], rel=1e-6)
+    assert b["trimfill"]["k0"] == ref["trimfill"]["k0"]
+    r = runner.invoke(app, ["bias", "--data", DATA, "--outcome", "mortality", "--measure", "OR"])
+    assert r.exit_code == 2 and "--force" in r.stderr
+    r = runner.invoke(app, ["loo", "--data", bcg, "--measure", "RR", "--json"])
+    assert r.exit_code == 0, r.output
+    lo = json.loads(r.stdout)
+    assert len(lo["studies"]) == 13 and np.isfinite(lo["elpd_loo"])
+    text = runner.invoke(app, ["influence", "--data", bcg, "--measure", "RR"]).output
+    assert "rstudent" in text and "Cook" in text
