@@ -91,3 +91,43 @@ def test_cli_influence_cumulative_bias_loo():
     assert len(lo["studies"]) == 13 and np.isfinite(lo["elpd_loo"])
     text = runner.invoke(app, ["influence", "--data", bcg, "--measure", "RR"]).output
     assert "rstudent" in text and "Cook" in text
+
+
+def test_predictive_checks_of_the_normal_model():
+    """Per-study ppp equals its definition recomputed from the saved draws, and the spread check's observed Q is
+    Cochran's Q of the studies (as freq reports it, with metafor's conventions)."""
+    from rescuemeta.criticism import predictive_checks
+    from rescuemeta.data import load_studies
+    from rescuemeta.fit import FitConfig, fit
+    from rescuemeta.freq import rma_iv
+
+    res = fit(load_studies(DATA), FitConfig("mortality", "normal"))
+    pc = predictive_checks(res)
+    rep = res.idata.posterior_predictive["y"].values.reshape(-1, res.k)
+    y = res.idata.observed_data["y"].values
+    for i, s in enumerate(pc["studies"]):
+        assert s["ppp"] == pytest.approx(float(np.mean(rep[:, i] > y[i]) + 0.5 * np.mean(rep[:, i] == y[i])))
+    a = res.data.model_data.arrays
+    assert pc["spread"]["q_obs"] == pytest.approx(rma_iv(a["y"], a["s"] ** 2, method="EE").q, rel=1e-12)
+    assert 0 < pc["spread"]["ppp"] < 1 and pc["spread"]["draws"] == 4000
+
+
+def test_leave_one_out_benefit_equals_fits_without_the_study(tmp_path):
+    """loo_benefit(table, cfg, query) for the exact normal model equals fitting a copy of the table without that
+    study's row (every row kept: with deduplication, deleting a row could let another of its overlap group in)."""
+    from rescuemeta.criticism import loo_benefit
+    from rescuemeta.data import load_studies
+    from rescuemeta.fit import FitConfig, fit
+    from rescuemeta.queries import probability
+
+    table = load_studies(DATA)
+    cfg = FitConfig("mortality", "normal", all_studies=True)
+    rows = loo_benefit(table, cfg, "OR < 1")
+    assert len(rows) == fit(table, cfg).k
+    d = pd.read_csv(DATA)
+    for r in rows[:2]:
+        path = tmp_path / "studies.csv"
+        d[~((d["study_id"] == r["study_id"]) & (d["outcome"] == "mortality"))].to_csv(path, index=False)
+        other = fit(load_studies(path), cfg)
+        assert r["probability"] == pytest.approx(probability(other, "OR < 1")["probability"], abs=1e-12)
+        assert r["q50"] == pytest.approx(other.summary()["or"]["q50"], rel=1e-10) and r["k"] == other.k

@@ -132,3 +132,22 @@ def test_report_renders_in_headless_chromium(report):
     assert r["status"] == "ok", r
     assert r["images"] == html.count("<img ") and r["broken"] == []
     assert r["console"] == []
+
+
+def test_report_says_how_robust_each_answer_is(report):
+    """Issue 16: per ratio outcome, P(benefit) with each study left out (figure and range), the funnel plot with
+    Egger's test or why it was not run, the cumulative plot by year, and the predictive checks."""
+    _, out, _, _ = report
+    html = (out / "index.html").read_text()
+    assert "How robust is this?" in html
+    rob = pd.read_csv(out / "tables" / "robustness.csv")
+    desc = load_studies(DATA).description
+    for oc in ("mortality", "sich", "functional_independence"):
+        row = rob[rob["outcome"] == desc.label(oc)].iloc[0]
+        assert re.match(r"\d+%\u2013\d+%; most influential: ", row["leaving one study out"]), row
+        assert "Egger test not run" in row["small-study effects"] and "needs 10" in row["small-study effects"]
+        assert row["predictive checks"].startswith("spread p = ")
+        for prefix in ("loo", "funnel", "cumulative"):
+            assert (out / "figures" / f"{prefix}_{oc}_contrast.png").exists(), (prefix, oc)
+    recan = rob[rob["outcome"] == desc.label("recanalization")].iloc[0]
+    assert "fewer than 3 studies" in recan["leaving one study out"]

@@ -916,12 +916,11 @@ def cumulative(
         _, sel, ids, yi, vi, base = _criticism_inputs(data, outcome, measure.value, all_studies, exclude_basis)
         key = None
         if order is not None:
+            from .criticism import order_key
+
             pos = {s: i for i, s in enumerate(sel.study_ids)}
             vals = sel.columns([order])[order]
-            try:
-                key = [float("nan") if vals[pos[s]] is None else float(vals[pos[s]]) for s in ids]
-            except (TypeError, ValueError):
-                raise InputError(f"--order {order}: the column must be numeric (e.g. year)") from None
+            key = order_key([vals[pos[s]] for s in ids], f"--order {order}")
         steps = run_cumulative(yi, vi, key, method=method.value, hksj=hksj)
         for st in steps:
             st["study_id"] = ids[st.pop("index")]

@@ -27,7 +27,8 @@ import numpy as np
 from .errors import InputError, NotEstimable
 from .freq import rma_iv
 
-__all__ = ["leave1out", "influence", "cumulative", "regtest", "trimfill", "exact_loo", "MIN_STUDIES_BIAS"]
+__all__ = ["order_key", "leave1out", "influence", "cumulative", "regtest", "trimfill", "exact_loo", "loo_benefit",
+           "predictive_checks", "MIN_STUDIES_BIAS"]
 
 MIN_STUDIES_BIAS = 10  # tests for small-study effects have little power below 10 studies (Cochrane Handbook 13.3.5.4)
 
@@ -127,6 +128,21 @@ def cumulative(yi, vi, order=None, *, method: str = "REML", hksj: bool = False, 
         r = rma_iv(y[sel], v[sel], method=method, hksj=hksj and j > 1, level=level)
         out.append({"index": int(idx[j - 1]), "k": j, "estimate": r.estimate, "se": r.se, "ci_low": r.ci_low,
                     "ci_high": r.ci_high, "pval": r.pval, "tau2": r.tau2, "i2": r.i2, "q": r.q})
+    return out
+
+
+def order_key(values, column: str = "order") -> list[float]:
+    """Sort keys for :func:`cumulative` from a column's values: numbers (numeric strings too); missing values
+    (None, blank, NaN) become NaN and sort last. InputError for any other text."""
+    out = []
+    for v in values:
+        if v is None or (isinstance(v, str) and not v.strip()):
+            out.append(math.nan)
+            continue
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            raise InputError(f"{column}: {v!r} is not a number; the order column must be numeric (e.g. year)") from None
     return out
 
 
@@ -245,3 +261,111 @@ def exact_loo(y, s, tau_prior, mu_mean: float = 0.0, mu_sd: float = 4.0) -> dict
         pit = float(np.sum(w * special.ndtr((y[i] - m) / sd)))
         studies.append({"elpd": elpd, "pit": pit})
     return {"elpd_loo": float(sum(x["elpd"] for x in studies)), "studies": studies}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bayesian: the answer without each study, and posterior predictive checks
+# ---------------------------------------------------------------------------------------------------
+
+def loo_benefit(table, cfg, query: str, *, sampler=None) -> list[dict]:
+    """The answer that matters with each study left out: refit ``cfg`` without study i (``exclude_studies``) and
+    report P(``query``) and the pooled effect (natural scale: the model's ratio or rate, median and 95% CrI).
+
+    Returns
+    -------
+    list of dict
+        One per included study of the full fit: ``study_id``, ``probability`` (P(query) without it), ``mcse``,
+        ``k``, ``q50``, ``q025``, ``q975``; a study whose removal moves the probability across 50% or far from
+        the full fit's is one the conclusion depends on.
+    """
+    from dataclasses import replace
+
+    from .fit import fit, prepare
+    from .queries import probability
+
+    ids = prepare(table, cfg).study_ids
+    key = "rate" if cfg.kind.estimand == "rate" else cfg.effect_measure.lower()
+    out = []
+    for sid in ids:
+        res = fit(table, replace(cfg, exclude_studies=tuple(cfg.exclude_studies) + (sid,)), sampler)
+        p = probability(res, query)
+        s = res.summary()[key]
+        out.append({"study_id": sid, "probability": p["probability"], "mcse": p["mcse"], "k": res.k,
+                    "q50": s["q50"], "q025": s["q025"], "q975": s["q975"]})
+    return out
+
+
+def _q_stat(y, v):
+    """Cochran's Q along the last axis."""
+    w = 1 / v
+    mu = np.sum(w * y, axis=-1, keepdims=True) / np.sum(w, axis=-1, keepdims=True)
+    return np.sum(w * (y - mu) ** 2, axis=-1)
+
+
+def predictive_checks(res, seed: int = 1) -> dict:
+    """Posterior predictive checks of a fit (the idea of bayesmeta's ``pppvalue``).
+
+    * Per study: posterior predictive p-values of the observed counts (or estimate, normal model) against
+      replicates from the study's own posterior effect, P(y_rep > y) + P(y_rep = y) / 2 per arm; values near 0
+      or 1 mean the model does not reproduce that study.
+    * Between-study spread: Cochran's Q of the observed study estimates (log OR with 1/2 added to every cell, logit
+      rate likewise, or y) against Q of data replicated with *new* study effects theta_rep ~ N(mu, tau^2) (the
+      contrast model keeps each study's baseline): P(Q_rep >= Q_obs). Near 0: the studies disagree more than
+      the model's tau allows; near 1: less.
+
+    Returns
+    -------
+    dict
+        ``studies``: ``[{study_id, ppp_treat[, ppp_control]}]`` (normal model: ``ppp``), ``spread``: ``{q_obs,
+        ppp, draws}``.
+    """
+    post = res.idata.posterior
+    rng = np.random.default_rng([seed, 31])
+    mu, tau = post["mu"].values.ravel(), post["tau"].values.ravel()
+    n = mu.size
+    kind = res.config.kind
+    a = res.data.model_data.arrays
+    pp, obs = res.idata.posterior_predictive, res.idata.observed_data
+
+    def ppp(rep, y):
+        rep = rep.reshape(-1, rep.shape[-1])
+        return (np.mean(rep > y, axis=0) + 0.5 * np.mean(rep == y, axis=0)).tolist()
+
+    studies = [{"study_id": s} for s in res.data.study_ids]
+    theta_rep = mu[:, None] + tau[:, None] * rng.standard_normal((n, len(studies)))
+    if kind.name == "normal":
+        for s, p in zip(studies, ppp(pp["y"].values, obs["y"].values)):
+            s["ppp"] = p
+        y, sd = np.asarray(a["y"], dtype=float), np.asarray(a["s"], dtype=float)
+        q_obs = float(_q_stat(y, sd**2))
+        q_rep = _q_stat(rng.normal(theta_rep, sd), sd**2)
+    else:
+        from scipy.special import expit
+
+        for s, p in zip(studies, ppp(pp["y_treat"].values, obs["y_treat"].values)):
+            s["ppp_treat"] = p
+        n1, ai = np.asarray(a["n1i"], dtype=float), np.asarray(a["ai"], dtype=float)
+        if kind.baseline_prior:
+            for s, p in zip(studies, ppp(pp["y_control"].values, obs["y_control"].values)):
+                s["ppp_control"] = p
+            n2, ci = np.asarray(a["n2i"], dtype=float), np.asarray(a["ci"], dtype=float)
+            alpha = post["alpha"].values.reshape(n, -1)
+            a_rep = rng.binomial(n1.astype(int), expit(alpha + theta_rep))
+            c_rep = rng.binomial(n2.astype(int), expit(alpha))
+
+            def log_or(a_, n1_, c_, n2_):
+                y_ = np.log((a_ + 0.5) / (n1_ - a_ + 0.5)) - np.log((c_ + 0.5) / (n2_ - c_ + 0.5))
+                v_ = 1 / (a_ + 0.5) + 1 / (n1_ - a_ + 0.5) + 1 / (c_ + 0.5) + 1 / (n2_ - c_ + 0.5)
+                return y_, v_
+
+            q_obs = float(_q_stat(*log_or(ai, n1, ci, n2)))
+            q_rep = _q_stat(*log_or(a_rep, n1, c_rep, n2))
+        else:
+            a_rep = rng.binomial(n1.astype(int), expit(theta_rep))
+
+            def logit_rate(a_, n_):
+                return np.log((a_ + 0.5) / (n_ - a_ + 0.5)), 1 / (a_ + 0.5) + 1 / (n_ - a_ + 0.5)
+
+            q_obs = float(_q_stat(*logit_rate(ai, n1)))
+            q_rep = _q_stat(*logit_rate(a_rep, n1))
+    return {"studies": studies, "spread": {"q_obs": q_obs, "ppp": float(np.mean(q_rep >= q_obs)), "draws": int(n)}}

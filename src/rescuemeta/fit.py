@@ -81,6 +81,7 @@ class FitConfig:
     mods: tuple[str, ...] = ()
     subgroup: str = ""
     coef_prior: str = DEFAULT_COEF_PRIOR
+    exclude_studies: tuple[str, ...] = ()
     all_studies: bool = False
     exclude_basis: tuple = ()
     method: str = "auto"
@@ -99,6 +100,7 @@ class FitConfig:
         if self.subgroup and not self.mods:
             object.__setattr__(self, "mods", (self.subgroup,))
         object.__setattr__(self, "mods", tuple(self.mods))
+        object.__setattr__(self, "exclude_studies", tuple(self.exclude_studies))
 
     @property
     def kind(self) -> ModelKind:
@@ -211,6 +213,16 @@ def prepare(table: StudyTable, cfg: FitConfig) -> PreparedData:
     except InputError as e:
         raise InputError(f"outcome {cfg.outcome!r}: {e.message}") from None
     arrays, ids, dropped = prep.arrays, prep.study_ids, list(prep.dropped)
+    if cfg.exclude_studies:  # leave-one-out and other sensitivity analyses: named studies left out
+        unknown = [s for s in cfg.exclude_studies if s not in ids]
+        if unknown:
+            raise InputError(f"outcome {cfg.outcome!r}: no included study {unknown[0]!r} to leave out")
+        keep = np.array([s not in cfg.exclude_studies for s in ids])
+        dropped += [{"study_id": s, "reason": "left out (exclude_studies)"} for s in cfg.exclude_studies]
+        arrays = {name: np.asarray(v)[keep] for name, v in arrays.items()}
+        ids = [s for s, k in zip(ids, keep) if k]
+        if not ids:
+            raise InputError(f"outcome {cfg.outcome!r}: no study left")
     dsg, centre, Xc = None, None, None
     if cfg.mods:
         from .metareg import design

@@ -24,7 +24,7 @@ from .effects import ContinuityCorrection, escalc
 from .fit import FitResult
 
 __all__ = ["forest_size", "forest", "densities", "benefit_curve", "prior_forest", "tau_prior_posterior",
-           "subgroup_forest", "bubble"]
+           "subgroup_forest", "bubble", "funnel", "loo_forest", "cumulative_plot"]
 
 
 def _log_axis(ax) -> None:
@@ -46,6 +46,12 @@ def _study_effects(res: FitResult, measure: str):
     """Observed (escalc, 95% CI) and shrunken (posterior median, 95% CrI) study effects on the natural scale."""
     sel = res.data.selection
     ai, n1i, ci, n2i = sel.counts()
+    # the fit's studies (some of the selection's may have been left out: double zeros, missing moderators)
+    pos = {sid: j for j, sid in enumerate(sel.study_ids)}
+    idx = [pos[sid] for sid in res.data.study_ids]
+    ai, n1i = ai[idx], n1i[idx]
+    if ci is not None and n2i is not None:
+        ci, n2i = ci[idx], n2i[idx]
     post = res.idata.posterior
     theta = post["theta"].values
     rows = []
@@ -360,4 +366,86 @@ def bubble(res: FitResult, column: str, ax=None):
     ax.set_title(f"{desc.label(res.config.outcome)}: meta-regression on {column} ({res.config.model} model)",
                  fontsize=9)
     ax.legend(fontsize=7)
+    return ax
+
+
+def funnel(yi, vi, estimate: float, measure: str, egger: dict | None = None, note: str | None = None, ax=None):
+    """Contour-enhanced funnel plot (Peters et al. 2008): each study's estimate (natural scale, log axis for ratios)
+    against its standard error (inverted axis), with the regions where a study's own two-sided p-value is below
+    0.01, 0.05 and 0.10 shaded, and the pooled ``estimate``. Asymmetry concentrated in the significant regions
+    suggests small-study effects; the Egger test (``egger``, :func:`rescuemeta.criticism.regtest`) or the reason it
+    was not run (``note``) goes in the title."""
+    yi, vi = np.asarray(yi, dtype=float), np.asarray(vi, dtype=float)
+    se = np.sqrt(vi)
+    if ax is None:
+        _, ax = figures.new((6, 4.5))
+    top = float(se.max()) * 1.1
+    s = np.linspace(0, top, 100)
+    ratio = measure in ("OR", "RR")
+    nat = np.exp if ratio else (lambda x: x)
+    # darkest where a study's own p < 0.01, lighter for p < 0.05 and p < 0.10, white where p >= 0.10
+    ax.set_facecolor("0.62")
+    for z, shade in ((2.576, "0.76"), (1.960, "0.88"), (1.645, "white")):
+        ax.fill_betweenx(s, nat(-z * s), nat(z * s), color=shade, zorder=0)
+    ax.plot(nat(estimate - 1.96 * s), s, color="0.4", lw=0.8, ls="--")
+    ax.plot(nat(estimate + 1.96 * s), s, color="0.4", lw=0.8, ls="--")
+    ax.axvline(nat(estimate), color="C3", lw=1, label="pooled estimate")
+    ax.scatter(nat(yi), se, color="C0", edgecolor="k", zorder=3, label="studies")
+    ax.set_ylim(top, 0)
+    if ratio:
+        _log_axis(ax)
+    ax.set_ylabel("standard error")
+    ax.set_xlabel({"OR": "odds ratio", "RR": "risk ratio"}.get(measure, measure))
+    title = "Funnel plot (white: study p >= 0.10; light to dark: p < 0.10 / 0.05 / 0.01)"
+    if egger is not None:
+        title += f"\nEgger test: z = {egger['z']:.2f}, p = {egger['pval']:.2g}"
+    elif note:
+        title += f"\n{note}"
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    return ax
+
+
+def loo_forest(rows: list[dict], full: dict, measure: str, query: str, ax=None):
+    """The pooled effect with each study left out (``rows``: :func:`rescuemeta.criticism.loo_benefit`), with the
+    probability of the query (benefit) without it at the right, and the full analysis (``full``: q025/q50/q975
+    and ``probability``) on top."""
+    n = len(rows)
+    if ax is None:
+        _, ax = figures.new((7.5, 0.4 * (n + 2) + 1.2))
+    y = np.arange(n + 1)[::-1].astype(float)
+    ax.errorbar(full["q50"], y[0], xerr=[[full["q50"] - full["q025"]], [full["q975"] - full["q50"]]], fmt="D",
+                color="C3", capsize=3)
+    labels = [f"all studies   P = {100 * full['probability']:.0f}%"]
+    for j, r in enumerate(rows, 1):
+        ax.errorbar(r["q50"], y[j], xerr=[[r["q50"] - r["q025"]], [r["q975"] - r["q50"]]], fmt="o", color="C0",
+                    capsize=2)
+        labels.append(f"without {r['study_id']}   P = {100 * r['probability']:.0f}%")
+    ax.set_yticks(y, labels)
+    if measure != "rate":
+        _log_axis(ax)
+        ax.axvline(1, color="0.5", lw=0.8, ls="--")
+    ax.set_xlabel(measure if measure != "rate" else "event rate")
+    ax.set_title(f"Leave one study out: pooled {measure} (95% CrI) and P({query})", fontsize=9)
+    return ax
+
+
+def cumulative_plot(steps: list[dict], measure: str, order: str | None = None, ax=None):
+    """Cumulative meta-analysis (:func:`rescuemeta.criticism.cumulative`): the pooled estimate and 95% CI as each
+    study is added (natural scale)."""
+    n = len(steps)
+    if ax is None:
+        _, ax = figures.new((7, 0.35 * n + 1.5))
+    nat = np.exp if measure in ("OR", "RR") else (lambda x: x)
+    y = np.arange(n)[::-1].astype(float)
+    for j, st in enumerate(steps):
+        est = float(nat(st["estimate"]))
+        lo, hi = float(nat(st["ci_low"])), float(nat(st["ci_high"]))
+        ax.errorbar(est, y[j], xerr=[[est - lo], [hi - est]], fmt="s", color="C2", capsize=2)
+    ax.set_yticks(y, [f"+ {st['study_id']} (k = {st['k']})" for st in steps])
+    if measure in ("OR", "RR"):
+        _log_axis(ax)
+        ax.axvline(1, color="0.5", lw=0.8, ls="--")
+    ax.set_xlabel(f"{measure} (frequentist, cumulative)")
+    ax.set_title("Cumulative meta-analysis" + (f", studies added by {order}" if order else ""), fontsize=9)
     return ax

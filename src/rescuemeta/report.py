@@ -207,6 +207,8 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
     sens_figs = [Path(p).name for p in sens.plot(grid.rows, out, note=desc.evidence_note)]
     step("subgroups and meta-regression")
     moderated_rows, moderated_figs = _moderated(run, figs)
+    step("robustness: leave one out, small-study effects, predictive checks")
+    robust_rows, robust_figs = _robustness(run, figs)
     # 7. tables
     step("tables")
     audit_rows = []
@@ -225,20 +227,22 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
               "probabilities": pd.DataFrame(prob_rows),
               "diagnostics": pd.DataFrame(diag_rows), "audit": pd.DataFrame(audit_rows), "provenance": prov,
               "sensitivity": sens.tidy(grid.rows), "unavailable": pd.DataFrame(unavailable + [_flat(f) for f in failures]),
-              "subgroups": pd.DataFrame(moderated_rows)}
+              "subgroups": pd.DataFrame(moderated_rows), "robustness": pd.DataFrame(robust_rows)}
     for name, df in frames.items():
         with atomic_path(tables / f"{name}.csv") as tmp:
             df.to_csv(tmp, index=False)
     # 8. HTML
     step("HTML")
-    page = _html(spec, table, frames, fig_files, sens_figs, unavailable, failures, check_rows, source, moderated_figs)
+    page = _html(spec, table, frames, fig_files, sens_figs, unavailable, failures, check_rows, source, moderated_figs,
+                 robust_figs)
     write_text(out / "index.html", page)
     result = {"index": str(out / "index.html"), "summary": summary_rows, "fits": len(run.fitted),
               "unavailable": unavailable, "failures": failures,
               "grid_computed": grid.computed, "grid_cached": grid.cached, "seconds": time.perf_counter() - t0,
-              "figures": sum(len(v) for v in fig_files.values()) + len(sens_figs) + len(moderated_figs)}
+              "figures": sum(len(v) for v in fig_files.values()) + len(sens_figs) + len(moderated_figs)
+              + len(robust_figs)}
     files = ["index.html", *[f"figures/{n}" for v in fig_files.values() for n in v], *[f"figures/{n}" for n in sens_figs],
-             *[f"figures/{n}" for n in moderated_figs],
+             *[f"figures/{n}" for n in moderated_figs], *[f"figures/{n}" for n in robust_figs],
              *[f"tables/{n}.csv" for n in frames]]
     if not failures:  # a report with failed fits is rebuilt next time
         write_text(stamp_path, json.dumps({"inputs": inputs, "files": files, "result": result}, default=str))
@@ -282,6 +286,72 @@ def _moderated(run, figs: Path) -> tuple[list[dict], list[str]]:
                          "estimate (95% CrI)": f"{n['q50']:.3g} ({n['q025']:.3g}–{n['q975']:.3g}) (ratio per unit)"})
             names += _save_fig(lambda ax, m=m: plots.bubble(m.result, m.column, ax=ax), (6, 4), figs,
                                f"bubble_{m.outcome}_{m.model}_{m.column}")
+    return rows, names
+
+
+def _robustness(run, figs: Path) -> tuple[list[dict], list[str]]:
+    """'How robust is this?' per ratio fit: P(benefit) with each study left out (Bayesian refits), the funnel plot
+    with Egger's test (or why it was not run), the cumulative meta-analysis by year where the table has years,
+    and the posterior predictive checks (:mod:`rescuemeta.criticism`)."""
+    import numpy as np
+
+    from . import criticism
+    from .effects import escalc
+    from .queries import probability
+
+    rows: list[dict] = []
+    names: list[str] = []
+    desc = run.table.description
+    for e in run.fitted:
+        res = e.result
+        if e.config.kind.estimand != "ratio":
+            continue
+        oc, m = e.outcome, e.model
+        base = {"outcome": desc.label(oc), "model": m, "k": res.k}
+        if res.k < 3:
+            rows.append({**base, "P(benefit), all studies": "—", "leaving one study out": "not run: fewer than 3 "
+                         "studies"})
+            continue
+        query = pipeline.mirror_query("OR < 1") if desc.better(oc) == "higher" else "OR < 1"
+        full = {**res.summary()["or"], "probability": probability(res, query)["probability"]}
+        lb = criticism.loo_benefit(run.table, e.config, query)
+        names += _save_fig(lambda ax, lb=lb, full=full, q=query: plots.loo_forest(lb, full, "OR", q, ax=ax),
+                           (7.5, 0.4 * (len(lb) + 2) + 1.4), figs, f"loo_{oc}_{m}")
+        sel = res.data.selection
+        pos = {s: i for i, s in enumerate(sel.study_ids)}
+        idx = [pos[s] for s in res.data.study_ids]
+        ai, n1i, ci, n2i = sel.counts()
+        es = escalc("OR", ai[idx], n1i[idx], ci[idx], n2i[idx])
+        ok = np.isfinite(es.yi)
+        ids = [s for s, g in zip(res.data.study_ids, ok) if g]
+        egger, note = None, None
+        if ok.sum() >= criticism.MIN_STUDIES_BIAS:
+            egger = criticism.regtest(es.yi[ok], es.vi[ok])
+        else:
+            note = (f"Egger test not run: {int(ok.sum())} studies (it needs {criticism.MIN_STUDIES_BIAS}; below that it "
+                    "cannot tell asymmetry from chance)")
+        pooled = float(np.log(full["q50"]))
+        names += _save_fig(lambda ax, y=es.yi[ok], v=es.vi[ok], eg=egger, nt=note, p=pooled:
+                           plots.funnel(y, v, p, "OR", eg, nt, ax=ax), (6, 4.5), figs, f"funnel_{oc}_{m}")
+        if "year" in sel.frame.columns:
+            years = sel.columns(["year"])["year"]
+            key = criticism.order_key([years[pos[s]] for s in ids], "year")
+            steps = criticism.cumulative(es.yi[ok], es.vi[ok], key)
+            for st in steps:
+                st["study_id"] = ids[st.pop("index")]
+            names += _save_fig(lambda ax, st=steps: plots.cumulative_plot(st, "OR", "year", ax=ax),
+                               (7, 0.35 * len(steps) + 1.6), figs, f"cumulative_{oc}_{m}")
+        pc = criticism.predictive_checks(res)
+        off = [s["study_id"] for s in pc["studies"]
+               if any(not 0.025 <= v <= 0.975 for k, v in s.items() if k.startswith("ppp"))]
+        probs = [r["probability"] for r in lb]
+        worst = max(lb, key=lambda r: abs(r["probability"] - full["probability"]))
+        rows.append({**base, "P(benefit), all studies": f"{100 * full['probability']:.0f}% ({query})",
+                     "leaving one study out": f"{100 * min(probs):.0f}%–{100 * max(probs):.0f}%; most influential: "
+                                              f"{worst['study_id']} ({100 * worst['probability']:.0f}% without it)",
+                     "small-study effects": (f"Egger z = {egger['z']:.2f}, p = {egger['pval']:.2g}" if egger else note),
+                     "predictive checks": f"spread p = {pc['spread']['ppp']:.2f}; studies not reproduced: "
+                                          + (", ".join(off) or "none")})
     return rows, names
 
 
@@ -341,6 +411,15 @@ FIGURE_CAPTIONS = {
                   "meta-regression on the characteristic with one between-study SD shared by all levels. Levels with "
                   "a single study are shown, not pooled. The title gives the frequentist test for subgroup "
                   "differences and the probability that the benefit is larger in each level than in the first.",
+    "loo_": "Leave one study out: the pooled odds ratio (posterior median, 95% credible interval) and the probability "
+            "of benefit when each study in turn is left out, against the analysis of all studies (top). A study "
+            "whose removal moves the probability a lot is one the conclusion depends on.",
+    "funnel_": "Funnel plot: each study's odds ratio against its standard error. White: where a study's own p-value "
+               "would be 0.10 or more; light to dark grey: below 0.10, 0.05 and 0.01; dashed: the pooled estimate's 95% "
+               "funnel. Missing studies in the "
+               "white (non-significant) region on one side suggest small-study effects.",
+    "cumulative_": "Cumulative meta-analysis: the frequentist pooled odds ratio and 95% CI as each study is added, "
+                   "in order of publication year.",
     "bubble_": "Each study's observed effect against a numeric characteristic (area: inverse variance), with the "
                "meta-regression line (posterior median) and its 95% credible band.",
     "tau_prior_posterior_": "Prior (dashed) and posterior (solid) of the between-study SD tau under each tau prior: "
@@ -390,7 +469,7 @@ def _table_html(df: pd.DataFrame) -> str:
 
 
 def _html(spec, table, frames, fig_files, sens_figs, unavailable, failures, check_rows, source,
-          moderated_figs=()) -> str:
+          moderated_figs=(), robust_figs=()) -> str:
     e = html.escape
     desc: Description = table.description
     n_rows, n_studies = len(table.frame), table.frame["study_id"].nunique()
@@ -456,6 +535,17 @@ tau ~ {e(spec.describe_tau_prior())}, mu ~ {e(spec.effect_prior)}, alpha_i ~ {e(
                      "so few studies per level, read these as descriptions, not as established differences.</p>"
                      + _table_html(frames["subgroups"]))
         for nm in moderated_figs:
+            if nm.endswith(".png"):
+                svg = nm[:-4] + ".svg"
+                parts.append(f'<figure><a href="figures/{e(svg)}"><img src="figures/{e(nm)}" alt="{e(nm)}"></a>'
+                             f"<figcaption>{e(figure_caption(nm))}</figcaption></figure>")
+    if len(frames.get("robustness", [])):
+        parts.append("<h2>How robust is this?</h2><p>Per outcome: the probability of benefit with each study left "
+                     "out (Bayesian refits), small-study effects (Egger's test where there are 10 or more studies), "
+                     "and posterior predictive checks (the between-study spread, p near 0 means the studies disagree "
+                     "more than the model allows; studies whose counts the model does not reproduce).</p>"
+                     + _table_html(frames["robustness"]))
+        for nm in robust_figs:
             if nm.endswith(".png"):
                 svg = nm[:-4] + ".svg"
                 parts.append(f'<figure><a href="figures/{e(svg)}"><img src="figures/{e(nm)}" alt="{e(nm)}"></a>'
