@@ -974,17 +974,45 @@ def loo(
     data: Path = DataOpt,
     outcome: str | None = typer.Option(None, "--outcome", help="Outcome [default: the file's only outcome]."),
     measure: RatioMeasure = typer.Option(RatioMeasure.OR, "--measure", help="OR or RR (normal model)."),
+    model: str = typer.Option("normal", "--model", help="normal (exact, by quadrature) or proportion (PSIS-LOO "
+                              "with the study effect integrated out, refits where Pareto k > 0.7)."),
     tau_prior: str | None = TauPriorOpt,
     effect_prior: str = EffectPriorOpt,
+    draws: int = typer.Option(1000, "--draws", help="Posterior draws per chain (proportion model)."),
+    seed: int = typer.Option(1, "--seed", help="Random seed (proportion model)."),
     all_studies: bool = AllStudiesOpt,
     exclude_basis: str | None = ExcludeOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
-    """Exact Bayesian leave-one-study-out of the normal model: log p(y_i | y_-i) per study, by quadrature."""
-    from .criticism import exact_loo
+    """Bayesian leave-one-study-out: log p(y_i | y_-i) per study (normal: exact; proportion: PSIS-LOO + refits)."""
+    from .criticism import exact_loo, psis_loo
     from .priors import parse
 
     with guard():
+        if model not in ("normal", "proportion"):
+            raise InputError(f"--model {model}: leave-one-study-out is available for normal and proportion; the "
+                             "contrast model's independent study baselines cannot be predicted for a left-out study")
+        if model == "proportion":
+            from .fit import FitConfig
+            from .fit import fit as run_fit
+
+            table = load_studies(data)
+            oc = table.resolve_outcome(outcome, hint="--outcome NAME")
+            cfg = FitConfig(oc, "proportion", tau_prior=tau_prior or "", effect_prior=effect_prior, draws=draws,
+                            seed=seed, all_studies=all_studies, exclude_basis=parse_exclude_basis(exclude_basis))
+            res = run_fit(table, cfg)
+            lo = psis_loo(table, res)
+            if as_json:
+                emit_json({"outcome": oc, "model": "proportion", "priors": res.prior_record(), **lo})
+                return
+            t = Table(title=f"PSIS leave-one-study-out (proportion model): {oc}")
+            for c in ("study", "elpd", "Pareto k", "refit"):
+                t.add_column(c, justify="left" if c == "study" else "right")
+            for r in lo["studies"]:
+                t.add_row(escape(r["study_id"]), _fmt(r["elpd"], 3), _fmt(r["pareto_k"], 2), "yes" if r["refit"] else "")
+            out.print(t)
+            out.print(f"elpd_loo = {lo['elpd_loo']:.3f} (SE {lo['se']:.3f})")
+            return
         _, _, ids, yi, vi, base = _criticism_inputs(data, outcome, measure.value, all_studies, exclude_basis)
         tp = parse(tau_prior or MODEL_KINDS["normal"].default_tau_prior, "tau")
         ep = parse(effect_prior, "effect")
@@ -992,11 +1020,11 @@ def loo(
             raise InputError(f"the exact leave-one-out needs a normal effect prior, not {effect_prior}")
         import numpy as np
 
-        res = exact_loo(yi, np.sqrt(vi), tp, *ep.params)
-        studies = [{"study_id": s, **r} for s, r in zip(ids, res["studies"])]
+        ex_loo = exact_loo(yi, np.sqrt(vi), tp, *ep.params)
+        studies = [{"study_id": s, **r} for s, r in zip(ids, ex_loo["studies"])]
         if as_json:
             emit_json({**base, "model": "normal", "priors": {"tau": tp.spec, "effect": ep.spec},
-                       "elpd_loo": res["elpd_loo"], "studies": studies})
+                       "elpd_loo": ex_loo["elpd_loo"], "studies": studies})
             return
         t = Table(title=f"Exact leave-one-study-out (normal model): {base['outcome']}, {measure.value}",
                   caption="elpd: log predictive density of the study's estimate given the others; PIT near 0 or 1: "
@@ -1006,7 +1034,7 @@ def loo(
         for r in studies:
             t.add_row(escape(r["study_id"]), _fmt(r["elpd"], 3), _fmt(r["pit"], 3))
         out.print(t)
-        out.print(f"elpd_loo = {res['elpd_loo']:.3f} (tau ~ {tp.spec}, mu ~ {ep.spec})")
+        out.print(f"elpd_loo = {ex_loo['elpd_loo']:.3f} (tau ~ {tp.spec}, mu ~ {ep.spec})")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -208,7 +208,7 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
     step("subgroups and meta-regression")
     moderated_rows, moderated_figs = _moderated(run, figs)
     step("robustness: leave one out, small-study effects, predictive checks")
-    robust_rows, robust_figs = _robustness(run, figs)
+    robust_rows, robust_figs = _robustness(run, figs, cache_dir / "fits")
     # 7. tables
     step("tables")
     audit_rows = []
@@ -289,7 +289,7 @@ def _moderated(run, figs: Path) -> tuple[list[dict], list[str]]:
     return rows, names
 
 
-def _robustness(run, figs: Path) -> tuple[list[dict], list[str]]:
+def _robustness(run, figs: Path, cache_dir: Path | None = None) -> tuple[list[dict], list[str]]:
     """'How robust is this?' per ratio fit: P(benefit) with each study left out (Bayesian refits), the funnel plot
     with Egger's test (or why it was not run), the cumulative meta-analysis by year where the table has years,
     and the posterior predictive checks (:mod:`rescuemeta.criticism`)."""
@@ -314,7 +314,7 @@ def _robustness(run, figs: Path) -> tuple[list[dict], list[str]]:
             continue
         query = pipeline.mirror_query("OR < 1") if desc.better(oc) == "higher" else "OR < 1"
         full = {**res.summary()["or"], "probability": probability(res, query)["probability"]}
-        lb = criticism.loo_benefit(run.table, e.config, query)
+        lb = criticism.loo_benefit(run.table, e.config, query, cache_dir=cache_dir)
         names += _save_fig(lambda ax, lb=lb, full=full, q=query: plots.loo_forest(lb, full, "OR", q, ax=ax),
                            (7.5, 0.4 * (len(lb) + 2) + 1.4), figs, f"loo_{oc}_{m}")
         sel = res.data.selection
