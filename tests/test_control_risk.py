@@ -119,6 +119,8 @@ def marginal():
     return fit(TABLE, FitConfig("mortality", "contrast", draws=DRAWS, seed=5, control_risk="marginal"))
 
 
+@pytest.mark.slow  # its own compiled structure (hierarchical baselines): ~30 s cold; the parameterisation is
+# checked exactly in tests/test_parameterisation.py on every run
 def test_marginal_rr_is_the_ratio_of_population_averaged_risks(marginal):
     """RR_marg = E[expit(alpha + theta)] / E[expit(alpha)] with alpha ~ N(m, s^2), theta ~ N(mu, tau^2): recomputed
     for 40 posterior draws by Monte Carlo over (alpha, theta) with 400,000 points each (MC error ~1e-3)."""
@@ -146,6 +148,7 @@ def test_marginal_rr_is_the_ratio_of_population_averaged_risks(marginal):
     assert (p_t / p_c).ravel()[i] == pytest.approx(expit(a + tn[i]).mean() / expit(a).mean(), abs=0.01)
 
 
+@pytest.mark.slow
 def test_marginal_fit_keeps_the_conditional_or_and_has_a_proper_log_prior(marginal):
     r = marginal
     lp = r.idata.log_prior

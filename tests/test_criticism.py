@@ -197,3 +197,20 @@ def test_cli_loo_proportion_and_refusal():
     assert d["elpd_loo"] == pytest.approx(sum(s["elpd"] for s in d["studies"]))
     r = runner.invoke(app, ["loo", "--data", DATA, "--outcome", "sich", "--model", "contrast"])
     assert r.exit_code == 2 and "baselines cannot be predicted" in r.stderr
+
+
+def test_fit_json_carries_the_predictive_checks():
+    """Issue 16: the checks are reported with the fit (fit --json `checks`), for plain and meta-regression fits."""
+    from rescuemeta.criticism import predictive_checks
+    from rescuemeta.data import load_studies
+    from rescuemeta.fit import FitConfig, fit
+
+    table = load_studies(DATA)
+    for cfg in (FitConfig("mortality", "normal"), FitConfig("mortality", "normal", subgroup="circulation",
+                                                            all_studies=True)):
+        res = fit(table, cfg)
+        checks = res.summary()["checks"]
+        assert checks == predictive_checks(res, seed=cfg.seed)
+        assert len(checks["studies"]) == res.k and 0 <= checks["spread"]["ppp"] <= 1
+    r = runner.invoke(app, ["fit", "--data", DATA, "--outcome", "mortality", "--model", "normal", "--json"])
+    assert r.exit_code == 0 and "ppp" in json.loads(r.stdout)["checks"]["studies"][0]

@@ -32,7 +32,7 @@ def _bcg():
     return d, es.yi, np.sqrt(es.vi)
 
 
-def _brute_force(y, s, X, tau_prior, b_mean, b_sd, n_tau=300, n_b=181):
+def _brute_force(y, s, X, tau_prior, b_mean, b_sd, n_tau=200, n_b=121):
     """Midpoint-rule grid posterior over (tau, b0, b1), from the unnormalised joint density alone. Returns the
     marginal CDFs of b0, b1 and tau evaluated at cell boundaries (where the midpoint rule is exact to O(h^2))."""
     top = min(3.0, float(tau_prior.upper(0.99999)))
@@ -81,10 +81,10 @@ def test_against_brute_force_3d_grid(moderator):
     for j in (0, 1):
         for q in (0.05, 0.5, 0.95):
             x, grid_cdf = coef_cdf_at(j, ex.quantile(("coef", j), q))
-            assert grid_cdf == pytest.approx(ex.cdf(("coef", j), x), abs=2e-3), (j, q)  # grid error ~5e-4
+            assert grid_cdf == pytest.approx(ex.cdf(("coef", j), x), abs=3e-3), (j, q)  # grid error <= 9.4e-4
     for t in (0.1, 0.25, 0.5):
         x, grid_cdf = tau_cdf_at(t)
-        assert grid_cdf == pytest.approx(ex.tau_cdf(x), abs=1e-3), t  # grid error ~5e-5
+        assert grid_cdf == pytest.approx(ex.tau_cdf(x), abs=1e-3), t  # grid error <= 1e-4
 
 
 def test_intercept_only_is_the_normal_normal_posterior():

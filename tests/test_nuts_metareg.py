@@ -77,7 +77,7 @@ def test_contrast_meta_regression_matches_brms(case):
     ref = json.loads(BRMS.read_text())["cases"][case]
     assert ref["divergences"] <= 0.001 * ref["draws"]  # Stan at adapt_delta 0.99: 1 of 20,000 for dat.bcg
     if case == "bcg_mods_ablat":
-        res = fit(load_studies(BCG), FitConfig("bcg_mods", "contrast", mods=("ablat",), draws=2 * DRAWS, seed=8))
+        res = fit(load_studies(BCG), FitConfig("bcg_mods", "contrast", mods=("ablat",), draws=DRAWS, seed=8))
     else:
         res = fit(load_studies(ROOT / "data" / "studies.csv"),
                   FitConfig("mortality", "contrast", subgroup="circulation", all_studies=True, draws=2 * DRAWS, seed=8))

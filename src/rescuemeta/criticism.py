@@ -337,7 +337,10 @@ def predictive_checks(res, seed: int = 1) -> dict:
         return (np.mean(rep > y, axis=0) + 0.5 * np.mean(rep == y, axis=0)).tolist()
 
     studies = [{"study_id": s} for s in res.data.study_ids]
-    theta_rep = mu[:, None] + tau[:, None] * rng.standard_normal((n, len(studies)))
+    centre = mu[:, None]
+    if res.data.design is not None:  # a meta-regression: each study's new effect centred at mu + x_i' beta
+        centre = post["beta"].values.reshape(n, -1) @ np.asarray(res.data.model_data.X, dtype=float).T
+    theta_rep = centre + tau[:, None] * rng.standard_normal((n, len(studies)))
     if kind.name == "normal":
         for s, p in zip(studies, ppp(pp["y"].values, obs["y"].values)):
             s["ppp"] = p

@@ -446,7 +446,8 @@ class FitResult:
             ``or_new``, ``rr_new``, ``rd_new`` for ``contrast``; ``rate``, ``rate_new`` for ``proportion``;
             ``or``/``rr`` and ``*_new`` for ``normal``), each ``{mean, sd, q025, q50, q975, hdi_low,
             hdi_high}``; ``studies`` (per-study shrunken effects); ``diagnostics``, ``k``, ``priors``,
-            ``inclusion``, ``seconds`` and provenance.
+            ``inclusion``, ``seconds`` and provenance; ``checks``: posterior predictive p-values per study and of
+            the between-study spread (:func:`rescuemeta.criticism.predictive_checks`: near 0 or 1 is a misfit).
         """
         return self._summary
 
@@ -482,6 +483,9 @@ class FitResult:
             out["absolute"] = self.absolute()
             out["acr"] = {"risks": [a["acr"] for a in out["absolute"]], "chosen_as": how}
         out["estimand"] = self.estimands()
+        from .criticism import predictive_checks
+
+        out["checks"] = predictive_checks(self, seed=cfg.seed)  # posterior predictive p-values (rescuemeta.criticism)
         return out
 
     def estimands(self) -> dict:
