@@ -341,7 +341,7 @@ def predictive_checks(res, seed: int = 1) -> dict:
     if res.data.design is not None:  # a meta-regression: each study's new effect centred at mu + x_i' beta
         centre = post["beta"].values.reshape(n, -1) @ np.asarray(res.data.model_data.X, dtype=float).T
     theta_rep = centre + tau[:, None] * rng.standard_normal((n, len(studies)))
-    if kind.name == "normal":
+    if not kind.binomial:  # normal likelihood on the study estimates
         for s, p in zip(studies, ppp(pp["y"].values, obs["y"].values)):
             s["ppp"] = p
         y, sd = np.asarray(a["y"], dtype=float), np.asarray(a["s"], dtype=float)
