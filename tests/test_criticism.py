@@ -185,19 +185,95 @@ def test_psis_loo_agrees_with_brute_force_refits():
     re = psis_loo(table, res, reloo=True, k_threshold=loo["studies"][j]["pareto_k"] - 1e-9)
     assert [s["refit"] for s in re["studies"]] == [i == j for i in range(len(exact))]
     assert re["studies"][j]["elpd"] == pytest.approx(exact[j], abs=1e-12)
-    with pytest.raises(Exception, match="proportion model"):
+    with pytest.raises(Exception, match="proportion and contrast models"):
         psis_loo(table, fit(table, FitConfig("mortality", "normal")))
 
 
-def test_cli_loo_proportion_and_refusal():
+def test_conditional_loglik_against_nested_adaptive_quadrature():
+    """Contrast model: log p(t | c, mu, tau) = log [int int pi(alpha) Bin(c | expit alpha) Bin(t | expit(alpha +
+    theta)) N(theta; mu, tau^2) / int pi(alpha) Bin(c | expit alpha)], alpha ~ normal(0, 10), against scipy's nested
+    adaptive quadrature: zero-event arms, a large study, tau from 0.001 (the Gauss-Hermite branch) to 3."""
+    import math
+
+    from scipy import integrate
+
+    from rescuemeta.criticism import conditional_loglik
+
+    prior = parse("normal(0, 10)", "effect")
+
+    def lbin(k, n, x):  # log Bin(k | n, expit(x)) for scalars (scipy.stats per call is 100x slower here)
+        lp = -math.log1p(math.exp(-x)) if x > 0 else x - math.log1p(math.exp(x))
+        lq = -math.log1p(math.exp(x)) if x < 0 else -x - math.log1p(math.exp(-x))
+        return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * lp + (n - k) * lq
+
+    def reference(c, n0, t, n1, mu, tau):
+        def inner(a):
+            return integrate.quad(lambda th: math.exp(lbin(t, n1, a + th) - 0.5 * ((th - mu) / tau) ** 2)
+                                  / (tau * math.sqrt(2 * math.pi)),
+                                  mu - 12 * tau, mu + 12 * tau, limit=200, epsabs=0, epsrel=1e-10)[0]
+
+        def base(a):  # normal(0, 10) prior (its constant cancels) x the control arm's likelihood
+            return math.exp(-0.5 * (a / 10) ** 2 + lbin(c, n0, a))
+        ca = math.log((c + 0.5) / (n0 - c + 0.5))
+        num = integrate.quad(lambda a: base(a) * inner(a), -80, 80, points=[ca], limit=400, epsabs=0, epsrel=1e-10)[0]
+        den = integrate.quad(base, -80, 80, points=[ca], limit=400, epsabs=0, epsrel=1e-12)[0]
+        return math.log(num / den)
+
+    cases = [((0, 20, 0, 25), (0.3, 0.001)), ((0, 60, 5, 50), (1.0, 3.0)), ((3, 40, 8, 45), (-0.5, 0.3)),
+             ((30, 300, 12, 310), (0.0, 1.0)), ((20, 20, 10, 12), (0.3, 0.001)), ((20, 20, 10, 12), (1.0, 3.0))]
+    for (c, n0, t, n1), (mu, tau) in cases:
+        ours = conditional_loglik([c], [n0], [t], [n1], [mu], [tau], prior)[0, 0]
+        assert ours == pytest.approx(reference(c, n0, t, n1, mu, tau), abs=1e-8), (c, n0, t, n1, mu, tau)
+    # vectorised over draws and studies: the same numbers as one at a time
+    many = conditional_loglik([0, 3], [20, 40], [0, 8], [25, 45], [0.3, -0.5], [0.001, 0.3], prior)
+    assert many[1, 1] == pytest.approx(conditional_loglik([3], [40], [8], [45], [-0.5], [0.3], prior)[0, 0], abs=1e-10)
+    assert many[0, 0] == pytest.approx(conditional_loglik([0], [20], [0], [25], [0.3], [0.001], prior)[0, 0], abs=1e-10)
+
+
+def test_psis_loo_contrast_agrees_with_brute_force_refits():
+    """Contrast model, our mortality rows: PSIS-LOO of p(t_i | c_i, y_-i) against refits without each study.
+    Measured here at 4 x 1000 draws: differences <= 0.03 for mortality (<= 0.1 for sICH's ATTENTION, k-hat 0.34);
+    the tolerance 0.25 leaves room for Monte Carlo error on another machine without letting a wrong likelihood
+    through (leaving the control arm's information out, or the treatment arm's, moves elpd_i by 1-5)."""
+    from dataclasses import replace
+
+    from scipy.special import logsumexp
+
+    from rescuemeta.criticism import conditional_loglik, psis_loo
+    from rescuemeta.data import load_studies
+    from rescuemeta.fit import FitConfig, fit
+
+    table = load_studies(DATA)
+    cfg = FitConfig("mortality", "contrast", draws=1000, seed=6)
+    res = fit(table, cfg)
+    loo = psis_loo(table, res, reloo=False)
+    assert "control arm" in loo["estimand"]
+    arr = res.data.model_data.arrays
+    prior = cfg.priors()["baseline"]
+    for i, st in enumerate(loo["studies"]):
+        p = fit(table, replace(cfg, exclude_studies=(st["study_id"],))).idata.posterior
+        li = conditional_loglik(arr["ci"][i:i + 1], arr["n2i"][i:i + 1], arr["ai"][i:i + 1], arr["n1i"][i:i + 1],
+                                p["mu"].values.ravel(), p["tau"].values.ravel(), prior)[:, 0]
+        exact = float(logsumexp(li) - np.log(li.size))
+        assert st["pareto_k"] < 0.7 and st["elpd"] == pytest.approx(exact, abs=0.25), (st, exact)
+    with pytest.raises(Exception, match="independent study baselines"):
+        psis_loo(table, replace(res, config=replace(cfg, baselines="hierarchical")))
+
+
+def test_cli_loo_binomial_models_and_refusal():
     r = runner.invoke(app, ["loo", "--data", DATA, "--outcome", "sich", "--model", "proportion", "--draws", "500",
                             "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["model"] == "proportion" and all({"elpd", "pareto_k", "refit"} <= set(s) for s in d["studies"])
     assert d["elpd_loo"] == pytest.approx(sum(s["elpd"] for s in d["studies"]))
-    r = runner.invoke(app, ["loo", "--data", DATA, "--outcome", "sich", "--model", "contrast"])
-    assert r.exit_code == 2 and "baselines cannot be predicted" in r.stderr
+    r = runner.invoke(app, ["loo", "--data", DATA, "--outcome", "sich", "--model", "contrast", "--draws", "500",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["model"] == "contrast" and "control arm" in d["estimand"] and len(d["studies"]) == 5
+    r = runner.invoke(app, ["loo", "--data", DATA, "--outcome", "sich", "--model", "random"])
+    assert r.exit_code == 2 and "--model random" in r.stderr
 
 
 def test_fit_json_carries_the_predictive_checks():

@@ -974,8 +974,9 @@ def loo(
     data: Path = DataOpt,
     outcome: str | None = typer.Option(None, "--outcome", help="Outcome [default: the file's only outcome]."),
     measure: RatioMeasure = typer.Option(RatioMeasure.OR, "--measure", help="OR or RR (normal model)."),
-    model: str = typer.Option("normal", "--model", help="normal (exact, by quadrature) or proportion (PSIS-LOO "
-                              "with the study effect integrated out, refits where Pareto k > 0.7)."),
+    model: str = typer.Option("normal", "--model", help="normal (exact, by quadrature), proportion or contrast "
+                              "(PSIS-LOO with the study effect integrated out, refits where Pareto k > 0.7; the "
+                              "contrast model predicts the treatment arm given the study's control arm)."),
     tau_prior: str | None = TauPriorOpt,
     effect_prior: str = EffectPriorOpt,
     draws: int = typer.Option(1000, "--draws", help="Posterior draws per chain (proportion model)."),
@@ -984,28 +985,28 @@ def loo(
     exclude_basis: str | None = ExcludeOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
-    """Bayesian leave-one-study-out: log p(y_i | y_-i) per study (normal: exact; proportion: PSIS-LOO + refits)."""
+    """Bayesian leave-one-study-out: log p(y_i | y_-i) per study (normal: exact; binomial models: PSIS-LOO + refits)."""
     from .criticism import exact_loo, psis_loo
     from .priors import parse
 
     with guard():
-        if model not in ("normal", "proportion"):
-            raise InputError(f"--model {model}: leave-one-study-out is available for normal and proportion; the "
-                             "contrast model's independent study baselines cannot be predicted for a left-out study")
-        if model == "proportion":
+        if model not in ("normal", "proportion", "contrast"):
+            raise InputError(f"--model {model}: leave-one-study-out is available for normal, proportion and contrast")
+        if model in ("proportion", "contrast"):
             from .fit import FitConfig
             from .fit import fit as run_fit
 
             table = load_studies(data)
             oc = table.resolve_outcome(outcome, hint="--outcome NAME")
-            cfg = FitConfig(oc, "proportion", tau_prior=tau_prior or "", effect_prior=effect_prior, draws=draws,
+            cfg = FitConfig(oc, model, tau_prior=tau_prior or "", effect_prior=effect_prior, draws=draws,
                             seed=seed, all_studies=all_studies, exclude_basis=parse_exclude_basis(exclude_basis))
             res = run_fit(table, cfg)
             lo = psis_loo(table, res)
             if as_json:
-                emit_json({"outcome": oc, "model": "proportion", "priors": res.prior_record(), **lo})
+                emit_json({"outcome": oc, "model": model, "priors": res.prior_record(), **lo})
                 return
-            t = Table(title=f"PSIS leave-one-study-out (proportion model): {oc}")
+            t = Table(title=f"PSIS leave-one-study-out ({model} model): {oc}", caption=f"elpd: {lo['estimand']}",
+                      caption_justify="left")
             for c in ("study", "elpd", "Pareto k", "refit"):
                 t.add_column(c, justify="left" if c == "study" else "right")
             for r in lo["studies"]:
