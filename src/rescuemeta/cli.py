@@ -12,6 +12,7 @@ import math
 import sys
 from enum import Enum
 from pathlib import Path
+from types import SimpleNamespace
 
 import typer
 from rich.console import Console
@@ -140,6 +141,10 @@ def _fmt(x, nd=3):
 
 DataOpt = typer.Option(DEFAULT_DATA, "--data", help="Study table (CSV).", show_default=True)
 AllStudiesOpt = typer.Option(False, "--all-studies", help="Do not deduplicate overlap groups.")
+BiasPriorOpt = typer.Option(None, "--bias-prior", help="normal(m, s): an additive bias on the log ratio of every "
+                            "non-randomised row (normal model; see `rescuemeta bias-priors`).")
+CountsOnlyOpt = typer.Option(False, "--counts-only", help="Use counts only: leave out rows' reported (e.g. "
+                             "adjusted) estimates; rows with an estimate and no counts drop out.")
 ExcludeOpt = typer.Option(None, "--exclude-basis",
                           help="Drop rows by count_basis, e.g. approximate,denominator_fitted.")
 
@@ -165,36 +170,54 @@ ALL_TWO_ARM = [("OR", "MH"), ("OR", "REML"), ("RR", "MH"), ("RR", "REML"), ("RD"
 ALL_ONE_ARM = [("PLO", "REML"), ("PLO", "GLMM")]
 
 
-def _freq_row(table, outcome, measure, method, *, hksj, all_studies, exclude, cc):
-    from .freq import study_table
+IV_METHODS = ("DL", "REML", "PM", "EE")
+
+
+def _freq_row(table, outcome, measure, method, *, hksj, all_studies, exclude, cc, counts_only=False):
+    """One frequentist analysis. Rows' reported estimates (OR/RR) enter the inverse-variance methods as
+    metafor's ``rma(yi, sei = ...)`` rows; MH, Peto and the GLMM use counts only (and say so)."""
+    import numpy as np
+
+    from .freq import rma_iv, study_rows, study_table
 
     arms = "one" if measure == "PLO" else "two"
-    sel = select(table, outcome, arms=arms, all_studies=all_studies, exclude_basis=exclude)
+    reported = not counts_only and arms == "two" and measure in ("OR", "RR") and method in IV_METHODS
+    sel = select(table, outcome, arms=arms, all_studies=all_studies, exclude_basis=exclude,
+                 effects="reported" if reported else "counts", measure=measure if reported else None)
     ai, n1i, ci, n2i = sel.counts()
-    res = meta_analyze(measure, method, ai, n1i, ci, n2i, hksj=hksj, cc=cc)
+    if sel.reported.any():
+        yi, vi, _ = sel.effect_sizes(measure, cc)
+        res = rma_iv(yi, vi, method=method, hksj=hksj, measure=measure)
+        n_drop = int((~(np.isfinite(yi) & np.isfinite(vi))).sum())
+        if n_drop:
+            res.notes.append(f"{n_drop} stud{'y' if n_drop == 1 else 'ies'} without a finite estimate left out")
+        rows = study_rows(yi, vi, res.tau2)
+    else:
+        res = meta_analyze(measure, method, ai, n1i, ci, n2i, hksj=hksj, cc=cc)
+        rows = study_table(measure, ai, n1i, ci, n2i, res.tau2, cc)
     d = res.to_dict()
     d["outcome"] = outcome
     d["inclusion"] = sel.describe()
-    d["studies"] = [{"study_id": s, **r} for s, r in zip(sel.study_ids, study_table(measure, ai, n1i, ci, n2i,
-                                                                                  res.tau2, cc))]
+    if not reported and arms == "two" and not counts_only and "measure" in table.frame:
+        d["notes"] = d.get("notes", []) + [f"{method} uses counts only; rows' reported estimates are not used"]
+    d["studies"] = [{"study_id": s, **r, "reported": bool(rep)}
+                    for s, r, rep in zip(sel.study_ids, rows, sel.reported)]
     d["evidence_note"] = table.description.evidence_note
     return d
 
 
-def _freq_moderated(table, outcome, measure, method, *, hksj, all_studies, exclude, cc, mods, subgroup):
+def _freq_moderated(table, outcome, measure, method, *, hksj, all_studies, exclude, cc, mods, subgroup,
+                    counts_only=False):
     """``freq --mods`` / ``--subgroup``: :func:`rescuemeta.metareg.rma_mods` or :func:`~rescuemeta.metareg.subgroups`
     on the selected rows, as a JSON-ready dict."""
     import numpy as np
 
-    from .effects import escalc
     from .metareg import design, rma_mods, subgroups
 
     if method not in ("DL", "REML", "PM", "EE"):
         raise InputError(f"--mods/--subgroup take an inverse-variance method (DL, REML, PM, EE), not {method}")
-    arms = "one" if measure == "PLO" else "two"
-    sel = select(table, outcome, arms=arms, all_studies=all_studies, exclude_basis=exclude)
-    ai, n1i, ci, n2i = sel.counts()
-    es = escalc(measure, ai, n1i, ci, n2i, cc=cc)
+    yi, vi, sel = _effect_sizes(table, outcome, measure, all_studies, exclude, cc, counts_only)
+    es = SimpleNamespace(yi=yi, vi=vi)
     ok = np.isfinite(es.yi) & np.isfinite(es.vi)
     ids = [s for s, good in zip(sel.study_ids, ok) if good]
     nat = _nat(measure)
@@ -281,6 +304,7 @@ def freq(
                                     "level as reference); as metafor's rma(mods = ...)."),
     subgroup: str | None = typer.Option(None, "--subgroup", help="A random-effects fit per level of this column "
                                         "and the test for subgroup differences."),
+    counts_only: bool = CountsOnlyOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Frequentist pooled estimate (metafor-compatible), meta-regression (--mods) or subgroups (--subgroup)."""
@@ -298,7 +322,7 @@ def freq(
                     for meas, meth in pairs:
                         try:
                             rows.append(_freq_row(table, oc, meas, meth, hksj=False, all_studies=all_studies,
-                                                  exclude=exclude, cc=cc))
+                                                  exclude=exclude, cc=cc, counts_only=counts_only))
                         except InputError as e:
                             rows.append({"outcome": oc, "measure": meas, "method": meth, "unavailable": e.message})
             if as_json:
@@ -313,14 +337,14 @@ def freq(
             if all_outcomes or studies:
                 raise InputError("--mods/--subgroup take one outcome, without --all or --studies")
             d = _freq_moderated(table, outcome, measure.value, method.value, hksj=hksj, all_studies=all_studies,
-                                exclude=exclude, cc=cc, mods=mods, subgroup=subgroup)
+                                exclude=exclude, cc=cc, mods=mods, subgroup=subgroup, counts_only=counts_only)
             if as_json:
                 emit_json(d)
             else:
                 _print_moderated(d)
             return
         d = _freq_row(table, outcome, measure.value, method.value, hksj=hksj, all_studies=all_studies,
-                      exclude=exclude, cc=cc)
+                      exclude=exclude, cc=cc, counts_only=counts_only)
         if as_json:
             emit_json(d)
         else:
@@ -482,7 +506,7 @@ def _split_mods(mods: str | None) -> tuple[str, ...]:
 
 def _config_from_options(outcome, model, measure, tau_prior, effect_prior, baseline_prior, draws, tune, chains,
                          seed, all_studies, exclude_basis, nuts, backend, control_risk="median", *, mods=(),
-                         subgroup="", coef_prior="normal(0, 10)"):
+                         subgroup="", coef_prior="normal(0, 10)", counts_only=False, bias_prior=""):
     from .fit import FitConfig
 
     mk = MODEL_KINDS[model.value]
@@ -496,7 +520,8 @@ def _config_from_options(outcome, model, measure, tau_prior, effect_prior, basel
                     effect_prior=effect_prior, baseline_prior=baseline_prior, all_studies=all_studies,
                     exclude_basis=parse_exclude_basis(exclude_basis), method="nuts" if nuts else "auto",
                     draws=draws, tune=tune, chains=chains, seed=seed, backend=backend.value,
-                    control_risk=control_risk, mods=mods, subgroup=subgroup, coef_prior=coef_prior)
+                    control_risk=control_risk, mods=mods, subgroup=subgroup, coef_prior=coef_prior,
+                    effects="counts" if counts_only else "reported", bias_prior=bias_prior or "")
     cfg.validate()
     return cfg
 
@@ -835,17 +860,32 @@ def prob(
 IVMethod = Enum("IVMethod", {m: m for m in ("DL", "REML", "PM")}, type=str)  # type: ignore[misc]
 
 
-def _criticism_inputs(data, outcome, measure, all_studies, exclude_basis):
-    """The selected studies' effect sizes (metafor's escalc conventions): (table, outcome, study ids, yi, vi, base)."""
-    import numpy as np
+def _effect_sizes(table, outcome, measure, all_studies, exclude, cc=None, counts_only=False):
+    """(yi, vi, selection) for an inverse-variance analysis: metafor's escalc on count rows, and (OR/RR, unless
+    ``counts_only``) the rows' reported estimates as rma(yi, sei = ...) rows."""
+    from .effects import ContinuityCorrection, escalc
 
-    from .effects import escalc
+    arms = "one" if measure == "PLO" else "two"
+    reported = not counts_only and measure in ("OR", "RR")
+    sel = select(table, outcome, arms=arms, all_studies=all_studies, exclude_basis=exclude,
+                 effects="reported" if reported else "counts", measure=measure if reported else None)
+    if arms == "two":
+        yi, vi, _ = sel.effect_sizes(measure, cc)
+        return yi, vi, sel
+    es = escalc(measure, *sel.counts(), cc=cc or ContinuityCorrection())
+    return es.yi, es.vi, sel
+
+
+def _criticism_inputs(data, outcome, measure, all_studies, exclude_basis, counts_only=False):
+    """The selected studies' effect sizes (metafor's escalc conventions; reported estimates as rma(yi, sei) rows):
+    (table, selection, study ids, yi, vi, base)."""
+    import numpy as np
 
     table = load_studies(data)
     outcome = table.resolve_outcome(outcome, hint="--outcome NAME")
-    sel = select(table, outcome, arms="one" if measure == "PLO" else "two", all_studies=all_studies,
-                 exclude_basis=parse_exclude_basis(exclude_basis))
-    es = escalc(measure, *sel.counts())
+    yi, vi, sel = _effect_sizes(table, outcome, measure, all_studies, parse_exclude_basis(exclude_basis),
+                                counts_only=counts_only)
+    es = SimpleNamespace(yi=yi, vi=vi)
     ok = np.isfinite(es.yi) & np.isfinite(es.vi)
     ids = [s for s, g in zip(sel.study_ids, ok) if g]
     base = {"outcome": outcome, "measure": measure, "inclusion": sel.describe(),
@@ -866,6 +906,7 @@ def influence(
     method: IVMethod = CritMethodOpt,
     hksj: bool = typer.Option(False, "--hksj", help="Knapp-Hartung tests."),
     all_studies: bool = AllStudiesOpt,
+    counts_only: bool = CountsOnlyOpt,
     exclude_basis: str | None = ExcludeOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
@@ -874,7 +915,7 @@ def influence(
     from .criticism import leave1out
 
     with guard():
-        _, _, ids, yi, vi, base = _criticism_inputs(data, outcome, measure.value, all_studies, exclude_basis)
+        _, _, ids, yi, vi, base = _criticism_inputs(data, outcome, measure.value, all_studies, exclude_basis, counts_only)
         l1 = leave1out(yi, vi, method=method.value, hksj=hksj)
         inf = run_influence(yi, vi, method=method.value, hksj=hksj)
         rows = [{"study_id": s, **a, **b} for s, a, b in zip(ids, l1, inf)]
@@ -906,6 +947,7 @@ def cumulative(
     order: str | None = typer.Option(None, "--order", help="Add studies in the order of this column (e.g. year); "
                                      "ties and missing values keep table order [default: table order]."),
     all_studies: bool = AllStudiesOpt,
+    counts_only: bool = CountsOnlyOpt,
     exclude_basis: str | None = ExcludeOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
@@ -913,7 +955,7 @@ def cumulative(
     from .criticism import cumulative as run_cumulative
 
     with guard():
-        _, sel, ids, yi, vi, base = _criticism_inputs(data, outcome, measure.value, all_studies, exclude_basis)
+        _, sel, ids, yi, vi, base = _criticism_inputs(data, outcome, measure.value, all_studies, exclude_basis, counts_only)
         key = None
         if order is not None:
             from .criticism import order_key
@@ -947,6 +989,7 @@ def bias(
     hksj: bool = typer.Option(False, "--hksj", help="Knapp-Hartung test for the Egger regression."),
     force: bool = typer.Option(False, "--force", help="Run under 10 studies (low power: read with care)."),
     all_studies: bool = AllStudiesOpt,
+    counts_only: bool = CountsOnlyOpt,
     exclude_basis: str | None = ExcludeOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
@@ -954,7 +997,7 @@ def bias(
     from .criticism import regtest, trimfill
 
     with guard():
-        _, _, _, yi, vi, base = _criticism_inputs(data, outcome, measure.value, all_studies, exclude_basis)
+        _, _, _, yi, vi, base = _criticism_inputs(data, outcome, measure.value, all_studies, exclude_basis, counts_only)
         eg = regtest(yi, vi, method=method.value, hksj=hksj, force=force)
         tf = trimfill(yi, vi, method=method.value, force=force)
         if as_json:
@@ -982,6 +1025,7 @@ def loo(
     draws: int = typer.Option(1000, "--draws", help="Posterior draws per chain (proportion model)."),
     seed: int = typer.Option(1, "--seed", help="Random seed (proportion model)."),
     all_studies: bool = AllStudiesOpt,
+    counts_only: bool = CountsOnlyOpt,
     exclude_basis: str | None = ExcludeOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
@@ -1014,7 +1058,7 @@ def loo(
             out.print(t)
             out.print(f"elpd_loo = {lo['elpd_loo']:.3f} (SE {lo['se']:.3f})")
             return
-        _, _, ids, yi, vi, base = _criticism_inputs(data, outcome, measure.value, all_studies, exclude_basis)
+        _, _, ids, yi, vi, base = _criticism_inputs(data, outcome, measure.value, all_studies, exclude_basis, counts_only)
         tp = parse(tau_prior or MODEL_KINDS["normal"].default_tau_prior, "tau")
         ep = parse(effect_prior, "effect")
         if ep.family != "normal":

@@ -6,6 +6,13 @@ Required columns: ``study_id``, ``events_treat``, ``total_treat``; ``outcome`` u
 Optional columns: ``events_control``, ``total_control`` (both empty for a single-arm row) and any
 metadata columns; ``overlap_group`` and ``count_basis`` are used by the inclusion rules when present.
 
+A row may carry a reported effect (typically a confounding-adjusted odds ratio) in ``measure`` (OR or RR),
+``estimate``, ``ci_low``, ``ci_high`` (a 95% CI) and optionally ``adjusted`` (true/false): with the counts (the
+estimate is used for the two-arm analyses of the normal model and the frequentist engine, the counts for the
+binomial models and treatment-arm rates) or instead of them (the counts then left empty). ``design``, when present,
+is ``rct``, ``observational``, ``comparative`` (randomisation not stated: treated as non-randomised) or
+``single_arm``.
+
 Column names are matched without regard to case, and metafor's names are accepted (:data:`ALIASES`): the 2x2 cells
 ``ai, bi, ci, di`` (or ``tpos, tneg, cpos, cneg``; the totals are ai + bi and ci + di), ``n1i``/``n2i`` for the
 totals, ``xi``/``ni`` for single-arm counts, and ``study``, ``trial``, ``author`` or ``id`` for the study label.
@@ -34,7 +41,8 @@ import pandera.pandas as pa
 from .description import Description, load_description
 from .errors import InputError
 
-__all__ = ["REQUIRED", "COUNT_COLUMNS", "COUNT_BASIS", "DEFAULT_DATA", "MAX_COUNT", "ALIASES", "NON_EVENTS",
+__all__ = ["REQUIRED", "COUNT_COLUMNS", "COUNT_BASIS", "ESTIMATE_COLUMNS", "DESIGNS",
+           "DEFAULT_DATA", "MAX_COUNT", "ALIASES", "NON_EVENTS",
            "StudyTable", "Selection", "load_studies", "parse_exclude_basis", "select"]
 
 REQUIRED = ("study_id", "outcome", "events_treat", "total_treat")
@@ -55,7 +63,14 @@ ALIASES = {
 }
 # non-event cells: total = events + non-events
 NON_EVENTS = {"total_treat": ("events_treat", ("bi", "tneg")), "total_control": ("events_control", ("di", "cneg"))}
-_KNOWN = set(REQUIRED) | set(COUNT_COLUMNS) | {"overlap_group", "count_basis"}
+ESTIMATE_COLUMNS = ("measure", "estimate", "ci_low", "ci_high")
+ESTIMATE_MEASURES = ("OR", "RR")
+DESIGNS = ("rct", "observational", "comparative", "single_arm")
+RANDOMISED = ("rct",)  # the designs treated as free of confounding bias (every other comparative row is not)
+CI_Z = 1.959963984540054  # a 95% CI: SE = (log upper - log lower) / (2 z)
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+_KNOWN = set(REQUIRED) | set(COUNT_COLUMNS) | {"overlap_group", "count_basis", *ESTIMATE_COLUMNS, "adjusted",
+                                                "design"}
 
 
 def _plain(value):
@@ -182,10 +197,53 @@ class Selection:
             return ai, n1i, None, None
         return ai, n1i, f["events_control"].to_numpy(dtype=float), f["total_control"].to_numpy(dtype=float)
 
+    @property
+    def reported(self) -> np.ndarray:
+        """Per included row: True where the row's reported estimate (not its counts) is the comparative effect."""
+        if "_use_estimate" not in self.frame:
+            return np.zeros(self.k, dtype=bool)
+        return self.frame["_use_estimate"].to_numpy(dtype=bool)
+
+    @property
+    def randomised(self) -> np.ndarray:
+        """Per included row: True for ``design = rct``; every other row is treated as non-randomised."""
+        if "design" not in self.frame:
+            return np.zeros(self.k, dtype=bool)
+        return np.array([str(v).strip().lower() in RANDOMISED for v in self.frame["design"]])
+
+    def effect_sizes(self, measure: str, cc=None):
+        """Log ratios and their variances for a two-arm analysis: metafor's ``escalc`` on the count rows
+        (continuity correction ``cc``), the log of the reported estimate and SE = (log ci_high - log ci_low) /
+        (2 x 1.96) on the reported rows (metafor's ``rma(yi, sei = ...)``).
+
+        Returns
+        -------
+        (yi, vi, reported) : three arrays over the included rows; ``reported`` marks the estimate rows.
+        """
+        from .effects import ContinuityCorrection, escalc
+
+        rep = self.reported
+        ai, n1i, ci, n2i = self.counts()
+        yi, vi = np.full(self.k, np.nan), np.full(self.k, np.nan)
+        cnt = ~rep
+        if cnt.any():
+            es = escalc(measure, ai[cnt], n1i[cnt], ci[cnt], n2i[cnt], cc or ContinuityCorrection())
+            yi[cnt], vi[cnt] = es.yi, es.vi
+        if rep.any():
+            f = self.frame[rep]
+            bad = sorted({m for m in f["measure"] if m != measure})
+            if bad:
+                raise InputError(f"rows {', '.join(f['study_id'])} report an {bad[0]}, not an {measure}; analyse them "
+                                 f"on the {bad[0]} scale or with --counts-only")
+            yi[rep] = np.log(f["estimate"].to_numpy(dtype=float))
+            vi[rep] = ((np.log(f["ci_high"].to_numpy(dtype=float)) - np.log(f["ci_low"].to_numpy(dtype=float)))
+                       / (2 * CI_Z)) ** 2
+        return yi, vi, rep
+
     def columns(self, names) -> dict[str, list]:
         """The values of study-table columns (moderators) for the included rows, missing values as None;
         InputError naming the columns there are for an unknown one."""
-        internal = {"_line"}
+        internal = {"_line", "_use_estimate"}
         for n in names:
             if n not in self.frame.columns or n in internal:
                 cols = [c for c in self.frame.columns if c not in internal]
@@ -193,8 +251,10 @@ class Selection:
         return {n: [None if pd.isna(v) else v for v in self.frame[n].tolist()] for n in names}
 
     def describe(self) -> dict:
+        rep = self.reported
         return {"outcome": self.outcome, "arms": self.arms, "k": self.k, "rule": self.rule,
-                "included": self.study_ids,
+                "included": self.study_ids, "k_counts": int((~rep).sum()), "k_reported": int(rep.sum()),
+                "reported": [s for s, r in zip(self.study_ids, rep) if r],
                 "excluded": [{"study_id": s, "reason": r} for s, r in self.excluded]}
 
 
@@ -242,8 +302,8 @@ def _schema() -> pa.DataFrameSchema:
         {
             "study_id": pa.Column(str, pa.Check.str_length(min_value=1, error="must not be empty")),
             "outcome": pa.Column(str, pa.Check.str_length(min_value=1, error="must not be empty")),
-            "events_treat": pa.Column(nullable=False, **count),
-            "total_treat": pa.Column(nullable=False, dtype="Int64",
+            "events_treat": pa.Column(nullable=True, **count),
+            "total_treat": pa.Column(nullable=True, dtype="Int64",
                                      checks=pa.Check.gt(0, error="must be > 0 (an arm needs patients)")),
             "events_control": pa.Column(nullable=True, required=False, **count),
             "total_control": pa.Column(nullable=True, required=False, dtype="Int64",
@@ -377,9 +437,24 @@ def _load_rows(path: Path, reader, header: list[str], sums: dict, desc) -> Study
         frame["events_control"] = pd.array([pd.NA] * len(frame), dtype="Int64")
         frame["total_control"] = pd.array([pd.NA] * len(frame), dtype="Int64")
 
+    _check_estimates(frame, path)
+    has_est = "estimate" in frame
     for i in range(len(frame)):
         r = frame.iloc[i]
         row, line = i + 1, int(r["_line"])
+        et, tt = r["events_treat"], r["total_treat"]
+        if pd.isna(et) or pd.isna(tt):
+            if not pd.isna(et) or not pd.isna(tt):
+                which = "total_treat" if pd.isna(tt) else "events_treat"
+                raise InputError("must not be empty (events_treat and total_treat go together)", file=path,
+                                 row=row, line=line, column=which)
+            if not has_est or _missing(r["estimate"]):
+                raise InputError("must not be empty (a row needs counts or a reported estimate)", file=path,
+                                 row=row, line=line, column="events_treat" if pd.isna(et) else "total_treat")
+            if not pd.isna(r["events_control"]) or not pd.isna(r["total_control"]):
+                raise InputError("a row with control-arm counts needs the treatment arm's too", file=path,
+                                 row=row, line=line, column="events_treat")
+            continue
         if r["events_treat"] > r["total_treat"]:
             raise InputError(f"events_treat ({r['events_treat']}) is larger than total_treat "
                              f"({r['total_treat']})", file=path, row=row, line=line, column="events_treat")
@@ -411,6 +486,71 @@ def _load_rows(path: Path, reader, header: list[str], sums: dict, desc) -> Study
     return StudyTable(frame=frame, path=str(path), sha256=sha, description=desc)
 
 
+def _check_estimates(frame: pd.DataFrame, path) -> None:
+    """Validate (and convert in place) the reported-effect columns, ``adjusted`` and ``design``."""
+    def err(msg, i, col):
+        return InputError(msg, file=path, row=i + 1, line=int(frame["_line"].iloc[i]), column=col)
+
+    present = [c for c in ESTIMATE_COLUMNS if c in frame]
+    if present and len(present) < len(ESTIMATE_COLUMNS):
+        missing = [c for c in ESTIMATE_COLUMNS if c not in frame]
+        raise InputError(f"a reported estimate needs the columns {', '.join(ESTIMATE_COLUMNS)}; missing "
+                         f"{', '.join(missing)}", file=path, column=missing[0])
+    if present:
+        nums: dict[str, list] = {"estimate": [], "ci_low": [], "ci_high": []}
+        measures = []
+        for i in range(len(frame)):
+            cells = {c: str(frame[c].iloc[i]).strip() for c in ESTIMATE_COLUMNS}
+            filled = [c for c in ESTIMATE_COLUMNS if cells[c]]
+            if filled and len(filled) < len(ESTIMATE_COLUMNS):
+                empty = [c for c in ESTIMATE_COLUMNS if not cells[c]]
+                raise err(f"must not be empty when {', '.join(filled)} {'is' if len(filled) == 1 else 'are'} given "
+                          "(a reported estimate needs measure, estimate, ci_low and ci_high)", i, empty[0])
+            if not filled:
+                measures.append(None)
+                for c in nums:
+                    nums[c].append(np.nan)
+                continue
+            m = cells["measure"].upper()
+            if m not in ESTIMATE_MEASURES:
+                raise err(f"unknown measure {cells['measure']!r}; expected {' or '.join(ESTIMATE_MEASURES)} (a ratio "
+                          "with its 95% CI, on the natural scale)", i, "measure")
+            measures.append(m)
+            for c in nums:
+                try:
+                    v = float(cells[c])
+                except ValueError:
+                    raise err(f"not a number: {cells[c]!r}", i, c) from None
+                if not (math.isfinite(v) and v > 0):
+                    raise err(f"must be a finite ratio > 0, got {cells[c]!r}", i, c)
+                nums[c].append(v)
+            lo, est, hi = nums["ci_low"][-1], nums["estimate"][-1], nums["ci_high"][-1]
+            if not lo < hi:
+                raise err(f"ci_low ({lo:g}) must be below ci_high ({hi:g})", i, "ci_low")
+            if not lo <= est <= hi:
+                raise err(f"estimate {est:g} lies outside its CI ({lo:g} to {hi:g})", i, "estimate")
+        frame["measure"] = pd.array(measures, dtype=object)
+        for c, v in nums.items():
+            frame[c] = np.asarray(v, dtype=float)
+    if "adjusted" in frame:
+        vals: list = []
+        for i, v in enumerate(frame["adjusted"]):
+            t = str(v).strip().lower()
+            if t in _TRUE or t in _FALSE:
+                vals.append(t in _TRUE)
+            elif t in ("", "nan", "<na>", "none"):
+                vals.append(None)
+            else:
+                raise err(f"adjusted must be true or false, got {v!r}", i, "adjusted")
+        frame["adjusted"] = pd.array(vals, dtype=object)
+    if "design" in frame:
+        for i, v in enumerate(frame["design"]):
+            t = str(v).strip().lower()
+            if t and t not in ("nan", "<na>", "none") and t not in DESIGNS:
+                raise err(f"unknown design {v!r}; expected one of {', '.join(DESIGNS)} (rct: randomised; "
+                          "observational or comparative: non-randomised)", i, "design")
+
+
 def parse_exclude_basis(spec: str | None) -> tuple[str, ...]:
     """Parse ``--exclude-basis approximate,denominator_fitted``."""
     if not spec:
@@ -424,7 +564,7 @@ def parse_exclude_basis(spec: str | None) -> tuple[str, ...]:
 
 
 def select(table: StudyTable, outcome: str, *, arms: str = "two", all_studies: bool = False,
-           exclude_basis: tuple[str, ...] = ()) -> Selection:
+           exclude_basis: tuple[str, ...] = (), effects: str = "reported", measure: str | None = None) -> Selection:
     """Choose the rows one analysis of ``outcome`` uses.
 
     Rules, in order:
@@ -433,7 +573,10 @@ def select(table: StudyTable, outcome: str, *, arms: str = "two", all_studies: b
     2. unless ``all_studies``, one row per ``overlap_group`` (cohorts that may share patients; an empty
        group is a group of its own): a row with both arms before a single-arm row, then the larger total
        (treatment + control), then ``study_id``;
-    3. ``arms="two"`` keeps rows with both arms; ``arms="one"`` uses the treatment arm of every row.
+    3. ``arms="two"`` keeps rows with both arms, and, with ``effects="reported"`` and a ``measure``, rows whose
+       reported estimate is on that scale (a row with both uses its estimate: for a non-randomised study the
+       reported effect is typically confounding-adjusted, the counts crude); ``effects="counts"`` uses counts
+       only (``--counts-only``); ``arms="one"`` uses the treatment arm of every row with counts.
 
     The included rows keep the file's order (as metafor does).
 
@@ -452,8 +595,16 @@ def select(table: StudyTable, outcome: str, *, arms: str = "two", all_studies: b
     # end: pandas operations on such small frames cost far more than the decisions (28 ms -> 3 ms a call).
     f = f[f["outcome"] == outcome]
     sid = [str(x) for x in f["study_id"]]
+    if effects not in ("reported", "counts"):
+        raise ValueError(f"effects must be 'reported' or 'counts', not {effects!r}")
     two = [not _missing(x) for x in f["total_control"]]
-    total = [int(t) + (0 if _missing(c) else int(c)) for t, c in zip(f["total_treat"], f["total_control"])]
+    counted = [not _missing(x) for x in f["total_treat"]]
+    est_measure = [None if ("measure" not in f or _missing(m)) else m for m in
+                   (f["measure"] if "measure" in f else [None] * len(two))]
+    use_est = [arms == "two" and effects == "reported" and m is not None and m == measure for m in est_measure]
+    comparative = [t or m is not None for t, m in zip(two, est_measure)]
+    total = [(0 if _missing(t) else int(t)) + (0 if _missing(c) else int(c))
+             for t, c in zip(f["total_treat"], f["total_control"])]
     basis = list(f["count_basis"]) if "count_basis" in f else [None] * len(sid)
     keep = list(range(len(sid)))
     excluded: list[tuple[str, str]] = []
@@ -466,26 +617,40 @@ def select(table: StudyTable, outcome: str, *, arms: str = "two", all_studies: b
         groups = ["" if _missing(g) else str(g).strip() for g in f["overlap_group"]]
         group = {i: groups[i] or "\x00" + sid[i] for i in keep}  # an empty group is a group of its own
         chosen: dict[str, int] = {}
-        for i in sorted(keep, key=lambda i: (group[i], not two[i], -total[i], sid[i])):
+        usable = [(t or u) if arms == "two" else c for t, u, c in zip(two, use_est, counted)]
+        for i in sorted(keep, key=lambda i: (group[i], not usable[i], not comparative[i], -total[i], sid[i])):
             if group[i] in chosen:
                 excluded.append((sid[i], f"overlap_group {group[i]}: {sid[chosen[group[i]]]} kept"))
             else:
                 chosen[group[i]] = i
         keep = [i for i in keep if chosen[group[i]] == i]
-        rule_parts.insert(0, "one study per overlap_group (two-arm before single-arm, then larger total)")
+        rule_parts.insert(0, "one study per overlap_group (usable in this analysis, then two-arm before single-arm, "
+                          "then larger total)")
     else:
         rule_parts.insert(0, "all studies (overlap groups not deduplicated)")
     if arms == "two":
-        excluded += [(sid[i], "no control arm") for i in keep if not two[i]]
-        keep = [i for i in keep if two[i]]
-        rule_parts.append("comparative rows only")
+        def why(i):
+            if est_measure[i] is None:
+                return "no control arm"
+            if effects == "counts":
+                return "reported estimate only (counts-only analysis)"
+            return f"reports an {est_measure[i]}, not an {measure}" if measure else "reported estimate only"
+        excluded += [(sid[i], why(i)) for i in keep if not (two[i] or use_est[i])]
+        keep = [i for i in keep if two[i] or use_est[i]]
+        n_rep = sum(use_est[i] for i in keep)
+        rule_parts.append("comparative rows only" + (f" ({n_rep} by their reported {measure})" if n_rep else "")
+                          + ("; counts only" if effects == "counts" and any(m is not None for m in est_measure)
+                             else ""))
     else:
+        excluded += [(sid[i], "reported estimate only (no treatment-arm counts)") for i in keep if not counted[i]]
+        keep = [i for i in keep if counted[i]]
         rule_parts.append("treatment arm of every row")
     if not keep:
         need = "rows with both events_control and total_control" if arms == "two" else "rows"
         raise InputError(f"outcome {outcome!r} has no usable rows for this analysis (it needs {need}; "
                          f"inclusion rule: {'; '.join(rule_parts)})", file=table.path)
-    f = f.iloc[sorted(keep, key=lambda i: int(f["_line"].iat[i]))]
+    order = sorted(keep, key=lambda i: int(f["_line"].iat[i]))
+    f = f.iloc[order].assign(_use_estimate=[bool(use_est[i]) for i in order])
     return Selection(frame=f.reset_index(drop=True), outcome=outcome, arms=arms, rule="; ".join(rule_parts),
                      excluded=sorted(excluded))
 

@@ -63,6 +63,15 @@ class FitConfig:
     ``effect_prior``) is the effect at the reference levels and the mean numeric values; coefficients (prior:
     ``coef_prior``) are reported as metafor parameterises them (uncentred intercept ``intrcpt``).
 
+    ``effects``: ``reported`` (default) lets the normal model use a row's reported estimate (typically
+    confounding-adjusted) with a normal likelihood on the log scale, counts elsewhere; ``counts`` uses counts only
+    (``--counts-only``). The binomial models always use counts.
+
+    ``bias_prior`` (normal model): ``normal(m, s)``, an additive bias delta_i ~ N(m, s^2) on the log ratio of
+    every non-randomised row (design not ``rct``): y_i = theta_i + delta_i + e_i, so the row's estimate is
+    shifted by -m and its variance increased by s^2 (Turner et al. 2009, JRSS-A 172:21; Verde 2021); randomised
+    rows are unbiased. mu is then the effect free of the assumed bias.
+
     ``control_risk``: the control-arm risk RR and RD (and their probabilities) are conditional on (see
     :data:`CONTROL_RISKS`): ``median`` (default; the median observed control-arm risk of the included studies,
     the same number for every model), a number in (0, 1), ``mean-draws`` (contrast: the mean of the studies'
@@ -82,6 +91,8 @@ class FitConfig:
     subgroup: str = ""
     coef_prior: str = DEFAULT_COEF_PRIOR
     exclude_studies: tuple[str, ...] = ()
+    effects: str = "reported"
+    bias_prior: str = ""
     all_studies: bool = False
     exclude_basis: tuple = ()
     method: str = "auto"
@@ -120,6 +131,14 @@ class FitConfig:
         if self.backend not in ("nutpie", "pymc"):
             raise InputError(f"unknown sampler backend {self.backend!r}; choose nutpie or pymc")
         mk.check_tau_prior(self.tau_prior)
+        if self.effects not in ("reported", "counts"):
+            raise InputError(f"effects must be reported or counts, not {self.effects!r}")
+        if self.bias_prior:
+            bp = parse_bias_prior(self.bias_prior)
+            if mk.name != "normal":
+                raise InputError(f"--bias-prior is implemented for the normal model (exact); the {mk.name} model "
+                                 "does not take it yet")
+            del bp
         cr = self.control_risk
         if cr not in CONTROL_RISKS:
             try:
@@ -202,17 +221,38 @@ class PreparedData:
     centre: np.ndarray | None = None
 
 
+def parse_bias_prior(spec: str) -> tuple[float, float]:
+    """``normal(m, s)`` -> (m, s): the mean and SD of the additive bias of a non-randomised row's log ratio."""
+    try:
+        p = parse(spec, "effect")
+    except InputError as e:
+        raise InputError(f"--bias-prior: {e.message}") from None
+    if p.family != "normal":
+        raise InputError(f"--bias-prior must be normal(m, s) (an additive bias on the log scale), not {spec}")
+    return float(p.params[0]), float(p.params[1])
+
+
 def prepare(table: StudyTable, cfg: FitConfig) -> PreparedData:
     """Select the rows and build the model's arrays (the kind's :attr:`rescuemeta.kinds.ModelKind.prepare`:
     counts as they are; log OR/RR with metafor's default continuity correction for the normal model)."""
     mk = cfg.kind
-    sel = select(table, cfg.outcome, arms=mk.arms, all_studies=cfg.all_studies, exclude_basis=cfg.exclude_basis)
-    ai, n1i, ci, n2i = sel.counts()
+    reported = mk.reads_estimates and cfg.effects == "reported"
+    sel = select(table, cfg.outcome, arms=mk.arms, all_studies=cfg.all_studies, exclude_basis=cfg.exclude_basis,
+                 effects="reported" if reported else "counts", measure=cfg.effect_measure if reported else None)
     try:
-        prep = mk.prepare(ai, n1i, ci, n2i, sel.study_ids, cfg.effect_measure)
+        prep = mk.prepare(sel, cfg.effect_measure)
     except InputError as e:
         raise InputError(f"outcome {cfg.outcome!r}: {e.message}") from None
     arrays, ids, dropped = prep.arrays, prep.study_ids, list(prep.dropped)
+    if cfg.bias_prior:
+        m, sd = parse_bias_prior(cfg.bias_prior)
+        rnd = dict(zip(sel.study_ids, sel.randomised))
+        biased = np.array([not rnd[s] for s in ids])
+        if not biased.any():
+            raise InputError(f"outcome {cfg.outcome!r}: --bias-prior applies to non-randomised rows, and every "
+                             "included row is randomised (design = rct)")
+        arrays = {**arrays, "y": np.where(biased, arrays["y"] - m, arrays["y"]),
+                  "s": np.where(biased, np.sqrt(arrays["s"] ** 2 + sd**2), arrays["s"])}
     if cfg.exclude_studies:  # leave-one-out and other sensitivity analyses: named studies left out
         unknown = [s for s in cfg.exclude_studies if s not in ids]
         if unknown:
@@ -325,7 +365,11 @@ class FitResult:
                                + f" ({float(np.median(inner)):.3g})")
         _, _, ci, n2i = self.data.selection.counts()
         keep = [i for i, s in enumerate(self.data.selection.study_ids) if s in set(self.data.study_ids)]
-        pooled = (float(np.sum(np.asarray(ci)[keep])) + 0.5) / (float(np.sum(np.asarray(n2i)[keep])) + 1.0)
+        c, n = np.asarray(ci, dtype=float)[keep], np.asarray(n2i, dtype=float)[keep]
+        if not np.isfinite(n).any():
+            raise NotEstimable("no included row has control-arm counts (all are reported estimates): give the "
+                               "control-arm risk for RR and RD (--control-risk P)")
+        pooled = (float(np.nansum(c)) + 0.5) / (float(np.nansum(n)) + 1.0)
         return ControlRisk("median", pooled, "the pooled control-arm risk of the included studies with 1/2 added "
                            f"({pooled:.3g}; no study has a control-arm risk strictly between 0 and 1)")
 
@@ -462,6 +506,13 @@ class FitResult:
             out.update(self.regression_summary())
         inc = self.data.selection.describe()
         inc["included"] = self.data.study_ids
+        inc["reported"] = [x for x in inc["reported"] if x in self.data.study_ids]
+        inc["k_reported"] = len(inc["reported"])
+        inc["k_counts"] = len(self.data.study_ids) - inc["k_reported"]
+        if self.config.bias_prior:
+            sel = self.data.selection
+            rnd = dict(zip(sel.study_ids, sel.randomised))
+            inc["bias_adjusted"] = [x for x in self.data.study_ids if not rnd[x]]
         inc["k"] = self.k
         inc["excluded"] = inc["excluded"] + self.data.dropped
         out["inclusion"] = inc
@@ -509,6 +560,8 @@ class FitResult:
         p = self.config.priors()
         rec: dict[str, str | None] = {"tau": p["tau"].spec, "tau_scale": p["tau"].scale, "effect": p["effect"].spec}
         rec["baseline"] = p["baseline"].spec if self.config.kind.baseline_prior else None
+        if self.config.bias_prior:
+            rec["bias"] = self.config.bias_prior
         return rec
 
     def _draw_quantities(self) -> dict:

@@ -95,7 +95,12 @@ def study_table(measure: str, ai, n1i, ci, n2i, tau2: float = 0.0, cc: Continuit
         percentage weight 1/(vi + tau2) of the random-effects model (the common-effect weights when tau2 = 0).
     """
     es = escalc(measure, ai, n1i, ci, n2i, cc or ContinuityCorrection())
-    yi, vi = np.asarray(es.yi, dtype=float), np.asarray(es.vi, dtype=float)
+    return study_rows(es.yi, es.vi, tau2, level)
+
+
+def study_rows(yi, vi, tau2: float = 0.0, level: float = 0.95) -> list[dict]:
+    """:func:`study_table` from effect sizes ``yi``, ``vi`` (count rows and reported estimates alike)."""
+    yi, vi = np.asarray(yi, dtype=float), np.asarray(vi, dtype=float)
     ok = np.isfinite(yi) & np.isfinite(vi)
     w = np.where(ok, 1 / np.where(ok, vi + tau2, 1.0), 0.0)
     w = 100 * w / w.sum() if w.sum() > 0 else w

@@ -64,7 +64,10 @@ class ModelKind:
     reference_method : str
         The frequentist method shown beside it (:func:`rescuemeta.pipeline.frequentist_reference`).
     prepare : callable
-        ``prepare(ai, n1i, ci, n2i, study_ids, measure) -> Arrays``.
+        ``prepare(selection, measure) -> Arrays`` (a :class:`rescuemeta.data.Selection`).
+    reads_estimates : bool
+        The kind can use a row's reported estimate (a normal likelihood on the log ratio); the binomial kinds
+        need counts.
     approximation : callable
         ``approximation(arrays) -> dict``: a normal approximation of each study's likelihood on the model scale
         (``approx_y``, ``approx_prec``; ``base_shift``, ``base_center``, ``base_prec`` for the baselines), used only to
@@ -104,6 +107,7 @@ class ModelKind:
     likelihood: Callable[..., None]
     pointwise: Callable[..., tuple[Any, dict, dict, dict]]
     tau_scale: str = "log odds ratios"
+    reads_estimates: bool = False
     default_tau_prior: str = "halfnormal(0.5)"
     sensitivity_tau_priors: tuple[str, ...] = ("halfnormal(0.25)", "halfnormal(0.5)", "halfnormal(1)", "halfcauchy(0.5)",
                                                "turner(matched)")
@@ -154,7 +158,9 @@ DRAWS = ("chain", "draw", "study")
 
 # --- contrast -----------------------------------------------------------------------------------------------
 
-def _contrast_prepare(ai, n1i, ci, n2i, ids, measure) -> Arrays:
+def _contrast_prepare(sel, measure) -> Arrays:
+    ai, n1i, ci, n2i = sel.counts()
+    ids = sel.study_ids
     return Arrays({"ai": ai.astype(int), "n1i": n1i.astype(int), "ci": ci.astype(int), "n2i": n2i.astype(int)},
                   list(ids))
 
@@ -190,7 +196,9 @@ def _contrast_pointwise(a: dict, post: dict, rng: np.random.Generator):
 
 # --- proportion ---------------------------------------------------------------------------------------------
 
-def _proportion_prepare(ai, n1i, ci, n2i, ids, measure) -> Arrays:
+def _proportion_prepare(sel, measure) -> Arrays:
+    ai, n1i, ci, n2i = sel.counts()
+    ids = sel.study_ids
     return Arrays({"ai": ai.astype(int), "n1i": n1i.astype(int)}, list(ids))
 
 
@@ -221,16 +229,16 @@ def _proportion_pointwise(a: dict, post: dict, rng: np.random.Generator):
 PAD_SE = 1e8  # standard error given to padded studies of the normal model (likelihood gradient ~1e-16)
 
 
-def _normal_prepare(ai, n1i, ci, n2i, ids, measure) -> Arrays:
-    from .effects import ContinuityCorrection, escalc
+def _normal_prepare(sel, measure) -> Arrays:
     from .errors import InputError
 
-    es = escalc(measure, ai, n1i, ci, n2i, ContinuityCorrection())
-    ok = np.isfinite(es.yi) & np.isfinite(es.vi)
+    yi, vi, _ = sel.effect_sizes(measure)
+    ids = sel.study_ids
+    ok = np.isfinite(yi) & np.isfinite(vi)
     dropped = [{"study_id": s, "reason": "no finite log ratio (double zero)"} for s, good in zip(ids, ok) if not good]
     if not ok.any():
         raise InputError(f"no study has a finite log {measure} for the normal model")
-    return Arrays({"y": es.yi[ok], "s": np.sqrt(es.vi[ok])}, [s for s, good in zip(ids, ok) if good], dropped)
+    return Arrays({"y": yi[ok], "s": np.sqrt(vi[ok])}, [s for s, good in zip(ids, ok) if good], dropped)
 
 
 def _normal_approximation(a: dict) -> dict:
@@ -269,7 +277,8 @@ MODEL_KINDS: dict[str, ModelKind] = {k.name: k for k in (
     ModelKind("normal", arms="two", measures=("OR", "RR"), estimand="ratio", control_risk="observed",
               baseline_prior=False, exact=True, binomial=False, reference_method="REML",
               prepare=_normal_prepare, approximation=_normal_approximation, observed=_normal_observed,
-              likelihood=_normal_likelihood, pointwise=_normal_pointwise, tau_scale="log ratios"),
+              likelihood=_normal_likelihood, pointwise=_normal_pointwise, tau_scale="log ratios",
+              reads_estimates=True),
 )}
 
 

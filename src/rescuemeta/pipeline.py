@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from .data import StudyTable, select
@@ -152,12 +153,19 @@ def frequentist_reference(table: StudyTable, cfg, measure: str) -> Reference:
     rates; :mod:`rescuemeta.kinds`) on the same inclusion set. Raises InputError or ValueError when the data
     cannot support it."""
     from .effects import ContinuityCorrection
-    from .freq import meta_analyze
+    from .freq import meta_analyze, rma_iv
 
     method = cfg.kind.reference_method
+    reported = (cfg.kind.reads_estimates and cfg.effects == "reported" and measure in ("OR", "RR")
+                and method in ("DL", "REML", "PM"))
     sel = select(table, cfg.outcome, arms="one" if measure == "PLO" else "two", all_studies=cfg.all_studies,
-                 exclude_basis=tuple(cfg.exclude_basis))
-    fr = meta_analyze(measure, method, *sel.counts(), cc=ContinuityCorrection())
+                 exclude_basis=tuple(cfg.exclude_basis), effects="reported" if reported else "counts",
+                 measure=measure if reported else None)
+    if sel.reported.any():  # reported estimates as metafor's rma(yi, sei = ...) rows
+        yi, vi, _ = sel.effect_sizes(measure, ContinuityCorrection())
+        fr = rma_iv(yi, vi, method=method, measure=measure)
+    else:
+        fr = meta_analyze(measure, method, *sel.counts(), cc=ContinuityCorrection())
     nat = fr.natural
     return Reference(measure=measure, method=method, k=fr.k, estimate=nat["estimate"], ci_low=nat["ci_low"],
                      ci_high=nat["ci_high"])
@@ -319,8 +327,14 @@ def _frequentist_subgroups(prep, cfg, column: str):
     pos = {s: i for i, s in enumerate(sel.study_ids)}
     idx = [pos[s] for s in prep.study_ids]
     ai, n1i, ci, n2i = sel.counts()
-    measure = "PLO" if cfg.kind.estimand == "rate" else "OR"
-    es = escalc(measure, ai[idx], n1i[idx], None if ci is None else ci[idx], None if n2i is None else n2i[idx])
+    measure = "PLO" if cfg.kind.estimand == "rate" else cfg.effect_measure
+    if measure == "PLO":
+        es = escalc(measure, ai[idx], n1i[idx])
+        yi, vi = es.yi, es.vi
+    else:  # count rows by escalc, reported estimates as they are
+        yi, vi, _ = sel.effect_sizes(measure)
+        yi, vi = yi[idx], vi[idx]
+    es = SimpleNamespace(yi=yi, vi=vi)
     ok = np.isfinite(es.yi)
     values = _level_values(prep, column)
     try:

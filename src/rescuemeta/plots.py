@@ -14,6 +14,7 @@ saves a file or touches the backend (:mod:`rescuemeta.figures` makes and saves f
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 from scipy.special import expit
@@ -65,6 +66,12 @@ def _study_effects(res: FitResult, measure: str):
             rows.append((sid, ai[i] / n1i[i], lo[i], hi[i], *q, f"{int(ai[i])}/{int(n1i[i])}"))
         return rows
     es = escalc(measure, ai, n1i, ci, n2i, ContinuityCorrection())
+    rep = sel.reported[idx]
+    if rep.any():  # rows analysed by their reported estimate: show it, not the crude counts
+        yi, vi, _ = sel.effect_sizes(measure)
+        es = SimpleNamespace(yi=yi[idx], vi=vi[idx])
+    adjusted = ([bool(a) if a is not None else False for a in sel.frame["adjusted"]] if "adjusted" in sel.frame
+                else [False] * sel.k)
     # theta is the log OR (contrast) or the log of the normal model's own measure; the contrast model's RR
     # needs each study's baseline
     ratio_is_theta = not res.config.kind.baseline_prior or measure == "OR"
@@ -78,7 +85,9 @@ def _study_effects(res: FitResult, measure: str):
         y, v = es.yi[i], es.vi[i]
         obs = (math.exp(y), math.exp(y - 1.96 * math.sqrt(v)), math.exp(y + 1.96 * math.sqrt(v))) if np.isfinite(y) \
             else (np.nan, np.nan, np.nan)
-        rows.append((sid, *obs, *q, f"{int(ai[i])}/{int(n1i[i])} vs {int(ci[i])}/{int(n2i[i])}"))
+        label = (f"{'adjusted ' if adjusted[idx[i]] else 'reported '}{measure}" if rep[i]
+                 else f"{int(ai[i])}/{int(n1i[i])} vs {int(ci[i])}/{int(n2i[i])}")
+        rows.append((sid, *obs, *q, label))
     return rows
 
 

@@ -13,6 +13,7 @@ import html
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 
@@ -296,7 +297,6 @@ def _robustness(run, figs: Path, cache_dir: Path | None = None) -> tuple[list[di
     import numpy as np
 
     from . import criticism
-    from .effects import escalc
     from .queries import probability
 
     rows: list[dict] = []
@@ -320,8 +320,8 @@ def _robustness(run, figs: Path, cache_dir: Path | None = None) -> tuple[list[di
         sel = res.data.selection
         pos = {s: i for i, s in enumerate(sel.study_ids)}
         idx = [pos[s] for s in res.data.study_ids]
-        ai, n1i, ci, n2i = sel.counts()
-        es = escalc("OR", ai[idx], n1i[idx], ci[idx], n2i[idx])
+        yi, vi, _ = sel.effect_sizes("OR")  # count rows by escalc, reported ORs as they are
+        es = SimpleNamespace(yi=yi[idx], vi=vi[idx])
         ok = np.isfinite(es.yi)
         ids = [s for s, g in zip(res.data.study_ids, ok) if g]
         egger, note = None, None
