@@ -39,6 +39,15 @@ CASES = {
     "empty_study_id.csv": ["row 2 (line 3)", "column 'study_id'", "must not be empty"],
     "missing_treat_events.csv": ["row 1 (line 2)", "column 'events_treat'", "must not be empty"],
     "single_arm_only.csv": ["outcome 'mortality' has no usable rows", "events_control and total_control"],
+    # reported estimates and design (issue 17)
+    "estimate_partial_row.csv": ["row 1 (line 2)", "column 'ci_low'", "must not be empty when"],
+    "estimate_bad_measure.csv": ["row 1 (line 2)", "column 'measure'", "unknown measure 'HR'"],
+    "estimate_outside_ci.csv": ["row 2 (line 3)", "column 'estimate'", "outside its CI"],
+    "estimate_nonpositive.csv": ["row 1 (line 2)", "column 'ci_low'", "finite ratio > 0"],
+    "estimate_missing_column.csv": ["needs the columns", "column 'ci_high'"],
+    "bad_adjusted.csv": ["row 1 (line 2)", "column 'adjusted'", "true or false", "maybe"],
+    "bad_design.csv": ["row 2 (line 3)", "column 'design'", "unknown design 'cohort'", "rct"],
+    "no_counts_no_estimate.csv": ["row 2 (line 3)", "column 'events_treat'", "counts or a reported estimate"],
 }
 
 

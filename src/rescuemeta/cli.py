@@ -570,6 +570,11 @@ def fit(
     acr: str | None = typer.Option(None, "--acr", help="Assumed control risks for the absolute effects, e.g. "
                                    "0.2,0.4,0.6 [default: the lowest, median and highest control-arm risk of the "
                                    "included studies]."),
+    counts_only: bool = CountsOnlyOpt,
+    bias_prior: str | None = BiasPriorOpt,
+    design_model: str = typer.Option("pooled", "--design-model", help="pooled (design ignored), bias (--bias-prior "
+                                     "on non-randomised rows) or stratified (randomised and non-randomised rows "
+                                     "fitted apart, and their difference); normal model."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Bayesian hierarchical model: posterior of the pooled effect, tau, natural scales and a new study."""
@@ -581,10 +586,32 @@ def fit(
             return
         table = load_studies(data)
         outcome = table.resolve_outcome(outcome, hint="--outcome NAME (or --all)")
+        if design_model not in ("pooled", "bias", "stratified"):
+            raise InputError(f"--design-model must be pooled, bias or stratified, not {design_model!r}")
+        if design_model == "bias" and not bias_prior:
+            raise InputError("--design-model bias needs --bias-prior")
+        resolved = None
+        if bias_prior:
+            from .bias import resolve_bias_prior
+
+            resolved = resolve_bias_prior(bias_prior, table.description.better(outcome))
         cfg = _config_from_options(outcome, model, measure, tau_prior, effect_prior, baseline_prior,
                                    1000 if draws is None else draws, tune, chains, 1 if seed is None else seed,
                                    all_studies, exclude_basis, nuts, backend, control_risk,
-                                   mods=_split_mods(mods), subgroup=subgroup or "", coef_prior=coef_prior)
+                                   mods=_split_mods(mods), subgroup=subgroup or "", coef_prior=coef_prior,
+                                   counts_only=counts_only, bias_prior=resolved if design_model != "stratified"
+                                   else None)
+        if design_model == "stratified":
+            from dataclasses import replace
+
+            from .bias import design_models
+
+            dm = design_models(table, replace(cfg, bias_prior=""), resolved)
+            if as_json:
+                emit_json(_clean(dm))
+            else:
+                _print_design_models(dm)
+            return
         acrs = parse_acr(acr)
         if acrs is not None and MODEL_KINDS[cfg.model].estimand != "ratio":
             raise InputError(f"--acr applies to ratio models; the {cfg.model} model estimates an event rate")
@@ -601,6 +628,75 @@ def fit(
             emit_json(summary)
         else:
             _print_fit(summary)
+
+
+def _print_design_models(dm: dict) -> None:
+    t = Table(title="Study design: pooled, bias-adjusted and stratified (pooled effect, posterior median and 95% CrI)")
+    for c in ("analysis", "k", "ratio", "95% CrI"):
+        t.add_column(c, justify="left" if c == "analysis" else "right")
+
+    def add(name, s):
+        if s is None:
+            t.add_row(name, "0", "—", "no rows")
+            return
+        r = s[s["measure"].lower()]
+        t.add_row(name, str(s["k"]), _fmt(r["q50"]), f"{_fmt(r['q025'])} to {_fmt(r['q975'])}")
+    add("pooled (design ignored)", dm["pooled"])
+    if dm["bias"] is not None:
+        add(f"bias-adjusted ({dm['bias']['priors'].get('bias')})", dm["bias"])
+    add("randomised rows", dm["stratified"]["randomised"])
+    add("non-randomised rows", dm["stratified"]["non_randomised"])
+    out.print(t)
+    if dm["stratified"].get("note"):
+        out.print(dm["stratified"]["note"])
+    elif dm["stratified"]["difference"] is not None:
+        d = dm["stratified"]["difference"]
+        out.print(f"Ratio of ratios, non-randomised / randomised: {math.exp(d['q50']):.3g} "
+                  f"({math.exp(d['q025']):.3g} to {math.exp(d['q975']):.3g})")
+
+
+@app.command()
+def tipping(
+    data: Path = DataOpt,
+    outcome: str | None = typer.Option(None, "--outcome", help="Outcome [default: the file's only outcome]."),
+    query: str | None = typer.Option(None, "--query", help="e.g. 'OR < 1' [default: OR < 1, or OR > 1 where more "
+                                     "events are better]."),
+    threshold: float = typer.Option(0.95, "--threshold", help="The probability the conclusion rests on."),
+    bias_sd: float = typer.Option(0.1, "--bias-sd", help="SD of the bias on the log scale."),
+    measure: RatioMeasure = typer.Option(RatioMeasure.OR, "--measure", help="OR or RR (normal model)."),
+    tau_prior: str | None = TauPriorOpt,
+    effect_prior: str = EffectPriorOpt,
+    all_studies: bool = AllStudiesOpt,
+    exclude_basis: str | None = ExcludeOpt,
+    counts_only: bool = CountsOnlyOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """How much bias in the non-randomised rows would bring P(query) down to --threshold (normal model, exact)."""
+    from .bias import tipping_point
+    from .fit import FitConfig
+    from .pipeline import mirror_query
+
+    with guard():
+        table = load_studies(data)
+        oc = table.resolve_outcome(outcome, hint="--outcome NAME")
+        cfg = FitConfig(oc, "normal", measure=measure.value, tau_prior=tau_prior or "", effect_prior=effect_prior,
+                        all_studies=all_studies, exclude_basis=parse_exclude_basis(exclude_basis),
+                        effects="counts" if counts_only else "reported")
+        cfg.validate()
+        if query is None:
+            base = f"{measure.value} < 1"
+            query = mirror_query(base) if table.description.better(oc) == "higher" else base
+        tp = tipping_point(table, cfg, query, threshold, bias_sd)
+        if as_json:
+            emit_json({"outcome": oc, "model": "normal", "measure": measure.value, **tp})
+            return
+        out.print(f"{oc}: P({query}) = {tp['probability_without_bias']:.3f} without a bias model, "
+                  f"{tp['probability_at_zero']:.3f} with bias N(0, {bias_sd:g}^2).")
+        if tp["bias_mean"] is None:
+            out.print(tp["note"])
+        else:
+            out.print(f"Tipping point: bias mean {tp['bias_mean']:+.3f} on the log scale (a ratio of ratios of "
+                      f"{tp['ratio_of_ratios']:.3g}). {tp['note']}.")
 
 
 def parse_acr(text: str | None) -> list[float] | None:

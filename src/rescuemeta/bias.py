@@ -1,0 +1,232 @@
+"""The bias stage: non-randomised evidence handled as such.
+
+A non-randomised comparison estimates the treatment effect plus a bias (confounding by indication, selection).
+The bias model (Turner et al. 2009, JRSS-A 172:21-47; Verde 2021, Stat Med 40:2617) adds to every non-randomised
+row's log ratio an additive bias delta_i ~ N(m, s^2): y_i = theta_i + delta_i + e_i. For the normal model this is
+exact and cheap: the row's estimate is shifted by -m and its variance increased by s^2
+(:attr:`rescuemeta.fit.FitConfig.bias_prior`), and the posterior is computed by quadrature as before.
+
+* :func:`load_bias_priors` / :func:`resolve_bias_prior`: named priors (``models/bias_priors.toml``: a ratio of
+  odds ratios by which non-randomised studies exaggerate benefit, with its source's sentence), turned into
+  ``normal(m, s)`` on an outcome's log scale, signed by the outcome's direction of benefit;
+* :func:`tipping_point`: the bias mean m (SD fixed) at which a posterior probability falls to a threshold: how
+  much confounding would overturn the conclusion;
+* :func:`design_models`: ``pooled`` (design ignored), ``bias`` (the bias prior on non-randomised rows) and
+  ``stratified`` (randomised and non-randomised rows fitted apart, and their difference).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["NamedBiasPrior", "DEFAULT_BIAS_PRIORS", "load_bias_priors", "resolve_bias_prior", "bias_probability",
+           "tipping_point", "design_models", "bias_curve"]
+
+DEFAULT_BIAS_PRIORS = Path("models/bias_priors.toml")
+TIPPING_BOUND = 3.0  # search the bias mean within +-3 on the log scale (a ratio of ratios of 20)
+
+
+@dataclass(frozen=True)
+class NamedBiasPrior:
+    """A named bias prior: non-randomised studies exaggerate benefit by the ratio of odds ratios ``ror``, with SD
+    ``sd`` on the log scale."""
+
+    name: str
+    ror: float
+    sd: float
+    source: str = ""
+    quote: str = ""
+    url: str = ""
+
+    def spec(self, better: str | None) -> str:
+        """``normal(m, s)`` on the outcome's log ratio: the bias that makes the treatment look better, i.e.
+        m = -log(ror) when fewer events are better, +log(ror) when more are."""
+        m = math.log(self.ror) * (1.0 if better == "higher" else -1.0)
+        return f"normal({m:.6g}, {self.sd:g})"
+
+
+def load_bias_priors(path: str | Path | None = None) -> dict[str, NamedBiasPrior]:
+    """The named bias priors of ``path`` (default ``models/bias_priors.toml``; none when it does not exist).
+
+    Raises InputError naming the file and entry for a malformed one."""
+    p = Path(path) if path is not None else DEFAULT_BIAS_PRIORS
+    if not p.exists():
+        if path is not None:
+            raise InputError("no such file", file=p)
+        return {}
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"not valid TOML ({e})", file=p) from None
+    out = {}
+    for name, entry in raw.items():
+        if not isinstance(entry, dict):
+            raise InputError(f"entry {name!r} must be a table [name] with ror and sd", file=p)
+        unknown = set(entry) - {"ror", "sd", "source", "quote", "url"}
+        if unknown:
+            raise InputError(f"entry {name!r}: unknown key(s) {', '.join(sorted(unknown))}", file=p)
+        try:
+            ror, sd = float(entry["ror"]), float(entry["sd"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"entry {name!r} needs numbers ror and sd", file=p) from None
+        if not (ror > 0 and math.isfinite(ror) and sd > 0 and math.isfinite(sd)):
+            raise InputError(f"entry {name!r}: ror and sd must be positive and finite", file=p)
+        out[name] = NamedBiasPrior(name, ror, sd, str(entry.get("source", "")), str(entry.get("quote", "")),
+                                   str(entry.get("url", "")))
+    return out
+
+
+def resolve_bias_prior(spec: str, better: str | None, path: str | Path | None = None) -> str:
+    """``spec`` as ``normal(m, s)``: a named prior of :func:`load_bias_priors` signed by the outcome's direction
+    (``better``: "higher" or "lower"), or the user's own ``normal(m, s)`` unchanged (checked)."""
+    from .fit import parse_bias_prior
+
+    named = load_bias_priors(path)
+    if spec in named:
+        return named[spec].spec(better)
+    if "(" not in spec:
+        raise InputError(f"--bias-prior {spec!r}: not normal(m, s) and not a named prior"
+                         + (f" ({', '.join(named)})" if named else ""))
+    parse_bias_prior(spec)
+    return spec
+
+
+def _check(cfg) -> None:
+    if cfg.model != "normal":
+        raise InputError(f"the bias model is implemented for the normal model (exact); not for {cfg.model}")
+
+
+def bias_probability(table, cfg, query: str, bias_mean: float, bias_sd: float) -> float:
+    """P(query) under the bias prior N(bias_mean, bias_sd^2) on every non-randomised row (normal model, exact)."""
+    from .fit import fit
+    from .queries import probability
+
+    return float(probability(fit(table, replace(cfg, bias_prior=f"normal({float(bias_mean)!r}, {float(bias_sd)!r})")),
+                             query)["probability"])
+
+
+def bias_curve(table, cfg, query: str, bias_sd: float = 0.1, means=None) -> list[dict]:
+    """P(query) against the bias mean m (SD ``bias_sd``), for a figure: ``[{bias_mean, probability}]``."""
+    _check(cfg)
+    means = np.linspace(-1.5, 1.5, 31) if means is None else np.asarray(means, dtype=float)
+    return [{"bias_mean": float(m), "probability": bias_probability(table, cfg, query, float(m), bias_sd)}
+            for m in means]
+
+
+def tipping_point(table, cfg, query: str, threshold: float = 0.95, bias_sd: float = 0.1, *,
+                  bound: float = TIPPING_BOUND, xtol: float = 1e-8) -> dict:
+    """The bias mean at which the posterior probability of ``query`` falls to ``threshold``.
+
+    Every non-randomised row's log ratio is given the bias N(m, ``bias_sd``^2); the probability is a monotone
+    function of m (exact posterior, normal model), and its crossing of ``threshold`` nearest to m = 0 is found by
+    Brent's method within +-``bound``.
+
+    Returns
+    -------
+    dict
+        ``bias_mean`` (m on the analysis scale; None when the probability does not cross the threshold within
+        +-bound), ``ratio_of_ratios`` exp(|m|), ``favours`` (whether that bias made the treatment look better
+        or worse than it is), ``query``, ``threshold``, ``bias_sd``, ``probability_without_bias`` (no bias
+        model), ``probability_at_zero`` (bias mean 0, SD bias_sd) and ``note``. Read: if non-randomised studies
+        overstated the effect by this ratio on average, P(query) would be exactly ``threshold``.
+    """
+    from scipy.optimize import brentq
+
+    from .fit import fit
+    from .queries import parse_query, probability
+
+    _check(cfg)
+    if not 0 < threshold < 1:
+        raise InputError(f"--threshold must be strictly between 0 and 1, got {threshold}")
+    if not bias_sd >= 0:
+        raise InputError(f"--bias-sd must be >= 0, got {bias_sd}")
+    q = parse_query(query)
+    if q.scale not in ("OR", "RR") or q.scale != cfg.measure:
+        raise InputError(f"the tipping point takes a query on the normal model's scale ({cfg.measure}), not {query!r}")
+    base = fit(table, replace(cfg, bias_prior=""))
+    p_none = float(probability(base, query)["probability"])
+    sd = max(bias_sd, 1e-12)
+
+    def f(m):
+        return bias_probability(table, cfg, query, m, sd) - threshold
+
+    f0 = f(0.0)
+    # which way m must move to lower P(query): a bias that made the treatment look better, removed, lowers it
+    lower_with_m = q.op in ("<", "<=")  # P(ratio < t) falls as the estimates are shifted up (-m with m < 0)
+    out = {"query": query, "threshold": threshold, "bias_sd": bias_sd, "probability_without_bias": p_none,
+           "probability_at_zero": f0 + threshold}
+    grid = np.linspace(0.0, bound, 31)[1:]
+    direction = -1.0 if lower_with_m else 1.0
+    if f0 < 0:  # already below the threshold: the bias that would RAISE the probability to it
+        direction = -direction
+    prev, m_found = 0.0, None
+    for g in grid:
+        m = direction * g
+        if (f(m) < 0) != (f0 < 0):
+            m_found = brentq(f, min(prev, m), max(prev, m), xtol=xtol)
+            break
+        prev = m
+    out["bias_mean"] = None if m_found is None else float(m_found)
+    out["ratio_of_ratios"] = None if m_found is None else float(math.exp(abs(m_found)))
+    if m_found is None:
+        out["favours"] = None
+        out["note"] = (f"P({query}) does not reach {threshold} for any bias mean within +-{bound} on the log scale "
+                       f"(a ratio of ratios of {math.exp(bound):.0f})")
+        return out
+    # observed = true + bias: a bias m shifts the observed log ratio by m; below 0 it makes the ratio look smaller
+    smaller = m_found < 0
+    out["favours"] = "smaller ratios" if smaller else "larger ratios"
+    moves = "falls" if f0 >= 0 else "rises"
+    out["note"] = (f"P({query}) {moves} to {threshold} if the non-randomised studies' {cfg.measure}s were "
+                   f"{'biased downwards' if smaller else 'biased upwards'} by a factor of {math.exp(abs(m_found)):.3g} "
+                   f"on average (bias SD {bias_sd:g})")
+    return out
+
+
+def design_models(table, cfg, bias_prior: str | None = None) -> dict:
+    """The same outcome under three treatments of study design (normal model, exact).
+
+    Returns
+    -------
+    dict
+        ``pooled`` (design ignored), ``bias`` (``bias_prior`` on non-randomised rows; None without one),
+        ``stratified``: ``{randomised, non_randomised, difference}`` (each fitted on its own rows; the
+        difference of the pooled log ratios, non-randomised minus randomised, by Monte Carlo over exact
+        posterior draws; None where a stratum has no rows). Each fit as its ``summary()``.
+    """
+    from .data import select
+    from .fit import fit
+
+    _check(cfg)
+    out: dict = {"pooled": fit(table, replace(cfg, bias_prior="")).summary()}
+    out["bias"] = fit(table, replace(cfg, bias_prior=bias_prior)).summary() if bias_prior else None
+    sel = select(table, cfg.outcome, arms="two", all_studies=cfg.all_studies, exclude_basis=tuple(cfg.exclude_basis),
+                 effects=cfg.effects, measure=cfg.measure if cfg.effects == "reported" else None)
+    rnd = dict(zip(sel.study_ids, sel.randomised))
+    fits = {}
+    for name, keep in (("randomised", True), ("non_randomised", False)):
+        leave = tuple(s for s, r in rnd.items() if r != keep)
+        if len(leave) == len(rnd):
+            fits[name] = None
+            continue
+        fits[name] = fit(table, replace(cfg, bias_prior="", exclude_studies=tuple(cfg.exclude_studies) + leave))
+    strat: dict = {k: (None if v is None else v.summary()) for k, v in fits.items()}
+    if fits["randomised"] is not None and fits["non_randomised"] is not None:
+        from .summaries import summarize
+
+        d = fits["non_randomised"].draws("mu").ravel() - fits["randomised"].draws("mu").ravel()
+        strat["difference"] = {**summarize(d), "ratio_of_ratios_q50": float(np.exp(np.median(d)))}
+    else:
+        strat["difference"] = None
+        strat["note"] = "the data hold only " + ("randomised" if fits["non_randomised"] is None else
+                                                  "non-randomised") + " rows: no stratified comparison"
+    out["stratified"] = strat
+    return out
+
