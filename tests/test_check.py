@@ -3,6 +3,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from scipy import stats
@@ -115,13 +116,37 @@ def test_no_control_arm_data_is_said(tmp_path):
 def test_cli_check_json_and_table():
     res = runner.invoke(app, ["check", "--json"])
     assert res.exit_code == 0, res.output
-    rows = json.loads(res.stdout)
+    d = json.loads(res.stdout)  # with published_meta_analyses.csv beside the data: both comparisons
+    rows = d["abstract"]
     assert isinstance(rows, list) and len(rows) == 9
+    assert {p["source_id"] for p in d["published"]} == {"RodriguezCalienes2023", "Neuroradiology2020", "SVIN2023_ICAS"}
+    assert all(p["quote"] and p["url"].startswith("https://") for p in d["published"])
     res = runner.invoke(app, ["check"])
     assert res.exit_code == 0
     assert "abstract (k=30)" in res.stdout and "not the seed abstract's 30" in res.stdout
     flat = " ".join(res.stdout.split())
     assert "error: point estimate 0.75 equals a" in flat and "typo for" in flat
+    assert "Other published meta-analyses" in flat and "RodriguezCalienes2023" in flat
+
+
+def test_published_comparators_against_freq(tmp_path):
+    """Ours beside each published ratio is the DL fit of `freq` on the same rows (reported estimates included);
+    a bad comparator file names row and column."""
+    from rescuemeta.check import compare_published, load_published
+    from rescuemeta.data import load_studies
+
+    root = Path(__file__).resolve().parents[1]
+    pub = compare_published(load_studies(root / "data" / "studies.csv"),
+                            load_published(root / "data" / "published_meta_analyses.csv"))
+    for p in pub:
+        f = json.loads(runner.invoke(app, ["freq", "--outcome", p["outcome"], "--measure", p["quantity"],
+                                           "--method", "DL", "--json"]).stdout)
+        assert p["ours"]["estimate"] == pytest.approx(f["natural"]["estimate"], rel=1e-12)
+        assert p["ours"]["k"] == f["k"] and p["ours"]["k_reported"] == f["inclusion"]["k_reported"]
+    bad = tmp_path / "p.csv"
+    bad.write_text("source_id,outcome,quantity,estimate,ci_low,ci_high,k,quote,url\nX,mortality,OR,0.5,0.3,,4,q,u\n")
+    res = runner.invoke(app, ["check", "--published", str(bad)])
+    assert res.exit_code == 2 and "column 'ci_high'" in res.stderr and "row 1" in res.stderr
 
 
 def test_bad_abstract_file(tmp_path):

@@ -98,11 +98,6 @@ def resolve_bias_prior(spec: str, better: str | None, path: str | Path | None = 
     return spec
 
 
-def _check(cfg) -> None:
-    if cfg.model != "normal":
-        raise InputError(f"the bias model is implemented for the normal model (exact); not for {cfg.model}")
-
-
 def bias_probability(table, cfg, query: str, bias_mean: float, bias_sd: float) -> float:
     """P(query) under the bias prior N(bias_mean, bias_sd^2) on every non-randomised row (normal model, exact)."""
     from .fit import fit
@@ -114,7 +109,6 @@ def bias_probability(table, cfg, query: str, bias_mean: float, bias_sd: float) -
 
 def bias_curve(table, cfg, query: str, bias_sd: float = 0.1, means=None) -> list[dict]:
     """P(query) against the bias mean m (SD ``bias_sd``), for a figure: ``[{bias_mean, probability}]``."""
-    _check(cfg)
     means = np.linspace(-1.5, 1.5, 31) if means is None else np.asarray(means, dtype=float)
     return [{"bias_mean": float(m), "probability": bias_probability(table, cfg, query, float(m), bias_sd)}
             for m in means]
@@ -125,8 +119,11 @@ def tipping_point(table, cfg, query: str, threshold: float = 0.95, bias_sd: floa
     """The bias mean at which the posterior probability of ``query`` falls to ``threshold``.
 
     Every non-randomised row's log ratio is given the bias N(m, ``bias_sd``^2); the probability is a monotone
-    function of m (exact posterior, normal model), and its crossing of ``threshold`` nearest to m = 0 is found by
-    Brent's method within +-``bound``.
+    function of m. Normal model: exact posterior, and the crossing of ``threshold`` nearest to m = 0 is found by
+    Brent's method within +-``bound``. Contrast model (NUTS): the posterior at one bias mean is importance-
+    reweighted to others (Pareto-smoothed; the weights are the ratio of the study effects' bias densities), the
+    crossing is found on the reweighted probability, and the model is refitted there, repeating from the refit
+    until the refit's probability is within max(0.005, 3 MCSE) of the threshold (at most 4 refits).
 
     Returns
     -------
@@ -142,14 +139,17 @@ def tipping_point(table, cfg, query: str, threshold: float = 0.95, bias_sd: floa
     from .fit import fit
     from .queries import parse_query, probability
 
-    _check(cfg)
+    if cfg.model not in ("normal", "contrast"):
+        raise InputError(f"the tipping point is implemented for the normal and contrast models, not {cfg.model}")
     if not 0 < threshold < 1:
         raise InputError(f"--threshold must be strictly between 0 and 1, got {threshold}")
     if not bias_sd >= 0:
         raise InputError(f"--bias-sd must be >= 0, got {bias_sd}")
     q = parse_query(query)
-    if q.scale not in ("OR", "RR") or q.scale != cfg.measure:
-        raise InputError(f"the tipping point takes a query on the normal model's scale ({cfg.measure}), not {query!r}")
+    if q.scale not in ("OR", "RR") or q.scale != cfg.effect_measure:
+        raise InputError(f"the tipping point takes a query on the model's scale ({cfg.effect_measure}), not {query!r}")
+    if cfg.model == "contrast" or cfg.method == "nuts":
+        return _tipping_reweighted(table, cfg, query, threshold, bias_sd, bound)
     base = fit(table, replace(cfg, bias_prior=""))
     p_none = float(probability(base, query)["probability"])
     sd = max(bias_sd, 1e-12)
@@ -190,8 +190,87 @@ def tipping_point(table, cfg, query: str, threshold: float = 0.95, bias_sd: floa
     return out
 
 
+def _tipping_reweighted(table, cfg, query: str, threshold: float, bias_sd: float, bound: float) -> dict:
+    import arviz as az
+    from scipy import stats
+    from scipy.optimize import brentq
+
+    from .fit import fit
+    from .queries import parse_query, probability
+
+    if cfg.mods:
+        raise InputError("the tipping point of a meta-regression is not implemented")
+    q = parse_query(query)
+    t = math.log(q.value)
+    below = q.op in ("<", "<=")
+    sd = max(bias_sd, 1e-6)
+    p_none = float(probability(fit(table, replace(cfg, bias_prior="")), query)["probability"])
+
+    def fit_at(m):
+        return fit(table, replace(cfg, bias_prior=f"normal({float(m)!r}, {float(sd)!r})"))
+
+    def reweighter(r, m_from):
+        post = r.idata.posterior
+        mu, tau = post["mu"].values.ravel(), post["tau"].values.ravel()
+        theta = post["theta"].values.reshape(mu.size, -1)
+        biased = np.asarray(r.data.model_data.arrays["bias_var"]) > 0
+        v = np.sqrt(tau[:, None] ** 2 + sd**2)
+        ind = (mu < t) if below else (mu > t)
+
+        def p(m):
+            lw = np.sum(stats.norm.logpdf(theta[:, biased], mu[:, None] + m, v)
+                        - stats.norm.logpdf(theta[:, biased], mu[:, None] + m_from, v), axis=1)
+            slw, khat = az.psislw(lw - lw.max())
+            w = np.exp(slw - slw.max())
+            return float(np.sum(w * ind) / np.sum(w)), float(khat)
+        return p
+
+    m_cur, r = 0.0, fit_at(0.0)
+    p0 = float(probability(r, query)["probability"])
+    out = {"query": query, "threshold": threshold, "bias_sd": bias_sd, "probability_without_bias": p_none,
+           "probability_at_zero": p0, "method": "importance reweighting, then refits", "refits": []}
+    m_found = None
+    for _ in range(4):
+        p_rw = reweighter(r, m_cur)
+        p_here = float(probability(r, query)["probability"])
+        direction = (-1.0 if below else 1.0) * (1.0 if p_here >= threshold else -1.0)
+        prev, lo_hi = m_cur, None
+        for g in np.linspace(0.0, bound, 61)[1:]:
+            m = m_cur + direction * g
+            if abs(m) > bound:
+                break
+            if (p_rw(m)[0] < threshold) != (p_here < threshold):
+                lo_hi = (min(prev, m), max(prev, m))
+                break
+            prev = m
+        if lo_hi is None:
+            break
+        m_new = brentq(lambda x, f=p_rw: f(x)[0] - threshold, *lo_hi, xtol=1e-6)
+        khat = p_rw(m_new)[1]
+        r = fit_at(m_new)
+        pr = probability(r, query)
+        out["refits"].append({"bias_mean": float(m_new), "probability": float(pr["probability"]),
+                              "mcse": float(pr["mcse"]), "pareto_k": khat})
+        m_cur, m_found = m_new, m_new
+        if abs(pr["probability"] - threshold) <= max(0.005, 3 * pr["mcse"]):
+            break
+    out["bias_mean"] = None if m_found is None else float(m_found)
+    out["ratio_of_ratios"] = None if m_found is None else float(math.exp(abs(m_found)))
+    if m_found is None:
+        out["favours"] = None
+        out["note"] = (f"P({query}) does not reach {threshold} for any bias mean within +-{bound} on the log scale")
+        return out
+    smaller = m_found < 0
+    out["favours"] = "smaller ratios" if smaller else "larger ratios"
+    moves = "falls" if p0 >= threshold else "rises"
+    out["note"] = (f"P({query}) {moves} to {threshold} (refit: {out['refits'][-1]['probability']:.3f}) if the "
+                   f"non-randomised studies' ORs were {'biased downwards' if smaller else 'biased upwards'} by a factor "
+                   f"of {math.exp(abs(m_found)):.3g} on average (bias SD {bias_sd:g})")
+    return out
+
+
 def design_models(table, cfg, bias_prior: str | None = None) -> dict:
-    """The same outcome under three treatments of study design (normal model, exact).
+    """The same outcome under three treatments of study design (normal model: exact; contrast: NUTS).
 
     Returns
     -------
@@ -204,7 +283,6 @@ def design_models(table, cfg, bias_prior: str | None = None) -> dict:
     from .data import select
     from .fit import fit
 
-    _check(cfg)
     out: dict = {"pooled": fit(table, replace(cfg, bias_prior="")).summary()}
     out["bias"] = fit(table, replace(cfg, bias_prior=bias_prior)).summary() if bias_prior else None
     sel = select(table, cfg.outcome, arms="two", all_studies=cfg.all_studies, exclude_basis=tuple(cfg.exclude_basis),

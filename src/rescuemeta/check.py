@@ -22,8 +22,8 @@ from .effects import ContinuityCorrection
 from .errors import InputError
 from .freq import FreqResult, expit, logit, meta_analyze, norm_sf2
 
-__all__ = ["p_matches", "DEFAULT_ABSTRACT", "QUANTITIES", "REPRODUCTIONS", "PrintedEstimate", "load_abstract", "parse_p", "audit",
-           "check"]
+__all__ = ["p_matches", "DEFAULT_ABSTRACT", "PUBLISHED_NAME", "load_published", "compare_published", "QUANTITIES",
+           "REPRODUCTIONS", "PrintedEstimate", "load_abstract", "parse_p", "audit", "check"]
 
 DEFAULT_ABSTRACT = Path("data/abstract_estimates.csv")
 QUANTITIES = ("pooled_rate_treat", "RR", "OR", "RD")
@@ -281,6 +281,96 @@ def check(table: StudyTable, estimates: list[PrintedEstimate], *, all_studies: b
             item["reproductions"].append(rep)
         rows.append(item)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# Published meta-analyses as comparators
+# ---------------------------------------------------------------------------------------------------
+
+PUBLISHED_NAME = "published_meta_analyses.csv"  # looked for beside the study table
+
+
+def load_published(path: str | Path) -> list[dict]:
+    """Other published meta-analyses' pooled ratios (columns source_id, outcome, quantity (OR or RR), estimate,
+    ci_low, ci_high (may be empty where the source cuts them off), k, n_patients, caveat, citation, url, quote).
+
+    Raises InputError naming file, row and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such file" if not path.exists() else "is not a file", file=path)
+    rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
+    need = ["source_id", "outcome", "quantity", "estimate", "ci_low", "ci_high", "k", "quote", "url"]
+    missing = [c for c in need if not rows or c not in rows[0]]
+    if missing:
+        raise InputError(f"missing column(s): {', '.join(missing)}", file=path, column=missing[0])
+    out = []
+    for i, r in enumerate(rows, start=1):
+        def num(c, required, integer=False, r=r, i=i):
+            v = (r.get(c) or "").strip()
+            if not v:
+                if required:
+                    raise InputError("must not be empty", file=path, row=i, line=i + 1, column=c)
+                return None
+            try:
+                x = int(v) if integer else float(v)
+            except ValueError:
+                raise InputError(f"not a {'whole ' if integer else ''}number: {v!r}", file=path, row=i, line=i + 1,
+                                 column=c) from None
+            if not x > 0:
+                raise InputError(f"must be > 0, got {v!r}", file=path, row=i, line=i + 1, column=c)
+            return x
+        if r["quantity"] not in ("OR", "RR"):
+            raise InputError(f"quantity must be OR or RR, got {r['quantity']!r}", file=path, row=i, line=i + 1,
+                             column="quantity")
+        if not r["quote"].strip():
+            raise InputError("must not be empty (every number needs its source sentence)", file=path, row=i,
+                             line=i + 1, column="quote")
+        lo, hi = num("ci_low", False), num("ci_high", False)
+        if (lo is None) != (hi is None):
+            raise InputError("ci_low and ci_high go together", file=path, row=i, line=i + 1,
+                             column="ci_high" if hi is None else "ci_low")
+        out.append({"source_id": r["source_id"], "outcome": r["outcome"], "quantity": r["quantity"],
+                    "estimate": num("estimate", True), "ci_low": lo, "ci_high": hi, "k": num("k", True, True),
+                    "n_patients": num("n_patients", False, True) if "n_patients" in r else None,
+                    "caveat": (r.get("caveat") or "").strip() or None, "citation": (r.get("citation") or "").strip(),
+                    "url": r["url"].strip(), "quote": r["quote"].strip()})
+    return out
+
+
+def compare_published(table: StudyTable, published: list[dict], *, all_studies: bool = False,
+                      exclude_basis: tuple[str, ...] = ()) -> list[dict]:
+    """Each published pooled ratio beside ours: the DerSimonian-Laird estimate on our rows for the same
+    outcome and measure (reported estimates as rma(yi, sei) rows, counts otherwise), with both k.
+
+    Returns
+    -------
+    list of dict
+        The published row plus ``ours`` (estimate, ci_low, ci_high, k, k_reported; or ``unavailable`` with the
+        reason) and ``ratio`` ours / published.
+    """
+    from .freq import rma_iv
+
+    out = []
+    for p in published:
+        row = dict(p)
+        if p["outcome"] not in set(table.frame["outcome"]):
+            row["ours"] = {"unavailable": f"outcome {p['outcome']!r} is not in the study table"}
+            out.append(row)
+            continue
+        try:
+            sel = select(table, p["outcome"], arms="two", all_studies=all_studies, exclude_basis=exclude_basis,
+                         effects="reported", measure=p["quantity"])
+        except InputError as err:
+            row["ours"] = {"unavailable": err.message}
+            out.append(row)
+            continue
+        yi, vi, rep = sel.effect_sizes(p["quantity"], ContinuityCorrection())
+        res = rma_iv(yi, vi, method="DL", measure=p["quantity"])
+        nat = res.natural
+        row["ours"] = {**nat, "k": res.k, "k_reported": int(rep.sum()), "method": "DL"}
+        row["ratio"] = nat["estimate"] / p["estimate"]
+        out.append(row)
+    return out
 
 
 from . import _callable_module  # noqa: E402

@@ -413,21 +413,32 @@ def _print_freq_table(rows, note=None, studies=False):
 def check(
     data: Path = DataOpt,
     abstract: Path = typer.Option(DEFAULT_ABSTRACT, "--abstract", help="The abstract's printed estimates."),
+    published: Path | None = typer.Option(None, "--published", help="Other published meta-analyses' pooled "
+                                          "ratios [default: published_meta_analyses.csv beside --data, when it "
+                                          "exists]."),
     all_studies: bool = AllStudiesOpt,
     exclude_basis: str | None = ExcludeOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Published pooled estimates (e.g. an abstract's) next to our reproduction, and an audit of the printed
-    numbers."""
+    numbers; other published meta-analyses beside ours, with k."""
+    from .check import PUBLISHED_NAME, compare_published, load_published
+
     with guard():
         exclude = parse_exclude_basis(exclude_basis)
         table = load_studies(data)
         source = load_source(abstract)
         rows = run_check(table, load_abstract(abstract), all_studies=all_studies, exclude_basis=exclude,
                          source=source)
+        beside = Path(data).parent / PUBLISHED_NAME
+        pub_path = published if published is not None else (beside if beside.exists() else None)
+        pub = (compare_published(table, load_published(pub_path), all_studies=all_studies, exclude_basis=exclude)
+               if pub_path is not None else [])
         if as_json:
-            emit_json(rows)
+            emit_json(rows if pub_path is None else {"abstract": rows, "published": pub})
             return
+        if pub:
+            _print_published(pub)
         t = Table(title=f"The {source.label}'s estimates against our reproduction",
                   caption=table.description.evidence_note, caption_justify="left")
         for c in ["outcome", "quantity", source.short(), "ours: method", "k", "ours", f"ours/{source.label}",
@@ -630,6 +641,23 @@ def fit(
             _print_fit(summary)
 
 
+def _print_published(pub: list[dict]) -> None:
+    t = Table(title="Other published meta-analyses beside ours (DerSimonian-Laird on our rows, reported estimates "
+                    "where given)")
+    for c in ("source", "outcome", "k", "published", "ours: k", "ours", "ours/published"):
+        t.add_column(c, justify="left" if c in ("source", "outcome") else "right")
+    for p in pub:
+        ci = "" if p["ci_low"] is None else f" ({p['ci_low']:g}–{p['ci_high']:g})"
+        o = p["ours"]
+        if "unavailable" in o:
+            t.add_row(escape(p["source_id"]), p["outcome"], str(p["k"]), f"{p['quantity']} {p['estimate']:g}{ci}",
+                      "0", o["unavailable"][:50], "—")
+            continue
+        t.add_row(escape(p["source_id"]), p["outcome"], str(p["k"]), f"{p['quantity']} {p['estimate']:g}{ci}",
+                  str(o["k"]), f"{o['estimate']:.2f} ({o['ci_low']:.2f}–{o['ci_high']:.2f})", f"×{p['ratio']:.2f}")
+    out.print(t)
+
+
 def _print_design_models(dm: dict) -> None:
     t = Table(title="Study design: pooled, bias-adjusted and stratified (pooled effect, posterior median and 95% CrI)")
     for c in ("analysis", "k", "ratio", "95% CrI"):
@@ -664,14 +692,18 @@ def tipping(
     threshold: float = typer.Option(0.95, "--threshold", help="The probability the conclusion rests on."),
     bias_sd: float = typer.Option(0.1, "--bias-sd", help="SD of the bias on the log scale."),
     measure: RatioMeasure = typer.Option(RatioMeasure.OR, "--measure", help="OR or RR (normal model)."),
+    model: str = typer.Option("normal", "--model", help="normal (exact, Brent's method) or contrast (NUTS: "
+                              "importance reweighting, then refits at the root)."),
     tau_prior: str | None = TauPriorOpt,
     effect_prior: str = EffectPriorOpt,
+    draws: int = typer.Option(1000, "--draws", help="Posterior draws per chain (contrast)."),
+    seed: int = typer.Option(1, "--seed", help="Random seed (contrast)."),
     all_studies: bool = AllStudiesOpt,
     exclude_basis: str | None = ExcludeOpt,
     counts_only: bool = CountsOnlyOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
-    """How much bias in the non-randomised rows would bring P(query) down to --threshold (normal model, exact)."""
+    """How much bias in the non-randomised rows would bring P(query) down to --threshold."""
     from .bias import tipping_point
     from .fit import FitConfig
     from .pipeline import mirror_query
@@ -679,16 +711,18 @@ def tipping(
     with guard():
         table = load_studies(data)
         oc = table.resolve_outcome(outcome, hint="--outcome NAME")
-        cfg = FitConfig(oc, "normal", measure=measure.value, tau_prior=tau_prior or "", effect_prior=effect_prior,
+        if model not in ("normal", "contrast"):
+            raise InputError(f"--model {model}: the tipping point is available for normal and contrast")
+        cfg = FitConfig(oc, model, measure=measure.value, tau_prior=tau_prior or "", effect_prior=effect_prior,
                         all_studies=all_studies, exclude_basis=parse_exclude_basis(exclude_basis),
-                        effects="counts" if counts_only else "reported")
+                        effects="counts" if counts_only else "reported", draws=draws, seed=seed)
         cfg.validate()
         if query is None:
-            base = f"{measure.value} < 1"
+            base = f"{FitConfig(oc, model, measure=measure.value).effect_measure} < 1"
             query = mirror_query(base) if table.description.better(oc) == "higher" else base
         tp = tipping_point(table, cfg, query, threshold, bias_sd)
         if as_json:
-            emit_json({"outcome": oc, "model": "normal", "measure": measure.value, **tp})
+            emit_json({"outcome": oc, "model": model, "measure": cfg.effect_measure, **tp})
             return
         out.print(f"{oc}: P({query}) = {tp['probability_without_bias']:.3f} without a bias model, "
                   f"{tp['probability_at_zero']:.3f} with bias N(0, {bias_sd:g}^2).")

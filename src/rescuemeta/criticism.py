@@ -340,7 +340,10 @@ def predictive_checks(res, seed: int = 1) -> dict:
     centre = mu[:, None]
     if res.data.design is not None:  # a meta-regression: each study's new effect centred at mu + x_i' beta
         centre = post["beta"].values.reshape(n, -1) @ np.asarray(res.data.model_data.X, dtype=float).T
-    theta_rep = centre + tau[:, None] * rng.standard_normal((n, len(studies)))
+    # the bias model (contrast): a new study's observed-scale effect ~ N(centre + m_i, tau^2 + s_i^2)
+    bm = np.asarray(a.get("bias_mean", 0.0), dtype=float)
+    bv = np.asarray(a.get("bias_var", 0.0), dtype=float)
+    theta_rep = centre + bm + np.sqrt(tau[:, None] ** 2 + bv) * rng.standard_normal((n, len(studies)))
     if not kind.binomial:  # normal likelihood on the study estimates
         for s, p in zip(studies, ppp(pp["y"].values, obs["y"].values)):
             s["ppp"] = p
@@ -350,12 +353,19 @@ def predictive_checks(res, seed: int = 1) -> dict:
     else:
         from scipy.special import expit
 
-        for s, p in zip(studies, ppp(pp["y_treat"].values, obs["y_treat"].values)):
-            s["ppp_treat"] = p
+        rep = np.asarray(a.get("est_mask", np.zeros(len(studies))), dtype=float) > 0  # reported log ORs
+        for s, p, r in zip(studies, ppp(pp["y_treat"].values, obs["y_treat"].values), rep):
+            if not r:
+                s["ppp_treat"] = p
+        if rep.any():
+            for s, p, r in zip(studies, ppp(pp["y_reported"].values, obs["y_reported"].values), rep):
+                if r:
+                    s["ppp"] = p
         n1, ai = np.asarray(a["n1i"], dtype=float), np.asarray(a["ai"], dtype=float)
         if kind.baseline_prior:
-            for s, p in zip(studies, ppp(pp["y_control"].values, obs["y_control"].values)):
-                s["ppp_control"] = p
+            for s, p, r in zip(studies, ppp(pp["y_control"].values, obs["y_control"].values), rep):
+                if not r:
+                    s["ppp_control"] = p
             n2, ci = np.asarray(a["n2i"], dtype=float), np.asarray(a["ci"], dtype=float)
             alpha = post["alpha"].values.reshape(n, -1)
             a_rep = rng.binomial(n1.astype(int), expit(alpha + theta_rep))
@@ -366,8 +376,15 @@ def predictive_checks(res, seed: int = 1) -> dict:
                 v_ = 1 / (a_ + 0.5) + 1 / (n1_ - a_ + 0.5) + 1 / (c_ + 0.5) + 1 / (n2_ - c_ + 0.5)
                 return y_, v_
 
-            q_obs = float(_q_stat(*log_or(ai, n1, ci, n2)))
-            q_rep = _q_stat(*log_or(a_rep, n1, c_rep, n2))
+            y_obs, v_obs = log_or(ai, n1, ci, n2)
+            y_rep, v_rep = log_or(a_rep, n1, c_rep, n2)
+            if rep.any():
+                se = np.asarray(a["est_s"], dtype=float)
+                y_obs, v_obs = np.where(rep, a["est_y"], y_obs), np.where(rep, se**2, v_obs)
+                y_rep = np.where(rep, rng.normal(theta_rep, se), y_rep)
+                v_rep = np.where(rep, se**2, v_rep)
+            q_obs = float(_q_stat(y_obs, v_obs))
+            q_rep = _q_stat(y_rep, v_rep)
         else:
             a_rep = rng.binomial(n1.astype(int), expit(theta_rep))
 
@@ -462,7 +479,8 @@ def conditional_loglik(c, n0, t, n1, loc, tau, baseline_prior, *, span: float = 
     c, n0, t, n1 : array_like (k,)
         Control events and size, treatment events and size.
     loc : array_like (S,) or (S, k)
-    tau : array_like (S,)
+    tau : array_like (S,) or (S, k)
+        The SD of theta_i per draw (per study: the bias model adds the bias variance).
     baseline_prior : Prior
         The model's prior on alpha_i (``logpdf``, ``ppf``).
 
@@ -476,10 +494,11 @@ def conditional_loglik(c, n0, t, n1, loc, tau, baseline_prior, *, span: float = 
 
     c, n0, t, n1 = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (c, n0, t, n1))
     k = c.size
-    tau = np.maximum(np.asarray(tau, dtype=float).ravel(), 1e-10)
+    tau_all = np.maximum(np.asarray(tau, dtype=float), 1e-10)
+    tau_all = np.repeat(tau_all.reshape(-1, 1), k, axis=1) if tau_all.ndim <= 1 else tau_all
     loc = np.asarray(loc, dtype=float)
     loc = np.repeat(loc.reshape(-1, 1), k, axis=1) if loc.ndim <= 1 else loc
-    S = tau.size
+    S = tau_all.shape[0]
     out = np.empty((S, k))
     a_lo, a_hi = (float(np.clip(baseline_prior.ppf(q), -80, 80)) for q in (1e-12, 1 - 1e-12))
     for i in range(k):
@@ -491,7 +510,7 @@ def conditional_loglik(c, n0, t, n1, loc, tau, baseline_prior, *, span: float = 
         alpha, lf = alpha[keep], lf[keep]
         lf = lf - logsumexp(lf) - math.log(h)
         # q(d) on a grid covering every draw's loc +- 9 tau (within +-span)
-        li = loc[:, i]
+        li, tau = loc[:, i], tau_all[:, i]
         d_lo = max(-span, float(np.min(li - 9 * tau)) - 5 * h)
         d_hi = min(span, float(np.max(li + 9 * tau)) + 5 * h)
         if d_hi - d_lo < 20 * h:
@@ -573,12 +592,30 @@ def psis_loo(table, res, *, reloo: bool = True, k_threshold: float = 0.7, sample
     rows = res.data.design.X if res.data.design is not None else np.zeros((len(res.data.study_ids), 0))
     prior = res.config.priors()["baseline"] if kind == "contrast" else None
 
+    k_all = len(res.data.study_ids)
+    bm, bv = (np.asarray(arr.get(key, np.zeros(k_all)), dtype=float) for key in ("bias_mean", "bias_var"))
+    est = np.asarray(arr.get("est_mask", np.zeros(k_all)), dtype=float) > 0
+
     def loglik(r, idx):
+        from scipy import stats
+
         loc = _study_locations(r, rows[idx])
         tau = r.idata.posterior["tau"].values.ravel()
         if kind == "proportion":
             return integrated_loglik(arr["ai"][idx], arr["n1i"][idx], loc, tau)
-        return conditional_loglik(arr["ci"][idx], arr["n2i"][idx], arr["ai"][idx], arr["n1i"][idx], loc, tau, prior)
+        # the study's observed-scale effect ~ N(loc + m_i, tau^2 + s_i^2) under the bias model (m = s = 0 without)
+        loc = loc + bm[idx]
+        sd = np.sqrt(tau[:, None] ** 2 + bv[idx])
+        out = np.empty(loc.shape)
+        c = ~est[idx]
+        if c.any():
+            j = idx[c]
+            out[:, c] = conditional_loglik(arr["ci"][j], arr["n2i"][j], arr["ai"][j], arr["n1i"][j], loc[:, c],
+                                           sd[:, c], prior)
+        if (~c).any():  # a reported log OR: normal predictive N(loc, sd^2 + se^2), exact
+            j = idx[~c]
+            out[:, ~c] = stats.norm.logpdf(arr["est_y"][j], loc[:, ~c], np.sqrt(sd[:, ~c] ** 2 + arr["est_s"][j] ** 2))
+        return out
 
     post = res.idata.posterior
     shape = post["mu"].shape
@@ -602,7 +639,9 @@ def psis_loo(table, res, *, reloo: bool = True, k_threshold: float = 0.7, sample
             refit[i] = True
     se = float(np.sqrt(len(elpd) * np.var(elpd)))
     estimand = ("log p(a_i | y_-i): the study's events given the other studies" if kind == "proportion" else
-                "log p(t_i | c_i, y_-i): the study's treatment-arm events given its control arm and the other studies")
+                "log p(t_i | c_i, y_-i): the study's treatment-arm events given its control arm and the other studies"
+                + ("; for a row analysed by its reported log OR, log p(y_i | y_-i) of that estimate" if est.any()
+                   else ""))
     return {"elpd_loo": float(elpd.sum()), "se": se, "estimand": estimand,
             "studies": [{"study_id": s, "elpd": float(e), "pareto_k": float(kk), "refit": bool(rf)}
                         for s, e, kk, rf in zip(res.data.study_ids, elpd, khat, refit)]}

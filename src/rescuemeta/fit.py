@@ -135,9 +135,9 @@ class FitConfig:
             raise InputError(f"effects must be reported or counts, not {self.effects!r}")
         if self.bias_prior:
             bp = parse_bias_prior(self.bias_prior)
-            if mk.name != "normal":
-                raise InputError(f"--bias-prior is implemented for the normal model (exact); the {mk.name} model "
-                                 "does not take it yet")
+            if mk.arms != "two":
+                raise InputError(f"--bias-prior applies to comparative models (normal, contrast); the {mk.name} "
+                                 "model has no comparison to bias")
             del bp
         cr = self.control_risk
         if cr not in CONTROL_RISKS:
@@ -195,7 +195,8 @@ class ControlRisk:
 
     Attributes
     ----------
-    mode : {"median", "given", "mean-draws", "marginal"}
+    mode : {"median", "given", "mean-draws", "marginal", "none"}
+        ``none``: no control-arm counts (every row a reported estimate) and no risk given: no RR or RD.
     value : float or None
         The fixed risk (``median``, ``given``); None where it is a posterior quantity (per draw).
     text : str
@@ -251,8 +252,11 @@ def prepare(table: StudyTable, cfg: FitConfig) -> PreparedData:
         if not biased.any():
             raise InputError(f"outcome {cfg.outcome!r}: --bias-prior applies to non-randomised rows, and every "
                              "included row is randomised (design = rct)")
-        arrays = {**arrays, "y": np.where(biased, arrays["y"] - m, arrays["y"]),
-                  "s": np.where(biased, np.sqrt(arrays["s"] ** 2 + sd**2), arrays["s"])}
+        if "y" in arrays:  # normal model: exact, the estimate shifted by -m and its variance + s^2
+            arrays = {**arrays, "y": np.where(biased, arrays["y"] - m, arrays["y"]),
+                      "s": np.where(biased, np.sqrt(arrays["s"] ** 2 + sd**2), arrays["s"])}
+        else:  # binomial contrast model: theta_i ~ N(mu + m_i, tau^2 + s_i^2) in the graph (NUTS)
+            arrays = {**arrays, "bias_mean": np.where(biased, m, 0.0), "bias_var": np.where(biased, sd**2, 0.0)}
     if cfg.exclude_studies:  # leave-one-out and other sensitivity analyses: named studies left out
         unknown = [s for s in cfg.exclude_studies if s not in ids]
         if unknown:
@@ -366,9 +370,9 @@ class FitResult:
         _, _, ci, n2i = self.data.selection.counts()
         keep = [i for i, s in enumerate(self.data.selection.study_ids) if s in set(self.data.study_ids)]
         c, n = np.asarray(ci, dtype=float)[keep], np.asarray(n2i, dtype=float)[keep]
-        if not np.isfinite(n).any():
-            raise NotEstimable("no included row has control-arm counts (all are reported estimates): give the "
-                               "control-arm risk for RR and RD (--control-risk P)")
+        if not np.isfinite(n).any() or not np.nansum(n) > 0:
+            return ControlRisk("none", None, "no included row has control-arm counts (all are reported estimates): "
+                               "RR and RD need a control risk (--control-risk P)")
         pooled = (float(np.nansum(c)) + 0.5) / (float(np.nansum(n)) + 1.0)
         return ControlRisk("median", pooled, "the pooled control-arm risk of the included studies with 1/2 added "
                            f"({pooled:.3g}; no study has a control-arm risk strictly between 0 and 1)")
@@ -377,8 +381,10 @@ class FitResult:
         """The control-arm risk RR and RD are evaluated at (:attr:`control_risk`): a number, or per draw for
         ``mean-draws`` (``marginal``: see :meth:`marginal_risks`); None for rates."""
         cr = self.control_risk
-        if cr.mode == "mean-draws":
-            return baseline_risk(self._post("alpha"))
+        if cr.mode == "mean-draws":  # the baselines of rows with counts (a reported row's has no data)
+            a = self.data.model_data.arrays
+            counted = np.asarray(a["n2i"]) > 0
+            return baseline_risk(self._post("alpha")[..., counted])
         if cr.mode == "marginal":
             return self.marginal_risks()[0]
         return cr.value
@@ -579,12 +585,17 @@ class FitResult:
         meas = self.config.effect_measure
         ratio = meas.lower()
         cr = self.control_risk
+        keys = ("or", "rr", "rd") if meas == "OR" else ("rr", "rd")
+        if cr.mode == "none":  # no control risk to convert to RR and RD
+            keys = tuple(k for k in keys if k == meas.lower())
         for pred, suffix in ((False, ""), (True, "_new")):
-            for key in ("or", "rr", "rd") if meas == "OR" else ("rr", "rd"):
+            for key in keys:
                 d[f"{key}{suffix}"] = summarize(self.draws(key, predictive=pred))
             if suffix == "":
                 d["theta_new"] = summarize(self._theta_new)
-        if cr.value is None:
+        if cr.mode == "none":
+            d["baseline_risk"] = {"value": None, "mode": cr.mode, "note": cr.text}
+        elif cr.value is None:
             d["baseline_risk"] = {**summarize(self.default_baseline_risk()), "mode": cr.mode, "note": cr.text}
         else:
             d["baseline_risk"] = {"value": cr.value, "mode": cr.mode, "note": cr.text}
@@ -621,15 +632,17 @@ class FitResult:
         d: dict[str, Any] = {"mu": block("mu"), "tau": block("tau")}
         exp_m = lambda w: ex.moments(w, "exp")
         d[meas.lower()] = block("mu", np.exp, exp_m)
-        if meas == "OR":
-            d["rr"] = block("mu", rr_of, lambda w: ex.expect_moments(w, rr_of))
-        d["rd"] = block("mu", rd_of, lambda w: ex.expect_moments(w, rd_of))
+        if p0 is not None:
+            if meas == "OR":
+                d["rr"] = block("mu", rr_of, lambda w: ex.expect_moments(w, rr_of))
+            d["rd"] = block("mu", rd_of, lambda w: ex.expect_moments(w, rd_of))
         d["baseline_risk"] = {"value": p0, "mode": self.control_risk.mode, "note": self.control_risk.text}
         d["theta_new"] = block("theta_new")
         d[f"{meas.lower()}_new"] = block("theta_new", np.exp, exp_m)
-        if meas == "OR":
-            d["rr_new"] = block("theta_new", rr_of, lambda w: ex.expect_moments(w, rr_of))
-        d["rd_new"] = block("theta_new", rd_of, lambda w: ex.expect_moments(w, rd_of))
+        if p0 is not None:
+            if meas == "OR":
+                d["rr_new"] = block("theta_new", rr_of, lambda w: ex.expect_moments(w, rr_of))
+            d["rd_new"] = block("theta_new", rd_of, lambda w: ex.expect_moments(w, rd_of))
         d["studies"] = [{"study_id": s, "theta": block(i), meas.lower(): block(i, np.exp, exp_m)}
                         for i, s in enumerate(self.data.study_ids)]
         return d

@@ -159,29 +159,58 @@ DRAWS = ("chain", "draw", "study")
 # --- contrast -----------------------------------------------------------------------------------------------
 
 def _contrast_prepare(sel, measure) -> Arrays:
-    ai, n1i, ci, n2i = sel.counts()
-    ids = sel.study_ids
-    return Arrays({"ai": ai.astype(int), "n1i": n1i.astype(int), "ci": ci.astype(int), "n2i": n2i.astype(int)},
-                  list(ids))
+    """Counts; a row analysed by its reported log OR (``sel.reported``) gets zero counts (its binomial terms
+    vanish) and ``est_y``, ``est_s``, ``est_mask`` = 1: a normal likelihood on its theta_i."""
+    ai, n1i, ci, n2i = (np.nan_to_num(np.asarray(x, dtype=float)) for x in sel.counts())
+    rep = sel.reported
+    z = np.where(rep, 0, 1)
+    arrays = {"ai": (ai * z).astype(int), "n1i": (n1i * z).astype(int), "ci": (ci * z).astype(int),
+              "n2i": (n2i * z).astype(int)}
+    if rep.any():
+        yi, vi, _ = sel.effect_sizes("OR")
+        arrays.update(est_y=np.where(rep, yi, 0.0), est_s=np.where(rep, np.sqrt(np.where(rep, vi, 1.0)), 1.0),
+                      est_mask=rep.astype(float))
+    return Arrays(arrays, list(sel.study_ids))
 
 
 def _contrast_approximation(a: dict) -> dict:
     yt, vt = _logit_cc(a["ai"], a["n1i"])
     yc, vc = _logit_cc(a["ci"], a["n2i"])
     c = vc / (vc + vt)
-    return {"approx_y": yt - yc, "approx_prec": 1 / (vc + vt), "base_shift": c, "base_center": yc + c * (yt - yc),
-            "base_prec": 1 / vc + 1 / vt}
+    out = {"approx_y": yt - yc, "approx_prec": 1 / (vc + vt), "base_shift": c, "base_center": yc + c * (yt - yc),
+           "base_prec": 1 / vc + 1 / vt}
+    if "est_mask" in a:  # reported rows: their own log OR and precision; no baseline data
+        m = np.asarray(a["est_mask"]) > 0
+        out["approx_y"] = np.where(m, a["est_y"], out["approx_y"])
+        out["approx_prec"] = np.where(m, 1 / np.asarray(a["est_s"]) ** 2, out["approx_prec"])
+        for k in ("base_shift", "base_center", "base_prec"):
+            out[k] = np.where(m, 0.0, out[k])
+    return out
+
+
+def _padded(x, pad: int, value: float) -> np.ndarray:
+    return np.concatenate([np.asarray(x, dtype=float), np.full(pad, value)])
+
+
+# optional per-study arrays of the contrast graph and their padding values: reported estimates and the bias model
+CONTRAST_EXTRAS = {"est_y": 0.0, "est_s": 1.0, "est_mask": 0.0, "bias_mean": 0.0, "bias_var": 0.0}
 
 
 def _contrast_observed(a: dict, pad: int) -> dict:
-    return {"events_treat": _ints(a["ai"], pad), "n_treat": _ints(a["n1i"], pad),
-            "events_control": _ints(a["ci"], pad), "n_control": _ints(a["n2i"], pad)}
+    d = {"events_treat": _ints(a["ai"], pad), "n_treat": _ints(a["n1i"], pad),
+         "events_control": _ints(a["ci"], pad), "n_control": _ints(a["n2i"], pad)}
+    d.update({k: _padded(a[k], pad, v) for k, v in CONTRAST_EXTRAS.items() if k in a})
+    return d
 
 
 def _contrast_likelihood(pm, d, theta, alpha) -> None:
     pm.Binomial("y_control", n=d["n_control"], logit_p=alpha, observed=d["events_control"], dims="study")
     lp_treat = (d["use_baseline"] * alpha if "use_baseline" in d else alpha) + theta
     pm.Binomial("y_treat", n=d["n_treat"], logit_p=lp_treat, observed=d["events_treat"], dims="study")
+    if "est_mask" in d:  # reported log ORs: normal likelihood on theta_i (rows with est_mask 1)
+        r = (d["est_y"] - theta) / d["est_s"]
+        pm.Potential("y_reported", pm.math.sum(d["est_mask"] * (-0.5 * r**2 - pm.math.log(d["est_s"])
+                                                               - 0.5 * np.log(2 * np.pi))))
 
 
 def _contrast_pointwise(a: dict, post: dict, rng: np.random.Generator):
@@ -190,8 +219,17 @@ def _contrast_pointwise(a: dict, post: dict, rng: np.random.Generator):
     p_t, p_c = _expit(post["alpha"] + post["theta"]), _expit(post["alpha"])
     ll = _binom_logpmf(ai, n1, p_t) + _binom_logpmf(c, n2, p_c)
     pp = {"y_control": (DRAWS, rng.binomial(n2, p_c)), "y_treat": (DRAWS, rng.binomial(n1, p_t))}
-    return (ll, pp, {"y_treat": (STUDY, ai), "y_control": (STUDY, c)},
-            {"n_treat": (STUDY, n1), "n_control": (STUDY, n2)})
+    obs = {"y_treat": (STUDY, ai), "y_control": (STUDY, c)}
+    const = {"n_treat": (STUDY, n1), "n_control": (STUDY, n2)}
+    if "est_mask" in a:
+        from scipy import stats
+
+        m = np.asarray(a["est_mask"]) > 0
+        ll = ll + np.where(m, stats.norm.logpdf(a["est_y"], post["theta"], a["est_s"]), 0.0)
+        pp["y_reported"] = (DRAWS, np.where(m, rng.normal(post["theta"], a["est_s"]), np.nan))
+        obs["y_reported"] = (STUDY, np.where(m, a["est_y"], np.nan))
+        const["se_reported"] = (STUDY, np.where(m, a["est_s"], np.nan))
+    return ll, pp, obs, const
 
 
 # --- proportion ---------------------------------------------------------------------------------------------
@@ -267,7 +305,7 @@ MODEL_KINDS: dict[str, ModelKind] = {k.name: k for k in (
     ModelKind("contrast", arms="two", measures=("OR",), estimand="ratio", control_risk="draws",
               baseline_prior=True, exact=False, binomial=True, reference_method="REML",
               prepare=_contrast_prepare, approximation=_contrast_approximation, observed=_contrast_observed,
-              likelihood=_contrast_likelihood, pointwise=_contrast_pointwise),
+              likelihood=_contrast_likelihood, pointwise=_contrast_pointwise, reads_estimates=True),
     ModelKind("proportion", arms="one", measures=("PLO",), estimand="rate", control_risk=None,
               baseline_prior=False, exact=False, binomial=True, reference_method="GLMM",
               prepare=_proportion_prepare, approximation=_proportion_approximation, observed=_proportion_observed,

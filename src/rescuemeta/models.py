@@ -78,12 +78,22 @@ def padded_coefs(p: int, minimum: int = 4) -> int:
     return size
 
 
+def extras(data: ModelData) -> tuple[str, ...]:
+    """The optional parts of the contrast graph a fit needs: ``reported`` (rows with a reported log OR) and
+    ``bias`` (the bias model on non-randomised rows); each makes a graph of its own."""
+    a = data.arrays
+    return tuple(name for name, key in (("reported", "est_mask"), ("bias", "bias_var")) if key in a)
+
+
 def structure_key(kind: str, k: int, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None,
                   shared_binomial: bool = False, hierarchical_baselines: bool = False, n_coef: int = 0,
-                  coef_prior: Prior | None = None) -> tuple:
+                  coef_prior: Prior | None = None, extra: tuple[str, ...] = ()) -> tuple:
     """What fixes the compiled graph: the model kind, the (padded) size, and the prior *families* (not their
     values). With ``shared_binomial``, contrast and proportion share one key (see SHARED_BINOMIAL_BASELINE);
-    hierarchical baselines are a graph of their own."""
+    hierarchical baselines are a graph of their own, and so is each combination of :func:`extras`."""
+    if extra:
+        return (*structure_key(kind, k, tau_prior, effect_prior, baseline_prior, False, hierarchical_baselines,
+                               n_coef, coef_prior), "extras", *extra)
     mk = kinds.get(kind)
     own_baseline = baseline_prior.family if (baseline_prior is not None and mk.baseline_prior) else None
     if n_coef:  # a meta-regression: its own graph per number of coefficients and coefficient prior family
@@ -193,7 +203,7 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
         baseline_prior = parse(SHARED_BINOMIAL_BASELINE, "effect")
     hier = data.hierarchical_baselines
     reg = data.X is not None
-    if hier or reg:
+    if hier or reg or extras(data):
         shared = False
     if reg and coef_prior is None:
         raise ValueError("a meta-regression model needs a coefficient prior")
@@ -218,10 +228,18 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
             slopes = pm.Flat("slopes", dims="slope")  # the moderators' coefficients, with their prior as a potential
             pm.Potential("coef_prior", pm.math.sum(pm.logp(_location_dist(coef_prior, coef_par), slopes)))
             shift = pm.math.dot(d["mods_x"], slopes)  # x_i' beta without the intercept
-        mu = _pooled_effect(tau, effect_prior, mu_par, d["approx_y"] - shift, d["approx_prec"])
+        if "bias_var" in d:  # bias model: theta_i (the study's observed-scale effect) ~ N(mu + m_i, tau^2 + s_i^2)
+            bm, bv = d["bias_mean"], d["bias_var"]
+            prec_eff = d["approx_prec"] / (1.0 + bv * d["approx_prec"])
+            mu = _pooled_effect(tau, effect_prior, mu_par, d["approx_y"] - shift - bm, prec_eff)
+            tau_i = pm.math.sqrt(tau**2 + bv)
+            bias_shift = bm
+        else:
+            mu = _pooled_effect(tau, effect_prior, mu_par, d["approx_y"] - shift, d["approx_prec"])
+            tau_i, bias_shift = tau, 0.0
         if reg:
             pm.Deterministic("beta", pm.math.concatenate([pm.math.stack([mu]), slopes]), dims="coef")
-        theta = _study_effects(mu + shift, tau, d["approx_y"], d["approx_prec"])
+        theta = _study_effects(mu + shift + bias_shift, tau_i, d["approx_y"], d["approx_prec"])
         alpha = None
         if shared or mk.baseline_prior:
             assert baseline_prior is not None, f"the {mk.name} model needs a baseline prior"

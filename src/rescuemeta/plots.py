@@ -75,7 +75,12 @@ def _study_effects(res: FitResult, measure: str):
     # theta is the log OR (contrast) or the log of the normal model's own measure; the contrast model's RR
     # needs each study's baseline
     ratio_is_theta = not res.config.kind.baseline_prior or measure == "OR"
-    alpha = None if ratio_is_theta else post["alpha"].values
+    alpha = None if ratio_is_theta else post["alpha"].values.copy()
+    est = np.asarray(res.data.model_data.arrays.get("est_mask", np.zeros(res.k))) > 0
+    if alpha is not None and est.any():  # a reported row has no baseline data: its RR at the fit's control risk
+        p0 = res.control_risk.value if res.control_risk.value is not None else float(np.nanmedian(
+            res.observed_control_risks()))
+        alpha[..., est] = np.log(p0 / (1 - p0))
     for i, sid in enumerate(res.data.study_ids):
         if alpha is None:
             shr = np.exp(theta[..., i])
@@ -457,4 +462,29 @@ def cumulative_plot(steps: list[dict], measure: str, order: str | None = None, a
         ax.axvline(1, color="0.5", lw=0.8, ls="--")
     ax.set_xlabel(f"{measure} (frequentist, cumulative)")
     ax.set_title("Cumulative meta-analysis" + (f", studies added by {order}" if order else ""), fontsize=9)
+    return ax
+
+
+def bias_plot(curve: list[dict], query: str, threshold: float, tipping: dict | None = None,
+              named: dict[str, float] | None = None, ax=None):
+    """P(query) against the mean bias of the non-randomised rows (:func:`rescuemeta.bias.bias_curve`), with the
+    threshold, the tipping point and the named bias priors' means marked."""
+    if ax is None:
+        _, ax = figures.new((6.5, 4))
+    m = np.array([c["bias_mean"] for c in curve])
+    p = np.array([c["probability"] for c in curve])
+    ax.plot(np.exp(m), p, color="C0")
+    ax.axhline(threshold, color="C3", lw=0.8, ls="--", label=f"threshold {threshold:g}")
+    ax.axvline(1, color="0.5", lw=0.8, ls=":")
+    if tipping and tipping.get("bias_mean") is not None:
+        ax.plot(np.exp(tipping["bias_mean"]), threshold, "o", color="C3",
+                label=f"tipping point: ratio of ratios {np.exp(tipping['bias_mean']):.2f}")
+    for j, (name, mean) in enumerate((named or {}).items()):
+        ax.axvline(np.exp(mean), color=f"C{j + 1}", lw=0.8, label=f"{name} (mean)")
+    _log_axis(ax)
+    ax.set_xlabel("mean bias of each non-randomised study (ratio of odds ratios, observed / true)")
+    ax.set_ylabel(f"P({query})")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(f"How much bias would change P({query})?", fontsize=9)
     return ax

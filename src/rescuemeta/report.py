@@ -24,7 +24,9 @@ from .check import check as run_check
 from .check import load_abstract
 from .data import COUNT_BASIS, load_studies
 from .description import Description, SourceDescription, load_source
-from .fit import FitResult
+from .errors import InputError, NotEstimable
+from .fit import FitResult, fit
+from .priors import parse
 from .spec import describe_tau_priors, load_primary
 
 __all__ = ["CACHE_DIR", "forest_file", "densities_file", "benefit_curve_file", "analyze", "current_report"]
@@ -210,6 +212,9 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
     moderated_rows, moderated_figs = _moderated(run, figs)
     step("robustness: leave one out, small-study effects, predictive checks")
     robust_rows, robust_figs = _robustness(run, figs, cache_dir / "fits")
+    step("non-randomised evidence: bias models and tipping points")
+    bias_rows, bias_figs = _bias_section(run, figs)
+    robust_figs = robust_figs + bias_figs
     # 7. tables
     step("tables")
     audit_rows = []
@@ -228,7 +233,8 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
               "probabilities": pd.DataFrame(prob_rows),
               "diagnostics": pd.DataFrame(diag_rows), "audit": pd.DataFrame(audit_rows), "provenance": prov,
               "sensitivity": sens.tidy(grid.rows), "unavailable": pd.DataFrame(unavailable + [_flat(f) for f in failures]),
-              "subgroups": pd.DataFrame(moderated_rows), "robustness": pd.DataFrame(robust_rows)}
+              "subgroups": pd.DataFrame(moderated_rows), "robustness": pd.DataFrame(robust_rows),
+              "bias": pd.DataFrame(bias_rows)}
     for name, df in frames.items():
         with atomic_path(tables / f"{name}.csv") as tmp:
             df.to_csv(tmp, index=False)
@@ -355,6 +361,60 @@ def _robustness(run, figs: Path, cache_dir: Path | None = None) -> tuple[list[di
     return rows, names
 
 
+def _bias_section(run, figs: Path) -> tuple[list[dict], list[str]]:
+    """'Non-randomised evidence' per outcome with comparative rows: P(benefit) of the normal model (exact; rows'
+    reported, typically adjusted, estimates where given) without a bias model, with counts only, under each of
+    the spec's bias priors (``bias_priors``), and the tipping point (:mod:`rescuemeta.bias`); one figure each."""
+    from dataclasses import replace
+
+    from . import bias
+    from .fit import FitConfig
+    from .queries import probability
+
+    spec, table, desc = run.spec, run.table, run.table.description
+    named = bias.load_bias_priors(Path(spec.path).parent / "bias_priors.toml") if spec.path.endswith(".toml") else {}
+    rows: list[dict] = []
+    names: list[str] = []
+    for oc in spec.resolve_outcomes(table.outcomes):
+        better = desc.better(oc)
+        query = pipeline.mirror_query("OR < 1") if better == "higher" else "OR < 1"
+        cfg = FitConfig(oc, "normal", measure="OR", tau_prior=spec.tau_prior_for("normal", oc),
+                        effect_prior=spec.effect_prior, all_studies=spec.all_studies,
+                        exclude_basis=tuple(spec.exclude_basis))
+        try:
+            res = fit(table, cfg)
+        except (InputError, NotEstimable):
+            continue  # no comparative rows: nothing to say about bias
+        inc = res.summary()["inclusion"]
+        rnd = dict(zip(res.data.selection.study_ids, res.data.selection.randomised))
+        if all(rnd[s] for s in res.data.study_ids):
+            continue
+        base = {"outcome": desc.label(oc), "k": res.k, "reported estimates": inc["k_reported"], "query": query}
+        rows.append({**base, "analysis": "no bias model", "P": probability(res, query)["probability"]})
+        try:
+            crude = fit(table, replace(cfg, effects="counts"))
+            rows.append({**base, "analysis": "counts only (crude)", "k": crude.k,
+                         "P": probability(crude, query)["probability"]})
+        except (InputError, NotEstimable):
+            pass
+        means = {}
+        for spec_name in spec.bias_priors:
+            prior = spec_name
+            if spec_name in named:
+                prior = named[spec_name].spec(better)
+            r = fit(table, replace(cfg, bias_prior=prior))
+            means[spec_name] = float(parse(prior, "effect").params[0])
+            rows.append({**base, "analysis": f"bias {spec_name} = {prior}", "P": probability(r, query)["probability"]})
+        tp = bias.tipping_point(table, cfg, query, spec.tipping_threshold, spec.tipping_bias_sd)
+        rows.append({**base, "analysis": f"tipping point (bias SD {spec.tipping_bias_sd:g})",
+                     "P": spec.tipping_threshold,
+                     "bias mean": tp["bias_mean"], "ratio of ratios": tp["ratio_of_ratios"], "note": tp["note"]})
+        curve = bias.bias_curve(table, cfg, query, spec.tipping_bias_sd)
+        names += _save_fig(lambda ax, c=curve, q=query, t=tp, mm=means:
+                           plots.bias_plot(c, q, spec.tipping_threshold, t, mm, ax=ax), (6.5, 4), figs, f"bias_{oc}")
+    return rows, names
+
+
 @figures.styled()
 def _save_fig(draw, size, out_dir: Path, stem: str) -> list[str]:
     fig, ax = figures.new(size)
@@ -395,6 +455,10 @@ def _input_hash(spec_path, table, abstract_path, draws) -> str:
 
 # what each figure shows and how to read it, by the figure's file-name prefix
 FIGURE_CAPTIONS = {
+    "bias_": "Probability of benefit (normal model, exact) as every non-randomised study's log odds ratio is given a "
+             "bias whose mean is on the horizontal axis (as a ratio of odds ratios, observed / true; SD as in the "
+             "table). Left of 1: the studies made the odds ratio look smaller than it is. The dashed line is the "
+             "threshold; the dot is the tipping point; vertical lines mark the named bias priors' means.",
     "forest_": "Forest plot. Grey squares: each study's observed estimate with its 95% confidence interval; blue "
                "circles: the same study after partial pooling (posterior median, 95% credible interval). Red diamond: "
                "the pooled estimate; open diamond: the effect to expect in a new study. Reference rows: the "
@@ -546,7 +610,25 @@ tau ~ {e(spec.describe_tau_prior())}, mu ~ {e(spec.effect_prior)}, alpha_i ~ {e(
                      "more than the model allows; studies whose counts the model does not reproduce).</p>"
                      + _table_html(frames["robustness"]))
         for nm in robust_figs:
-            if nm.endswith(".png"):
+            if nm.endswith(".png") and not nm.startswith("bias_"):
+                svg = nm[:-4] + ".svg"
+                parts.append(f'<figure><a href="figures/{e(svg)}"><img src="figures/{e(nm)}" alt="{e(nm)}"></a>'
+                             f"<figcaption>{e(figure_caption(nm))}</figcaption></figure>")
+    if len(frames.get("bias", [])):
+        bt = frames["bias"].copy()
+        bt["P"] = bt["P"].map(lambda p: f"{100 * p:.1f}%")
+        parts.append("<h2>Non-randomised evidence: how much bias would change the answer?</h2><p>Every comparative "
+                     "row here is "
+                     + ("non-randomised" if table.description.randomised is False else "treated as non-randomised "
+                        "unless its design is rct")
+                     + ": a probability of benefit is a statement about these studies, which may be confounded by "
+                     "indication. Normal model on log OR (exact), rows' reported (adjusted) estimates where given; "
+                     "'counts only' uses the crude counts instead. Each bias prior adds a bias N(m, s²) to every "
+                     "non-randomised study's log OR (Turner et al. 2009); the tipping point is the mean bias at which "
+                     "the probability falls to the threshold (a ratio of odds ratios, observed / true).</p>"
+                     + _table_html(bt))
+        for nm in robust_figs:
+            if nm.endswith(".png") and nm.startswith("bias_"):
                 svg = nm[:-4] + ".svg"
                 parts.append(f'<figure><a href="figures/{e(svg)}"><img src="figures/{e(nm)}" alt="{e(nm)}"></a>'
                              f"<figcaption>{e(figure_caption(nm))}</figcaption></figure>")

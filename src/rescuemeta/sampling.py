@@ -15,7 +15,7 @@ import pymc as pm
 from . import kinds
 from .defaults import ESS_MIN, RHAT_MAX, TARGET_ACCEPT
 from .errors import EXIT_CONVERGENCE, ConvergenceError  # noqa: F401 - re-exported
-from .models import ModelData, build_model, observed_data, padded_coefs, padded_size, prior_data, structure_key
+from .models import ModelData, build_model, extras, observed_data, padded_coefs, padded_size, prior_data, structure_key
 from .priors import Prior
 
 __all__ = ["Diagnostics", "diagnose", "Sampler", "default_sampler"]
@@ -90,9 +90,10 @@ class Sampler:
         shared = self.pad  # padded nutpie models also share one binomial graph for contrast and proportion
         hier = data.hierarchical_baselines
         n_coef = 0 if data.X is None else (padded_coefs(data.X.shape[1]) if self.pad else data.X.shape[1])
-        shared = shared and not hier and not n_coef
+        extra = extras(data)
+        shared = shared and not hier and not n_coef and not extra
         key = structure_key(data.kind, size, tau_prior, effect_prior, baseline_prior, shared_binomial=shared,
-                            hierarchical_baselines=hier, n_coef=n_coef, coef_prior=coef_prior)
+                            hierarchical_baselines=hier, n_coef=n_coef, coef_prior=coef_prior, extra=extra)
         if key not in self._cache:
             t0 = time.perf_counter()
             model = build_model(data, tau_prior, effect_prior, baseline_prior, size=size, shared_binomial=shared,

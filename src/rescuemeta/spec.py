@@ -56,7 +56,8 @@ _PRIOR_KEYS = {"tau_prior": (str, dict), "effect_prior": str, "baseline_prior": 
 _PRIMARY_KEYS = {"outcomes": list, "models": list, "measure": str, **_PRIOR_KEYS, "draws": int, "tune": int,
                  "chains": int, "seed": int, "all_studies": bool, "exclude_basis": list, "queries": list,
                  "thresholds": list, "outcome": dict, "sensitivity_tau_priors": (list, dict), "control_risk": str,
-                 "subgroups": list, "moderators": list}
+                 "subgroups": list, "moderators": list, "bias_priors": list, "tipping_threshold": float,
+                 "tipping_bias_sd": float}
 
 
 SAMPLER_MINIMA = {"draws": 10, "tune": 0, "chains": 1, "seed": 0}
@@ -173,6 +174,11 @@ class PrimarySpec:
     thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
     outcome: dict = field(default_factory=dict)
     sensitivity_tau_priors: list[str] | dict | None = None  # None: each model kind's default grid
+    # non-randomised evidence (rescuemeta.bias): bias priors shown in the report (names in models/bias_priors.toml
+    # or normal(m, s)), and the tipping point's threshold and bias SD
+    bias_priors: list[str] = field(default_factory=list)
+    tipping_threshold: float = 0.95
+    tipping_bias_sd: float = 0.1
 
     def tau_prior_for(self, kind: str, outcome: str | None = None) -> str:
         """The tau prior of ``kind`` (and ``outcome``'s override, where it has one)."""
@@ -276,7 +282,12 @@ def load_primary(path: str | Path | None = DEFAULT_PRIMARY) -> PrimarySpec:
             parse_query(q)
         except InputError as e:
             raise InputError(f"key 'queries': {e.message}", file=path) from None
-    for key in ("outcomes", "models", "exclude_basis", "queries", "subgroups", "moderators"):
+    if not 0 < spec.tipping_threshold < 1:
+        raise InputError(f"key 'tipping_threshold' must be strictly between 0 and 1, got {spec.tipping_threshold}",
+                         file=path)
+    if not spec.tipping_bias_sd >= 0:
+        raise InputError(f"key 'tipping_bias_sd' must be >= 0, got {spec.tipping_bias_sd}", file=path)
+    for key in ("outcomes", "models", "exclude_basis", "queries", "subgroups", "moderators", "bias_priors"):
         v = getattr(spec, key)
         if not all(isinstance(x, str) for x in v):
             raise InputError(f"key {key!r} must be a list of strings", file=path)
