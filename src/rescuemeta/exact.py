@@ -130,6 +130,62 @@ class NormalNormalPosterior:
         m, v, _ = self._conditional(t)
         return t, w, m, v
 
+    # ---- evidence and Bayes factors -----------------------------------------------------------------
+    def _log_integral(self, log_f) -> float:
+        """log of the integral over tau of exp(log_f(tau)) (log_f includes the tau prior's density): Gauss-
+        Legendre panels over where the integrand is within e^-40 of its maximum, as for the posterior itself."""
+        from scipy.special import logsumexp
+
+        lo, hi = self._support
+        if self.tau_prior.bounded:
+            edges = np.linspace(lo, hi, 129) if hi / max(lo, 1e-12) < 10 else np.geomspace(max(lo, 1e-7), hi, 129)
+            if lo == 0:
+                edges[0] = 0.0
+        else:
+            start = max(lo, 1e-7)
+            probe = np.geomspace(start, hi, 4000)
+            lp = log_f(probe)
+            keep = np.nonzero(lp > np.max(lp) - 40)[0]
+            a, b = probe[max(keep[0] - 1, 0)], probe[min(keep[-1] + 1, len(probe) - 1)]
+            inner = np.geomspace(max(a, 1e-7), b, max(16, int(16 * math.log10(b / max(a, 1e-7))) + 1))
+            edges = np.unique(np.concatenate([[lo], inner]) if inner[0] > lo else inner)
+        t, gw = _gl_nodes(edges)
+        v = log_f(t)
+        ok = np.isfinite(v)
+        return float(logsumexp(v[ok] + np.log(gw[ok])))
+
+    def _tau_logprior(self, tau):
+        return self.tau_prior.logpdf(np.atleast_1d(tau)).reshape(np.shape(tau))
+
+    def log_evidence(self) -> float:
+        """log p(y): the marginal likelihood of the random-effects model (mu and tau integrated over their priors)."""
+        self._grid  # noqa: B018 - sets the normalising constant
+        return math.log(self._norm) + self._shift
+
+    def log_evidence_fixed(self) -> float:
+        """log p(y | tau = 0): the common-effect model, mu integrated over its prior."""
+        return float(self._conditional(np.array([0.0]))[2][0])
+
+    def log_evidence_null(self) -> float:
+        """log p(y | mu = 0): the random-effects model without an effect, tau integrated over its prior."""
+        def log_f(tau):
+            v = self.s[None, :] ** 2 + np.atleast_1d(tau)[:, None] ** 2
+            ll = -0.5 * np.sum(np.log(2 * math.pi * v) + self.y[None, :] ** 2 / v, axis=1)
+            return ll.reshape(np.shape(tau)) + self._tau_logprior(tau)
+        return self._log_integral(log_f)
+
+    def log_evidence_fixed_null(self) -> float:
+        """log p(y | mu = 0, tau = 0)."""
+        return float(-0.5 * np.sum(np.log(2 * math.pi * self.s**2) + self.y**2 / self.s**2))
+
+    def bayes_factors(self) -> dict:
+        """Exact Bayes factors (no Monte Carlo error): ``bf01_mu`` = p(y | mu = 0) / p(y) (against the fitted mu
+        prior; tau integrated over its prior in both), ``bf01_tau`` = p(y | tau = 0) / p(y) (against the fitted
+        tau prior), and ``log_evidence`` = log p(y). BF01 > 1 favours the point hypothesis; 1 / BF01 = BF10."""
+        le = self.log_evidence()
+        return {"bf01_mu": math.exp(self.log_evidence_null() - le), "bf01_tau": math.exp(self.log_evidence_fixed() - le),
+                "log_evidence": le, "method": "exact (quadrature over tau)"}
+
     # ---- tau -------------------------------------------------------------------------------------
     def tau_pdf(self, tau):
         """Marginal posterior density of tau."""

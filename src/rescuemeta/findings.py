@@ -115,8 +115,14 @@ def summary_of_findings(entries: Sequence, description, grid_rows: Sequence[dict
                 caveats.append("a single study: no pooling, and the new-study prediction rests on the tau prior")
             elif k < FEW_STUDIES:
                 caveats.append(f"few studies (k = {k}): the between-study SD rests mostly on its prior")
-            if description.randomised is False:
+            sel = res.data.selection
+            n_rnd = int(sum(r for sid, r in zip(sel.study_ids, sel.randomised) if sid in set(res.data.study_ids)))
+            if description.randomised is False or ("design" in sel.frame and n_rnd == 0):
                 caveats.append("non-randomised comparisons (confounding by indication possible)")
+            elif "design" in sel.frame and n_rnd < k:
+                caveats.append(f"{k - n_rnd} of {k} comparisons non-randomised")
+            if s["inclusion"].get("k_reported"):
+                caveats.append(f"{s['inclusion']['k_reported']} of {k} studies enter by their reported (adjusted) OR")
             new = s.get(f"{m.lower()}_new")
             if new and new["q025"] < 1 < new["q975"]:
                 caveats.append(f"a new study could show benefit or harm (95% PrI {new['q025']:.2f} to "

@@ -336,11 +336,14 @@ class FitResult:
         return self.idata.posterior_predictive["theta_new"].values
 
     def observed_control_risks(self) -> np.ndarray:
-        """The observed control-arm risks ci / n2i of the included studies (empty without control arms)."""
+        """The observed control-arm risks ci / n2i of the included studies analysed by their counts (a row analysed
+        by its reported estimate is left out, in every model alike; empty without control arms)."""
         if self.config.kind.arms != "two":
             return np.zeros(0)
-        _, _, ci, n2i = self.data.selection.counts()
-        keep = [i for i, s in enumerate(self.data.selection.study_ids) if s in set(self.data.study_ids)]
+        sel = self.data.selection
+        _, _, ci, n2i = sel.counts()
+        kept = set(self.data.study_ids)
+        keep = [i for i, (s, r) in enumerate(zip(sel.study_ids, sel.reported)) if s in kept and not r]
         return np.asarray(ci, dtype=float)[keep] / np.asarray(n2i, dtype=float)[keep]
 
     @cached_property
@@ -367,8 +370,10 @@ class FitResult:
         if inner.size:
             return ControlRisk("median", float(np.median(inner)), CONTROL_RISKS["median"]
                                + f" ({float(np.median(inner)):.3g})")
-        _, _, ci, n2i = self.data.selection.counts()
-        keep = [i for i, s in enumerate(self.data.selection.study_ids) if s in set(self.data.study_ids)]
+        sel = self.data.selection
+        _, _, ci, n2i = sel.counts()
+        kept = set(self.data.study_ids)
+        keep = [i for i, (s, r) in enumerate(zip(sel.study_ids, sel.reported)) if s in kept and not r]
         c, n = np.asarray(ci, dtype=float)[keep], np.asarray(n2i, dtype=float)[keep]
         if not np.isfinite(n).any() or not np.nansum(n) > 0:
             return ControlRisk("none", None, "no included row has control-arm counts (all are reported estimates): "
