@@ -294,6 +294,7 @@ def test_fit_json_carries_the_predictive_checks():
     assert r.exit_code == 0 and "ppp" in json.loads(r.stdout)["checks"]["studies"][0]
 
 
+@pytest.mark.slow
 def test_psis_loo_meta_regression_predicts_at_the_study_moderators():
     """BCG trials, contrast model with absolute latitude: PSIS-LOO predicts each trial at its own latitude. Against
     brute-force refits without three trials (the two extreme latitudes and one in the middle), where the prediction

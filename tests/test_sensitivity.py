@@ -15,6 +15,7 @@ from rescuemeta import sensitivity as sens
 from rescuemeta.cli import app
 from rescuemeta.data import load_studies
 from rescuemeta.errors import InputError
+from rescuemeta.fit import FitConfig, fit
 from rescuemeta.sampling import default_sampler
 
 from conftest import ROOT
@@ -102,6 +103,14 @@ def test_grid_runs_compiles_once_and_reports_psense(tmp_path):
         assert r["psens_diag_tau"] in ("prior-data conflict", "strong prior / weak likelihood", "weak likelihood", "-")
     normal = [r for r in res.rows if r["model"] == "normal"]
     assert all(r["method"] == "exact" and "p_or_lt_1" in r for r in normal)
+    # Bayes factors per prior (issue 18): exact for the normal model, each row's equal to a fit with that prior;
+    # they move with the tau prior; the sampled model's are not computed (null)
+    for r in normal:
+        ex = fit(TABLE, FitConfig(outcome=r["outcome"], model="normal", measure="OR", tau_prior=r["tau_prior"],
+                                  effect_prior=r["effect_prior"])).exact
+        assert r["bf01_tau"] == pytest.approx(ex.bayes_factors()["bf01_tau"], rel=1e-12)
+    assert normal[0]["bf01_tau"] != pytest.approx(normal[1]["bf01_tau"], rel=1e-3)
+    assert all(r["bf01_mu"] is None for r in res.rows if r["model"] == "proportion")
     # a tighter tau prior gives a smaller posterior tau (the prior values really reached the compiled model)
     prop = [r for r in res.rows if r["model"] == "proportion"]
     assert prop[0]["tau_median"] < prop[1]["tau_median"]

@@ -26,8 +26,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["NamedBiasPrior", "DEFAULT_BIAS_PRIORS", "load_bias_priors", "resolve_bias_prior", "bias_probability",
-           "tipping_point", "design_models", "bias_curve"]
+__all__ = ["NamedBiasPrior", "DEFAULT_BIAS_PRIORS", "find_bias_priors", "load_bias_priors", "resolve_bias_prior",
+           "bias_probability", "tipping_point", "design_models", "bias_curve"]
 
 DEFAULT_BIAS_PRIORS = Path("models/bias_priors.toml")
 TIPPING_BOUND = 3.0  # search the bias mean within +-3 on the log scale (a ratio of ratios of 20)
@@ -52,15 +52,25 @@ class NamedBiasPrior:
         return f"normal({m:.6g}, {self.sd:g})"
 
 
+def find_bias_priors(spec_path: str | Path | None = None) -> Path | None:
+    """Where the named bias priors are: ``bias_priors.toml`` beside the analysis spec, else
+    ``models/bias_priors.toml`` (from the working directory), else None."""
+    if spec_path is not None:
+        beside = Path(spec_path).parent / "bias_priors.toml"
+        if beside.exists():
+            return beside
+    return DEFAULT_BIAS_PRIORS if DEFAULT_BIAS_PRIORS.exists() else None
+
+
 def load_bias_priors(path: str | Path | None = None) -> dict[str, NamedBiasPrior]:
-    """The named bias priors of ``path`` (default ``models/bias_priors.toml``; none when it does not exist).
+    """The named bias priors of ``path`` (default: :func:`find_bias_priors`; none when there is no file).
 
     Raises InputError naming the file and entry for a malformed one."""
-    p = Path(path) if path is not None else DEFAULT_BIAS_PRIORS
-    if not p.exists():
-        if path is not None:
-            raise InputError("no such file", file=p)
+    p = Path(path) if path is not None else find_bias_priors()
+    if p is None:
         return {}
+    if not p.exists():
+        raise InputError("no such file", file=p)
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -107,11 +117,43 @@ def bias_probability(table, cfg, query: str, bias_mean: float, bias_sd: float) -
                              query)["probability"])
 
 
+def _exact_bias_function(table, cfg, query: str, bias_sd: float):
+    """m -> P(query) under bias N(m, bias_sd^2), for the normal model without moderators: the data are prepared
+    once and each m builds the exact posterior directly (as :func:`bias_probability`, without a fit's overhead)."""
+    from .exact import NormalNormalPosterior
+    from .fit import prepare
+    from .queries import parse_query
+
+    q = parse_query(query)
+    prep = prepare(table, replace(cfg, bias_prior=""))
+    rnd = dict(zip(prep.selection.study_ids, prep.selection.randomised))
+    biased = np.array([not rnd[s] for s in prep.study_ids])
+    y, s = prep.model_data.arrays["y"], prep.model_data.arrays["s"]
+    p = cfg.priors()
+    s_b = np.where(biased, np.sqrt(s**2 + bias_sd**2), s)
+    t = math.log(q.value)
+
+    def prob(m: float) -> float:
+        ex = NormalNormalPosterior(np.where(biased, y - m, y), s_b, p["tau"], *p["effect"].params)
+        c = float(ex.mu_cdf(t))
+        return c if q.op in ("<", "<=") else 1 - c
+    return prob
+
+
 def bias_curve(table, cfg, query: str, bias_sd: float = 0.1, means=None) -> list[dict]:
     """P(query) against the bias mean m (SD ``bias_sd``), for a figure: ``[{bias_mean, probability}]``."""
     means = np.linspace(-1.5, 1.5, 31) if means is None else np.asarray(means, dtype=float)
-    return [{"bias_mean": float(m), "probability": bias_probability(table, cfg, query, float(m), bias_sd)}
-            for m in means]
+    f = (_exact_bias_function(table, cfg, query, bias_sd) if _fast(cfg) else
+         (lambda m: bias_probability(table, cfg, query, m, bias_sd)))
+    return [{"bias_mean": float(m), "probability": f(float(m))} for m in means]
+
+
+def _fast(cfg) -> bool:
+    """The exact shortcut applies: normal model, exact method, normal effect prior, no moderators."""
+    from .priors import parse
+
+    return (cfg.model == "normal" and cfg.method != "nuts" and not cfg.mods
+            and parse(cfg.effect_prior, "effect").family == "normal")
 
 
 def tipping_point(table, cfg, query: str, threshold: float = 0.95, bias_sd: float = 0.1, *,
@@ -154,8 +196,11 @@ def tipping_point(table, cfg, query: str, threshold: float = 0.95, bias_sd: floa
     p_none = float(probability(base, query)["probability"])
     sd = max(bias_sd, 1e-12)
 
+    prob = (_exact_bias_function(table, cfg, query, sd) if _fast(cfg) else
+            (lambda m: bias_probability(table, cfg, query, m, sd)))
+
     def f(m):
-        return bias_probability(table, cfg, query, m, sd) - threshold
+        return prob(m) - threshold
 
     f0 = f(0.0)
     # which way m must move to lower P(query): a bias that made the treatment look better, removed, lowers it

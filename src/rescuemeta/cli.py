@@ -733,6 +733,74 @@ def tipping(
                       f"{tp['ratio_of_ratios']:.3g}). {tp['note']}.")
 
 
+@app.command()
+def average(
+    data: Path = DataOpt,
+    outcome: str | None = typer.Option(None, "--outcome", help="Outcome [default: the file's only outcome]."),
+    measure: RatioMeasure = typer.Option(RatioMeasure.OR, "--measure", help="OR or RR (normal model)."),
+    query: str | None = typer.Option(None, "--query", help="e.g. 'OR < 1' [default: benefit in the outcome's "
+                                     "direction]."),
+    prior_probs: str | None = typer.Option(None, "--prior-probs", help="Prior model probabilities, e.g. "
+                                           "fixed_null=0.25,fixed=0.25,random_null=0.25,random=0.25 [default: "
+                                           "equal]."),
+    tau_prior: str | None = TauPriorOpt,
+    effect_prior: str = EffectPriorOpt,
+    all_studies: bool = AllStudiesOpt,
+    exclude_basis: str | None = ExcludeOpt,
+    counts_only: bool = CountsOnlyOpt,
+    bias_prior: str | None = BiasPriorOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Bayesian model averaging over fixed/random x no effect/effect (normal model, exact evidences)."""
+    from .averaging import MODELS
+    from .averaging import average as run_average
+    from .fit import FitConfig
+
+    with guard():
+        table = load_studies(data)
+        oc = table.resolve_outcome(outcome, hint="--outcome NAME")
+        prior = None
+        if prior_probs:
+            prior = {}
+            for part in prior_probs.split(","):
+                name, _, val = part.partition("=")
+                if name.strip() not in MODELS:
+                    raise InputError(f"--prior-probs: unknown model {name.strip()!r}; models: {', '.join(MODELS)}")
+                try:
+                    prior[name.strip()] = float(val)
+                except ValueError:
+                    raise InputError(f"--prior-probs: {part!r} is not MODEL=PROBABILITY") from None
+        resolved = None
+        if bias_prior:
+            from .bias import resolve_bias_prior
+
+            resolved = resolve_bias_prior(bias_prior, table.description.better(oc))
+        cfg = FitConfig(oc, "normal", measure=measure.value, tau_prior=tau_prior or "", effect_prior=effect_prior,
+                        all_studies=all_studies, exclude_basis=parse_exclude_basis(exclude_basis),
+                        effects="counts" if counts_only else "reported", bias_prior=resolved or "")
+        cfg.validate()
+        res = run_average(table, cfg, prior, query)
+        if as_json:
+            emit_json(_clean(res))
+            return
+        t = Table(title=f"Model averaging: {oc} ({res['query']})", caption=f"priors: tau ~ {res['priors']['tau']}, "
+                  f"mu ~ {res['priors']['effect']}", caption_justify="left")
+        for c in ("model", "log evidence", "prior", "posterior", f"P({res['query']})"):
+            t.add_column(c, justify="left" if c == "model" else "right")
+        for m in res["models"].values():
+            t.add_row(m["label"], f"{m['log_evidence']:.3f}", f"{m['prior']:.3f}", f"{m['posterior']:.3f}",
+                      f"{m['probability']:.3f}")
+        out.print(t)
+        out.print(f"Inclusion BF for an effect: {res['bf_inclusion_effect']:.3g} ({res['effect_words']} an effect); "
+                  f"for heterogeneity: {res['bf_inclusion_heterogeneity']:.3g} ({res['heterogeneity_words']} "
+                  "heterogeneity).")
+        a = res["averaged"]
+        r = a[res["measure"].lower()]
+        out.print(f"Model-averaged P({res['query']}) = {a['probability']:.3f} (random effects alone: "
+                  f"{res['random_effects']['probability']:.3f}); {res['measure']} {r['q500']:.3g} "
+                  f"({r['q025']:.3g} to {r['q975']:.3g}), P(mu = 0) = {a['p_mu_zero']:.3f}.")
+
+
 def parse_acr(text: str | None) -> list[float] | None:
     """``--acr 0.2,0.4,0.6`` -> [0.2, 0.4, 0.6]; each strictly between 0 and 1."""
     if text is None:

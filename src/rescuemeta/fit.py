@@ -548,7 +548,28 @@ class FitResult:
         from .criticism import predictive_checks
 
         out["checks"] = predictive_checks(self, seed=cfg.seed)  # posterior predictive p-values (rescuemeta.criticism)
+        out["bayes_factors"] = self.bayes_factors()
         return out
+
+    def bayes_factors(self) -> dict:
+        """Bayes factors of the point hypotheses mu = 0 and tau = 0 against the fitted priors, and the log marginal
+        likelihood (the ``bayes_factors`` block of the JSON).
+
+        Returns
+        -------
+        dict
+            ``bf01_mu`` (> 1: the data favour no effect; 1 / bf01_mu is the evidence for an effect),
+            ``bf01_tau`` (> 1: the data favour no heterogeneity), ``log_evidence`` and ``method``. Exact for the
+            normal model (quadrature over tau, no Monte Carlo error); for the binomial models and meta-regressions
+            the values are null with ``note`` saying why (marginal likelihoods by bridge sampling are not
+            implemented yet).
+        """
+        if isinstance(self.exact, NormalNormalPosterior) and self.data.design is None:
+            return self.exact.bayes_factors()
+        why = ("a meta-regression" if self.data.design is not None else f"the {self.config.model} model")
+        return {"bf01_mu": None, "bf01_tau": None, "log_evidence": None, "method": None,
+                "note": f"not computed for {why}: exact Bayes factors exist for the normal model (fit --model "
+                        "normal); marginal likelihoods of the sampled models (bridge sampling) are not implemented yet"}
 
     def estimands(self) -> dict:
         """What each reported quantity is, in words (the ``estimand`` block of the JSON)."""

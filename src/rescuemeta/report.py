@@ -214,6 +214,7 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
     robust_rows, robust_figs = _robustness(run, figs, cache_dir / "fits")
     step("non-randomised evidence: bias models and tipping points")
     bias_rows, bias_figs = _bias_section(run, figs)
+    evidence_rows = _evidence_rows(run)
     robust_figs = robust_figs + bias_figs
     # 7. tables
     step("tables")
@@ -234,7 +235,7 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
               "diagnostics": pd.DataFrame(diag_rows), "audit": pd.DataFrame(audit_rows), "provenance": prov,
               "sensitivity": sens.tidy(grid.rows), "unavailable": pd.DataFrame(unavailable + [_flat(f) for f in failures]),
               "subgroups": pd.DataFrame(moderated_rows), "robustness": pd.DataFrame(robust_rows),
-              "bias": pd.DataFrame(bias_rows)}
+              "bias": pd.DataFrame(bias_rows), "evidence": pd.DataFrame(evidence_rows)}
     for name, df in frames.items():
         with atomic_path(tables / f"{name}.csv") as tmp:
             df.to_csv(tmp, index=False)
@@ -361,6 +362,35 @@ def _robustness(run, figs: Path, cache_dir: Path | None = None) -> tuple[list[di
     return rows, names
 
 
+def _evidence_rows(run) -> list[dict]:
+    """One row per outcome with comparative rows: the Bayes factor for an effect and for heterogeneity (normal
+    model, exact; verbal scale of Lee & Wagenmakers 2013) and P(benefit) averaged over fixed/random x no
+    effect/effect beside the random-effects one (:mod:`rescuemeta.averaging`)."""
+    from .averaging import average, bf_words
+    from .fit import FitConfig
+
+    spec, table, desc = run.spec, run.table, run.table.description
+    rows = []
+    for oc in spec.resolve_outcomes(table.outcomes):
+        cfg = FitConfig(oc, "normal", measure="OR", tau_prior=spec.tau_prior_for("normal", oc),
+                        effect_prior=spec.effect_prior, all_studies=spec.all_studies,
+                        exclude_basis=tuple(spec.exclude_basis))
+        try:
+            res = fit(table, cfg)
+        except (InputError, NotEstimable):
+            continue
+        bf = res.bayes_factors()
+        av = average(table, cfg)
+        b10, h10 = 1 / bf["bf01_mu"], 1 / bf["bf01_tau"]
+        rows.append({"outcome": desc.label(oc), "k": res.k, "query": av["query"],
+                     "BF10 effect": f"{b10:.3g} ({bf_words(b10)} an effect)",
+                     "BF10 heterogeneity": f"{h10:.3g} ({bf_words(h10)} heterogeneity)",
+                     "P(benefit), random effects": f"{100 * av['random_effects']['probability']:.1f}%",
+                     "P(benefit), model-averaged": f"{100 * av['averaged']['probability']:.1f}%",
+                     "P(no effect) after averaging": f"{100 * av['averaged']['p_mu_zero']:.1f}%"})
+    return rows
+
+
 def _bias_section(run, figs: Path) -> tuple[list[dict], list[str]]:
     """'Non-randomised evidence' per outcome with comparative rows: P(benefit) of the normal model (exact; rows'
     reported, typically adjusted, estimates where given) without a bias model, with counts only, under each of
@@ -372,7 +402,7 @@ def _bias_section(run, figs: Path) -> tuple[list[dict], list[str]]:
     from .queries import probability
 
     spec, table, desc = run.spec, run.table, run.table.description
-    named = bias.load_bias_priors(Path(spec.path).parent / "bias_priors.toml") if spec.path.endswith(".toml") else {}
+    named = bias.load_bias_priors(bias.find_bias_priors(spec.path if spec.path.endswith(".toml") else None))
     rows: list[dict] = []
     names: list[str] = []
     for oc in spec.resolve_outcomes(table.outcomes):
@@ -399,9 +429,7 @@ def _bias_section(run, figs: Path) -> tuple[list[dict], list[str]]:
             pass
         means = {}
         for spec_name in spec.bias_priors:
-            prior = spec_name
-            if spec_name in named:
-                prior = named[spec_name].spec(better)
+            prior = named[spec_name].spec(better) if spec_name in named else bias.resolve_bias_prior(spec_name, better)
             r = fit(table, replace(cfg, bias_prior=prior))
             means[spec_name] = float(parse(prior, "effect").params[0])
             rows.append({**base, "analysis": f"bias {spec_name} = {prior}", "P": probability(r, query)["probability"]})
@@ -614,6 +642,13 @@ tau ~ {e(spec.describe_tau_prior())}, mu ~ {e(spec.effect_prior)}, alpha_i ~ {e(
                 svg = nm[:-4] + ".svg"
                 parts.append(f'<figure><a href="figures/{e(svg)}"><img src="figures/{e(nm)}" alt="{e(nm)}"></a>'
                              f"<figcaption>{e(figure_caption(nm))}</figcaption></figure>")
+    if len(frames.get("evidence", [])):
+        parts.append("<h2>How strongly do the data support an effect?</h2><p>Bayes factors of the normal model on "
+                     "log OR (exact): BF10 for an effect compares mu free (its prior as fitted) with mu = 0; for "
+                     "heterogeneity, tau free with tau = 0. Unlike a probability of benefit, they depend strongly on "
+                     "the width of the prior on mu. The model-averaged probability weighs the fixed- and random-"
+                     "effects models with and without an effect (equal prior probabilities) by their evidence; the "
+                     "no-effect models give no benefit.</p>" + _table_html(frames["evidence"]))
     if len(frames.get("bias", [])):
         bt = frames["bias"].copy()
         bt["P"] = bt["P"].map(lambda p: f"{100 * p:.1f}%")

@@ -253,6 +253,8 @@ def run_one(cfg: dict, data_path: str) -> dict:
             q = f"{fc.effect_measure} < {t}"
             q = mirror_query(q) if higher else q
             row[probability_key(q)] = probability(res, q)["probability"]
+    bf = s.get("bayes_factors") or {}  # exact for the normal model; null (not computed) for the sampled models
+    row.update(bf01_mu=bf.get("bf01_mu"), bf01_tau=bf.get("bf01_tau"), log_evidence=bf.get("log_evidence"))
     d = s["diagnostics"]
     row.update(method=s["method"], diag_rhat_max=d.get("rhat_max"), diag_ess_bulk_min=d.get("ess_bulk_min"),
                diag_ess_tail_min=d.get("ess_tail_min"), diag_divergences=d.get("divergences"), diag_ok=d.get("ok"))

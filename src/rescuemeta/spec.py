@@ -282,6 +282,22 @@ def load_primary(path: str | Path | None = DEFAULT_PRIMARY) -> PrimarySpec:
             parse_query(q)
         except InputError as e:
             raise InputError(f"key 'queries': {e.message}", file=path) from None
+    if spec.bias_priors:
+        from .bias import find_bias_priors, load_bias_priors
+        from .fit import parse_bias_prior
+
+        named = load_bias_priors(find_bias_priors(path))
+        for b in spec.bias_priors:
+            if not isinstance(b, str):
+                continue  # the list-of-strings check below names it
+            if b in named:
+                continue
+            try:
+                parse_bias_prior(b)
+            except InputError:
+                raise InputError(f"key 'bias_priors': {b!r} is neither normal(m, s) nor a named bias prior"
+                                 + (f" ({', '.join(named)})" if named else " (no bias_priors.toml found)"),
+                                 file=path) from None
     if not 0 < spec.tipping_threshold < 1:
         raise InputError(f"key 'tipping_threshold' must be strictly between 0 and 1, got {spec.tipping_threshold}",
                          file=path)
