@@ -196,10 +196,15 @@ def _padded(x, pad: int, value: float) -> np.ndarray:
 CONTRAST_EXTRAS = {"est_y": 0.0, "est_s": 1.0, "est_mask": 0.0, "bias_mean": 0.0, "bias_var": 0.0}
 
 
+REPORTED_ARRAYS = ("est_y", "est_s", "est_mask")  # always in the binomial graph (mask 0: no reported rows)
+
+
 def _contrast_observed(a: dict, pad: int) -> dict:
+    k = len(a["ai"])
     d = {"events_treat": _ints(a["ai"], pad), "n_treat": _ints(a["n1i"], pad),
          "events_control": _ints(a["ci"], pad), "n_control": _ints(a["n2i"], pad)}
-    d.update({k: _padded(a[k], pad, v) for k, v in CONTRAST_EXTRAS.items() if k in a})
+    d.update({key: _padded(a.get(key, np.full(k, v)), pad, v) for key, v in CONTRAST_EXTRAS.items()
+              if key in a or key in REPORTED_ARRAYS})
     return d
 
 

@@ -79,10 +79,10 @@ def padded_coefs(p: int, minimum: int = 4) -> int:
 
 
 def extras(data: ModelData) -> tuple[str, ...]:
-    """The optional parts of the contrast graph a fit needs: ``reported`` (rows with a reported log OR) and
-    ``bias`` (the bias model on non-randomised rows); each makes a graph of its own."""
-    a = data.arrays
-    return tuple(name for name, key in (("reported", "est_mask"), ("bias", "bias_var")) if key in a)
+    """The optional parts of the contrast graph a fit needs: ``bias`` (the bias model on non-randomised rows)
+    makes a graph of its own. (Rows with a reported log OR do not: every binomial graph carries ``est_y``,
+    ``est_s`` and ``est_mask``, the mask 0 where a row is analysed by its counts.)"""
+    return ("bias",) if "bias_var" in data.arrays else ()  # reported rows need no graph of their own
 
 
 def structure_key(kind: str, k: int, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None,
@@ -162,7 +162,8 @@ def observed_data(data: ModelData, size: int | None = None, shared_binomial: boo
             d["use_baseline"] = np.array(1.0)
         else:
             zeros = np.zeros(size, dtype="int64")
-            d.update(events_control=zeros, n_control=zeros.copy(), use_baseline=np.array(0.0))
+            d.update(events_control=zeros, n_control=zeros.copy(), use_baseline=np.array(0.0),
+                     est_y=np.zeros(size), est_s=np.ones(size), est_mask=np.zeros(size))
     return d
 
 
