@@ -52,8 +52,19 @@ def test_report_has_every_figure_and_table(report):
     for oc in ("functional_independence", "mortality", "sich", "recanalization", "reocclusion"):
         assert f"forest_{oc}_proportion.png" in names and f"density_{oc}_proportion.png" in names
         assert f"sensitivity_{oc}_proportion.png" in names and f"tau_prior_posterior_{oc}_proportion.png" in names
-    for t in ("summary", "probabilities", "diagnostics", "audit", "provenance", "sensitivity"):
+    for t in ("summary", "probabilities", "diagnostics", "audit", "provenance", "sensitivity", "bias", "evidence"):
         assert (out / "tables" / f"{t}.csv").exists()
+    # non-randomised evidence (issue 17) and Bayes factors (issue 18), per outcome with comparative rows
+    bias = pd.read_csv(out / "tables" / "bias.csv")
+    assert {"no bias model", "counts only (crude)"} <= set(bias["analysis"])
+    assert any(a.startswith("bias hemkens2016 = normal(") for a in bias["analysis"])
+    tip = bias[bias["analysis"].str.startswith("tipping point")]
+    assert len(tip) == 4 and tip["bias mean"].notna().all()
+    for oc in ("functional_independence", "mortality", "sich", "recanalization"):
+        assert f"bias_{oc}.png" in names
+    ev = pd.read_csv(out / "tables" / "evidence.csv")
+    assert len(ev) == 4 and ev["BF10 effect"].str.contains("evidence").all()
+    assert "how much bias would change the answer" in html and "How strongly do the data support an effect" in html
     summ = pd.read_csv(out / "tables" / "summary.csv")
     assert {"abstract (k=30)", "frequentist", "Bayesian median (95% CrI)", "k", "inclusion rule"} <= set(summ.columns)
     assert len(summ) == 9  # 4 contrast + 5 proportion fits

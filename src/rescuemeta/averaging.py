@@ -156,4 +156,5 @@ def average(table, cfg, prior: dict[str, float] | None = None, query: str | None
             "bf_inclusion_effect": be, "effect_words": None if be is None else bf_words(be),
             "bf_inclusion_heterogeneity": bh, "heterogeneity_words": None if bh is None else bf_words(bh),
             "averaged": averaged, "random_effects": {"probability": models["random"]["probability"]},
-            "inclusion": res.summary()["inclusion"], "method": "exact (quadrature over tau)"}
+            "inclusion": {**res.data.selection.describe(), "included": res.data.study_ids},
+            "method": "exact (quadrature over tau)"}

@@ -27,7 +27,7 @@ import numpy as np
 from .errors import InputError
 
 __all__ = ["NamedBiasPrior", "DEFAULT_BIAS_PRIORS", "find_bias_priors", "load_bias_priors", "resolve_bias_prior",
-           "bias_probability", "tipping_point", "design_models", "bias_curve"]
+           "bias_probability", "exact_bias_function", "is_fast", "tipping_point", "design_models", "bias_curve"]
 
 DEFAULT_BIAS_PRIORS = Path("models/bias_priors.toml")
 TIPPING_BOUND = 3.0  # search the bias mean within +-3 on the log scale (a ratio of ratios of 20)
@@ -117,7 +117,7 @@ def bias_probability(table, cfg, query: str, bias_mean: float, bias_sd: float) -
                              query)["probability"])
 
 
-def _exact_bias_function(table, cfg, query: str, bias_sd: float):
+def exact_bias_function(table, cfg, query: str, bias_sd: float):
     """m -> P(query) under bias N(m, bias_sd^2), for the normal model without moderators: the data are prepared
     once and each m builds the exact posterior directly (as :func:`bias_probability`, without a fit's overhead)."""
     from .exact import NormalNormalPosterior
@@ -143,12 +143,12 @@ def _exact_bias_function(table, cfg, query: str, bias_sd: float):
 def bias_curve(table, cfg, query: str, bias_sd: float = 0.1, means=None) -> list[dict]:
     """P(query) against the bias mean m (SD ``bias_sd``), for a figure: ``[{bias_mean, probability}]``."""
     means = np.linspace(-1.5, 1.5, 31) if means is None else np.asarray(means, dtype=float)
-    f = (_exact_bias_function(table, cfg, query, bias_sd) if _fast(cfg) else
+    f = (exact_bias_function(table, cfg, query, bias_sd) if is_fast(cfg) else
          (lambda m: bias_probability(table, cfg, query, m, bias_sd)))
     return [{"bias_mean": float(m), "probability": f(float(m))} for m in means]
 
 
-def _fast(cfg) -> bool:
+def is_fast(cfg) -> bool:
     """The exact shortcut applies: normal model, exact method, normal effect prior, no moderators."""
     from .priors import parse
 
@@ -196,7 +196,7 @@ def tipping_point(table, cfg, query: str, threshold: float = 0.95, bias_sd: floa
     p_none = float(probability(base, query)["probability"])
     sd = max(bias_sd, 1e-12)
 
-    prob = (_exact_bias_function(table, cfg, query, sd) if _fast(cfg) else
+    prob = (exact_bias_function(table, cfg, query, sd) if is_fast(cfg) else
             (lambda m: bias_probability(table, cfg, query, m, sd)))
 
     def f(m):

@@ -415,11 +415,12 @@ def _bias_section(run, figs: Path) -> tuple[list[dict], list[str]]:
             res = fit(table, cfg)
         except (InputError, NotEstimable):
             continue  # no comparative rows: nothing to say about bias
-        inc = res.summary()["inclusion"]
-        rnd = dict(zip(res.data.selection.study_ids, res.data.selection.randomised))
+        sel = res.data.selection
+        rnd = dict(zip(sel.study_ids, sel.randomised))
         if all(rnd[s] for s in res.data.study_ids):
             continue
-        base = {"outcome": desc.label(oc), "k": res.k, "reported estimates": inc["k_reported"], "query": query}
+        n_rep = sum(bool(r) for s, r in zip(sel.study_ids, sel.reported) if s in set(res.data.study_ids))
+        base = {"outcome": desc.label(oc), "k": res.k, "reported estimates": n_rep, "query": query}
         rows.append({**base, "analysis": "no bias model", "P": probability(res, query)["probability"]})
         try:
             crude = fit(table, replace(cfg, effects="counts"))
@@ -430,9 +431,11 @@ def _bias_section(run, figs: Path) -> tuple[list[dict], list[str]]:
         means = {}
         for spec_name in spec.bias_priors:
             prior = named[spec_name].spec(better) if spec_name in named else bias.resolve_bias_prior(spec_name, better)
-            r = fit(table, replace(cfg, bias_prior=prior))
-            means[spec_name] = float(parse(prior, "effect").params[0])
-            rows.append({**base, "analysis": f"bias {spec_name} = {prior}", "P": probability(r, query)["probability"]})
+            m, sd = parse(prior, "effect").params[:2]
+            means[spec_name] = float(m)
+            p_bias = (bias.exact_bias_function(table, cfg, query, float(sd))(float(m)) if bias.is_fast(cfg) else
+                      bias.bias_probability(table, cfg, query, float(m), float(sd)))
+            rows.append({**base, "analysis": f"bias {spec_name} = {prior}", "P": p_bias})
         tp = bias.tipping_point(table, cfg, query, spec.tipping_threshold, spec.tipping_bias_sd)
         rows.append({**base, "analysis": f"tipping point (bias SD {spec.tipping_bias_sd:g})",
                      "P": spec.tipping_threshold,
