@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 
 SPEC = """outcomes = ["mortality"]
-models = ["contrast", "proportion"]
+models = ["proportion"]
 seed = 4
 draws = 500
 tune = 500

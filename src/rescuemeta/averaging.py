@@ -98,6 +98,7 @@ def average(table, cfg, prior: dict[str, float] | None = None, query: str | None
         raise InputError("model averaging of a meta-regression is not implemented")
     res = fit(table, replace(cfg, method="auto"))
     ex = res.exact
+    assert ex is not None  # the normal model without moderators is exact
     meas = cfg.effect_measure
     if query is None:
         base = f"{meas} < 1"

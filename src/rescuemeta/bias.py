@@ -21,6 +21,7 @@ import math
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -205,8 +206,8 @@ def tipping_point(table, cfg, query: str, threshold: float = 0.95, bias_sd: floa
     f0 = f(0.0)
     # which way m must move to lower P(query): a bias that made the treatment look better, removed, lowers it
     lower_with_m = q.op in ("<", "<=")  # P(ratio < t) falls as the estimates are shifted up (-m with m < 0)
-    out = {"query": query, "threshold": threshold, "bias_sd": bias_sd, "probability_without_bias": p_none,
-           "probability_at_zero": f0 + threshold}
+    out: dict[str, Any] = {"query": query, "threshold": threshold, "bias_sd": bias_sd,
+                           "probability_without_bias": p_none, "probability_at_zero": f0 + threshold}
     grid = np.linspace(0.0, bound, 31)[1:]
     direction = -1.0 if lower_with_m else 1.0
     if f0 < 0:  # already below the threshold: the bias that would RAISE the probability to it
@@ -272,8 +273,9 @@ def _tipping_reweighted(table, cfg, query: str, threshold: float, bias_sd: float
 
     m_cur, r = 0.0, fit_at(0.0)
     p0 = float(probability(r, query)["probability"])
-    out = {"query": query, "threshold": threshold, "bias_sd": bias_sd, "probability_without_bias": p_none,
-           "probability_at_zero": p0, "method": "importance reweighting, then refits", "refits": []}
+    out: dict[str, Any] = {"query": query, "threshold": threshold, "bias_sd": bias_sd,
+                           "probability_without_bias": p_none, "probability_at_zero": p0,
+                           "method": "importance reweighting, then refits", "refits": []}
     m_found = None
     for _ in range(4):
         p_rw = reweighter(r, m_cur)
@@ -333,7 +335,7 @@ def design_models(table, cfg, bias_prior: str | None = None) -> dict:
     sel = select(table, cfg.outcome, arms="two", all_studies=cfg.all_studies, exclude_basis=tuple(cfg.exclude_basis),
                  effects=cfg.effects, measure=cfg.measure if cfg.effects == "reported" else None)
     rnd = dict(zip(sel.study_ids, sel.randomised))
-    fits = {}
+    fits: dict[str, Any] = {}
     for name, keep in (("randomised", True), ("non_randomised", False)):
         leave = tuple(s for s, r in rnd.items() if r != keep)
         if len(leave) == len(rnd):

@@ -498,7 +498,7 @@ def _check_estimates(frame: pd.DataFrame, path) -> None:
                          f"{', '.join(missing)}", file=path, column=missing[0])
     if present:
         nums: dict[str, list] = {"estimate": [], "ci_low": [], "ci_high": []}
-        measures = []
+        measures: list[str | None] = []
         for i in range(len(frame)):
             cells = {c: str(frame[c].iloc[i]).strip() for c in ESTIMATE_COLUMNS}
             filled = [c for c in ESTIMATE_COLUMNS if cells[c]]
@@ -530,8 +530,8 @@ def _check_estimates(frame: pd.DataFrame, path) -> None:
             if not lo <= est <= hi:
                 raise err(f"estimate {est:g} lies outside its CI ({lo:g} to {hi:g})", i, "estimate")
         frame["measure"] = pd.array(measures, dtype=object)
-        for c, v in nums.items():
-            frame[c] = np.asarray(v, dtype=float)
+        for c, column_values in nums.items():
+            frame[c] = np.asarray(column_values, dtype=float)
     if "adjusted" in frame:
         vals: list = []
         for i, v in enumerate(frame["adjusted"]):

@@ -611,7 +611,7 @@ class FitResult:
         meas = self.config.effect_measure
         ratio = meas.lower()
         cr = self.control_risk
-        keys = ("or", "rr", "rd") if meas == "OR" else ("rr", "rd")
+        keys: tuple[str, ...] = ("or", "rr", "rd") if meas == "OR" else ("rr", "rd")
         if cr.mode == "none":  # no control risk to convert to RR and RD
             keys = tuple(k for k in keys if k == meas.lower())
         for pred, suffix in ((False, ""), (True, "_new")):

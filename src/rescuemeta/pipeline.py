@@ -329,8 +329,8 @@ def _frequentist_subgroups(prep, cfg, column: str):
     ai, n1i, ci, n2i = sel.counts()
     measure = "PLO" if cfg.kind.estimand == "rate" else cfg.effect_measure
     if measure == "PLO":
-        es = escalc(measure, ai[idx], n1i[idx])
-        yi, vi = es.yi, es.vi
+        plo = escalc(measure, ai[idx], n1i[idx])
+        yi, vi = plo.yi, plo.vi
     else:  # count rows by escalc, reported estimates as they are
         yi, vi, _ = sel.effect_sizes(measure)
         yi, vi = yi[idx], vi[idx]

@@ -65,17 +65,16 @@ def _study_effects(res: FitResult, measure: str):
             q = np.quantile(shr[..., i], [0.025, 0.5, 0.975])
             rows.append((sid, ai[i] / n1i[i], lo[i], hi[i], *q, f"{int(ai[i])}/{int(n1i[i])}"))
         return rows
-    es = escalc(measure, ai, n1i, ci, n2i, ContinuityCorrection())
+    counted = escalc(measure, ai, n1i, ci, n2i, ContinuityCorrection())
     rep = sel.reported[idx]
+    yi, vi = np.array(counted.yi, dtype=float), np.array(counted.vi, dtype=float)
     if rep.any():  # rows analysed by their reported estimate: show it (on its own scale only), not the crude counts
         on_scale = np.array([m == measure for m in sel.frame["measure"]])[idx]
-        yi, vi = np.array(es.yi, dtype=float), np.array(es.vi, dtype=float)
-        if (rep & on_scale).any():
-            y2, v2, _ = sel.effect_sizes(measure) if on_scale[rep].all() else (None, None, None)
-            if y2 is not None:
-                yi, vi = np.where(rep, y2[idx], yi), np.where(rep, v2[idx], vi)
+        if (rep & on_scale).any() and on_scale[rep].all():
+            y2, v2, _ = sel.effect_sizes(measure)
+            yi, vi = np.where(rep, y2[idx], yi), np.where(rep, v2[idx], vi)
         yi[rep & ~on_scale] = np.nan
-        es = SimpleNamespace(yi=yi, vi=vi)
+    es = SimpleNamespace(yi=yi, vi=vi)
     adjusted = ([bool(a) if a is not None else False for a in sel.frame["adjusted"]] if "adjusted" in sel.frame
                 else [False] * sel.k)
     # theta is the log OR (contrast) or the log of the normal model's own measure; the contrast model's RR
