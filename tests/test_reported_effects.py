@@ -217,7 +217,8 @@ def _reported_table(tmp_path):
     return load_studies(p)
 
 
-@pytest.mark.parametrize("bias", ["", "normal(-0.3, 0.2)"])
+# the bias model has a compiled graph of its own (about a minute cold): its checks run in the slow suite
+@pytest.mark.parametrize("bias", ["", pytest.param("normal(-0.3, 0.2)", marks=pytest.mark.slow)])
 def test_contrast_model_on_reported_rows_matches_the_exact_normal_model(tmp_path, bias):
     """With only reported rows, the contrast model (NUTS; normal likelihood on each theta_i, bias in the graph) is
     the normal-normal model: its posterior of mu and P(OR < 1) agree with the exact quadrature within Monte Carlo
@@ -236,6 +237,7 @@ def test_contrast_model_on_reported_rows_matches_the_exact_normal_model(tmp_path
     assert c.summary()["tau"]["q50"] == pytest.approx(n.summary()["tau"]["q50"], abs=0.04)
 
 
+@pytest.mark.slow
 def test_contrast_tipping_point_refits_at_the_threshold(tmp_path):
     """Contrast model: the reweighted-then-refitted tipping point; on reported rows it agrees with the exact
     normal model's (Brent's method) within 0.05 on the log scale, and its final refit is at the threshold within
