@@ -67,13 +67,15 @@ def model_probabilities(log_evidence: dict[str, float], prior: dict[str, float])
 
 
 def average(table, cfg, prior: dict[str, float] | None = None, query: str | None = None) -> dict:
-    """Average the normal model over {fixed, random} x {no effect, effect} (exact).
+    """Average over {fixed, random} x {no effect, effect}: the normal model exactly, the contrast model by bridge
+    sampling.
 
     Parameters
     ----------
     table, cfg
-        The study table and a normal-model :class:`rescuemeta.fit.FitConfig` (its priors on mu and tau are the
-        effect and random models' priors).
+        The study table and a :class:`rescuemeta.fit.FitConfig` of the ``normal`` (exact evidences, quadrature) or
+        ``contrast`` model (evidences by bridge sampling, :mod:`rescuemeta.evidence`: four fits on one compiled
+        graph); its priors on mu and tau are the effect and random models' priors.
     prior : dict, optional
         Prior model probabilities over :data:`MODELS` (default 1/4 each); need not sum to 1 (normalised).
     query : str, optional
@@ -82,23 +84,22 @@ def average(table, cfg, prior: dict[str, float] | None = None, query: str | None
     Returns
     -------
     dict
-        ``models``: per model its ``log_evidence``, prior and posterior probability and ``probability`` of the
-        query; ``bf_inclusion_effect`` and ``bf_inclusion_heterogeneity`` with verbal labels; ``averaged``:
-        the model-averaged P(query), quantiles of mu and of the ratio (q025, q50, q975; the no-effect models put
-        mass exactly at mu = 0) and ``p_mu_zero`` (that mass); ``random_effects``: P(query) of the random-effects
-        model alone, for comparison.
+        ``models``: per model its ``log_evidence`` (and ``log_evidence_se`` when estimated), prior and posterior
+        probability and ``probability`` of the query; ``bf_inclusion_effect`` and ``bf_inclusion_heterogeneity``
+        with verbal labels; ``averaged``: the model-averaged P(query), quantiles of mu and of the ratio (q025, q50,
+        q975; the no-effect models put mass exactly at mu = 0) and ``p_mu_zero`` (that mass); ``random_effects``:
+        P(query) of the random-effects model alone, for comparison; ``method``.
     """
     from .fit import fit
     from .pipeline import mirror_query
     from .queries import parse_query
 
-    if cfg.model != "normal":
-        raise InputError(f"model averaging is implemented for the normal model (exact evidences), not {cfg.model}")
+    if cfg.model not in AVERAGED:
+        raise InputError(f"model averaging is implemented for the {' and '.join(AVERAGED)} models, not {cfg.model} "
+                         "(mu = 0 must be a ratio of 1)")
     if cfg.mods:
         raise InputError("model averaging of a meta-regression is not implemented")
     res = fit(table, replace(cfg, method="auto"))
-    ex = res.exact
-    assert ex is not None  # the normal model without moderators is exact
     meas = cfg.effect_measure
     if query is None:
         base = f"{meas} < 1"
@@ -112,15 +113,10 @@ def average(table, cfg, prior: dict[str, float] | None = None, query: str | None
         raise InputError(f"prior model probabilities must be >= 0 over {', '.join(MODELS)}, not all 0")
     total = sum(prior.values())
     prior = {m: prior.get(m, 0.0) / total for m in MODELS}
-    logev = {"fixed_null": ex.log_evidence_fixed_null(), "fixed": ex.log_evidence_fixed(),
-             "random_null": ex.log_evidence_null(), "random": ex.log_evidence()}
+    comp = AVERAGED[cfg.model](res)
+    logev, cdfs = comp["log_evidence"], comp["cdf"]
     mp = model_probabilities(logev, prior)
     post = mp["posterior"]
-    # mu | y under each model: point mass at 0 (no effect), normal (fixed effect: conjugate), exact mixture (random)
-    m0, s0 = ex.mu_mean, ex.mu_sd
-    prec = 1 / s0**2 + np.sum(1 / ex.s**2)
-    fm, fsd = (m0 / s0**2 + np.sum(ex.y / ex.s**2)) / prec, 1 / math.sqrt(prec)
-    cdfs = {"fixed": lambda x: float(stats.norm.cdf(x, fm, fsd)), "random": lambda x: float(ex.mu_cdf(x))}
     t = math.log(q.value)
     below = q.op in ("<", "<=")
 
@@ -133,6 +129,8 @@ def average(table, cfg, prior: dict[str, float] | None = None, query: str | None
 
     models = {m: {"label": LABELS[m], "log_evidence": logev[m], "prior": prior[m], "posterior": post[m],
                   "probability": p_query(m)} for m in MODELS}
+    for m, se in comp.get("se", {}).items():
+        models[m]["log_evidence_se"] = se
     p_zero = post["fixed_null"] + post["random_null"]
 
     def mix_cdf(x):
@@ -151,11 +149,48 @@ def average(table, cfg, prior: dict[str, float] | None = None, query: str | None
     averaged = {"probability": float(sum(post[m] * models[m]["probability"] for m in MODELS)),
                 "mu": qs, meas.lower(): {k: math.exp(v) for k, v in qs.items()}, "p_mu_zero": p_zero}
     be, bh = mp["bf_inclusion_effect"], mp["bf_inclusion_heterogeneity"]
-    return {"outcome": cfg.outcome, "measure": meas, "query": query,
-            "priors": {"tau": res.prior_record()["tau"], "effect": res.prior_record()["effect"]},
-            "models": models,
-            "bf_inclusion_effect": be, "effect_words": None if be is None else bf_words(be),
-            "bf_inclusion_heterogeneity": bh, "heterogeneity_words": None if bh is None else bf_words(bh),
-            "averaged": averaged, "random_effects": {"probability": models["random"]["probability"]},
-            "inclusion": {**res.data.selection.describe(), "included": res.data.study_ids},
-            "method": "exact (quadrature over tau)"}
+    out = {"outcome": cfg.outcome, "model": cfg.model, "measure": meas, "query": query,
+           "priors": {"tau": res.prior_record()["tau"], "effect": res.prior_record()["effect"]},
+           "models": models,
+           "bf_inclusion_effect": be, "effect_words": None if be is None else bf_words(be),
+           "bf_inclusion_heterogeneity": bh, "heterogeneity_words": None if bh is None else bf_words(bh),
+           "averaged": averaged, "random_effects": {"probability": models["random"]["probability"]},
+           "inclusion": {**res.data.selection.describe(), "included": res.data.study_ids},
+           "method": comp["method"]}
+    if comp.get("warnings"):
+        out["warnings"] = comp["warnings"]
+    return out
+
+
+def _exact_components(res) -> dict:
+    """Evidences and CDFs of mu of the four normal models (exact: quadrature over tau, conjugate fixed effect)."""
+    ex = res.exact
+    assert ex is not None  # the normal model without moderators is exact
+    logev = {"fixed_null": ex.log_evidence_fixed_null(), "fixed": ex.log_evidence_fixed(),
+             "random_null": ex.log_evidence_null(), "random": ex.log_evidence()}
+    m0, s0 = ex.mu_mean, ex.mu_sd
+    prec = 1 / s0**2 + np.sum(1 / ex.s**2)
+    fm, fsd = (m0 / s0**2 + np.sum(ex.y / ex.s**2)) / prec, 1 / math.sqrt(prec)
+    cdfs = {"fixed": lambda x: float(stats.norm.cdf(x, fm, fsd)), "random": lambda x: float(ex.mu_cdf(x))}
+    return {"log_evidence": logev, "cdf": cdfs, "method": "exact (quadrature over tau)"}
+
+
+def _bridge_components(res) -> dict:
+    """Evidences of the four contrast models by bridge sampling (:func:`rescuemeta.evidence.model_evidences`) and
+    the empirical CDFs of mu from the fixed and random fits."""
+    from .evidence import convergence_warnings, model_evidences
+
+    ev = model_evidences(res.data, res.config, res.config.priors())
+
+    def ecdf(draws):
+        d = np.sort(np.asarray(draws, dtype=float))
+        return lambda x: float(np.searchsorted(d, x, side="right") / d.size)
+
+    return {"log_evidence": {n: e.result.log_ml for n, e in ev.items()},
+            "se": {n: e.result.cv for n, e in ev.items()},
+            "cdf": {"fixed": ecdf(ev["fixed"].mu), "random": ecdf(ev["random"].mu)},
+            "method": "bridge sampling (normal proposal); mu quantiles from the fits' draws",
+            "warnings": convergence_warnings(ev)}
+
+
+AVERAGED = {"normal": _exact_components, "contrast": _bridge_components}

@@ -586,6 +586,9 @@ def fit(
     design_model: str = typer.Option("pooled", "--design-model", help="pooled (design ignored), bias (--bias-prior "
                                      "on non-randomised rows) or stratified (randomised and non-randomised rows "
                                      "fitted apart, and their difference); normal model."),
+    bayes_factors: bool = typer.Option(False, "--bayes-factors", help="Contrast and proportion models: Bayes "
+                                       "factors for mu = 0 and tau = 0 and the log marginal likelihood by bridge "
+                                       "sampling (four more fits); the normal model's are always given (exact)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """Bayesian hierarchical model: posterior of the pooled effect, tau, natural scales and a new study."""
@@ -623,6 +626,10 @@ def fit(
             else:
                 _print_design_models(dm)
             return
+        if bayes_factors:
+            from dataclasses import replace
+
+            cfg = replace(cfg, bayes_factors=True)
         acrs = parse_acr(acr)
         if acrs is not None and MODEL_KINDS[cfg.model].estimand != "ratio":
             raise InputError(f"--acr applies to ratio models; the {cfg.model} model estimates an event rate")
@@ -737,6 +744,11 @@ def tipping(
 def average(
     data: Path = DataOpt,
     outcome: str | None = typer.Option(None, "--outcome", help="Outcome [default: the file's only outcome]."),
+    model: str = typer.Option("normal", "--model", help="normal (exact evidences) or contrast (evidences by bridge "
+                              "sampling: four NUTS fits)."),
+    draws: int = typer.Option(1000, "--draws", help="Posterior draws per chain (contrast; at least 1000)."),
+    seed: int = typer.Option(1, "--seed", help="Random seed (contrast)."),
+    baseline_prior: str = BaselinePriorOpt,
     measure: RatioMeasure = typer.Option(RatioMeasure.OR, "--measure", help="OR or RR (normal model)."),
     query: str | None = typer.Option(None, "--query", help="e.g. 'OR < 1' [default: benefit in the outcome's "
                                      "direction]."),
@@ -751,7 +763,8 @@ def average(
     bias_prior: str | None = BiasPriorOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
-    """Bayesian model averaging over fixed/random x no effect/effect (normal model, exact evidences)."""
+    """Bayesian model averaging over fixed/random x no effect/effect (normal model: exact evidences; contrast
+    model: bridge sampling)."""
     from .averaging import MODELS
     from .averaging import average as run_average
     from .fit import FitConfig
@@ -775,8 +788,13 @@ def average(
             from .bias import resolve_bias_prior
 
             resolved = resolve_bias_prior(bias_prior, table.description.better(oc))
-        cfg = FitConfig(oc, "normal", measure=measure.value, tau_prior=tau_prior or "", effect_prior=effect_prior,
-                        all_studies=all_studies, exclude_basis=parse_exclude_basis(exclude_basis),
+        if model not in ("normal", "contrast"):
+            raise InputError(f"--model must be normal or contrast for model averaging, not {model!r}")
+        if model == "contrast" and measure.value != "OR":
+            raise InputError("--measure applies to the normal model; the contrast model is on the OR scale")
+        cfg = FitConfig(oc, model, measure=measure.value, tau_prior=tau_prior or "", effect_prior=effect_prior,
+                        baseline_prior=baseline_prior, all_studies=all_studies,
+                        exclude_basis=parse_exclude_basis(exclude_basis), draws=draws, seed=seed,
                         effects="counts" if counts_only else "reported", bias_prior=resolved or "")
         cfg.validate()
         res = run_average(table, cfg, prior, query)
@@ -788,9 +806,13 @@ def average(
         for c in ("model", "log evidence", "prior", "posterior", f"P({res['query']})"):
             t.add_column(c, justify="left" if c == "model" else "right")
         for m in res["models"].values():
-            t.add_row(m["label"], f"{m['log_evidence']:.3f}", f"{m['prior']:.3f}", f"{m['posterior']:.3f}",
+            se = f" ± {m['log_evidence_se']:.3f}" if m.get("log_evidence_se") is not None else ""
+            t.add_row(m["label"], f"{m['log_evidence']:.3f}{se}", f"{m['prior']:.3f}", f"{m['posterior']:.3f}",
                       f"{m['probability']:.3f}")
         out.print(t)
+        out.print(f"Evidences: {res['method']}.")
+        for w in res.get("warnings", []):
+            out.print(f"[yellow]warning[/yellow]: a fit failed its convergence checks: {escape(w)}")
         out.print(f"Inclusion BF for an effect: {res['bf_inclusion_effect']:.3g} ({res['effect_words']} an effect); "
                   f"for heterogeneity: {res['bf_inclusion_heterogeneity']:.3g} ({res['heterogeneity_words']} "
                   "heterogeneity).")

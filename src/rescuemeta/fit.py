@@ -96,6 +96,7 @@ class FitConfig:
     all_studies: bool = False
     exclude_basis: tuple = ()
     method: str = "auto"
+    bayes_factors: bool = False
     draws: int = 1000
     tune: int = 1000
     chains: int = 4
@@ -322,6 +323,7 @@ class FitResult:
     data_path: str
     data_sha256: str
     description: Description = field(default_factory=Description)
+    _evidence: Any = field(default=None, repr=False, compare=False)  # bridge-sampling evidences, once computed
 
     # ---- draws ----------------------------------------------------------------------------------
     @property
@@ -548,28 +550,49 @@ class FitResult:
         from .criticism import predictive_checks
 
         out["checks"] = predictive_checks(self, seed=cfg.seed)  # posterior predictive p-values (rescuemeta.criticism)
-        out["bayes_factors"] = self.bayes_factors()
+        out["bayes_factors"] = self.bayes_factors(compute=self.config.bayes_factors)
         return out
 
-    def bayes_factors(self) -> dict:
+    def bayes_factors(self, compute: bool = True) -> dict:
         """Bayes factors of the point hypotheses mu = 0 and tau = 0 against the fitted priors, and the log marginal
         likelihood (the ``bayes_factors`` block of the JSON).
+
+        Parameters
+        ----------
+        compute : bool
+            For the sampled models: run the bridge sampling (four more fits on the same compiled graph, a few
+            seconds); when False, the values are null with a note (the JSON unless ``--bayes-factors``).
 
         Returns
         -------
         dict
             ``bf01_mu`` (> 1: the data favour no effect; 1 / bf01_mu is the evidence for an effect),
             ``bf01_tau`` (> 1: the data favour no heterogeneity), ``log_evidence`` and ``method``. Exact for the
-            normal model (quadrature over tau, no Monte Carlo error); for the binomial models and meta-regressions
-            the values are null with ``note`` saying why (marginal likelihoods by bridge sampling are not
-            implemented yet).
+            normal model (quadrature over tau, no Monte Carlo error); for the binomial models by bridge sampling
+            (:mod:`rescuemeta.evidence`) with ``log_bf01_mu_se``, ``log_bf01_tau_se`` and ``log_evidence_se``
+            (about the standard errors of the logs). The proportion model has no mu = 0 hypothesis (a 50% event
+            rate); meta-regressions are not covered (null with ``note``).
         """
         if isinstance(self.exact, NormalNormalPosterior) and self.data.design is None:
             return self.exact.bayes_factors()
-        why = ("a meta-regression" if self.data.design is not None else f"the {self.config.model} model")
-        return {"bf01_mu": None, "bf01_tau": None, "log_evidence": None, "method": None,
-                "note": f"not computed for {why}: exact Bayes factors exist for the normal model (fit --model "
-                        "normal); marginal likelihoods of the sampled models (bridge sampling) are not implemented yet"}
+        if self.data.design is not None:
+            return {"bf01_mu": None, "bf01_tau": None, "log_evidence": None, "method": None,
+                    "note": "not computed for a meta-regression"}
+        if not compute:
+            return {"bf01_mu": None, "bf01_tau": None, "log_evidence": None, "method": None,
+                    "note": f"not computed: the {self.config.model} model's marginal likelihoods take bridge "
+                            "sampling (four more fits); pass --bayes-factors (or fit --model normal: exact)"}
+        if self._evidence is None:
+            from .evidence import model_evidences
+
+            names = (("random_null",) if self.config.kind.estimand == "ratio" else ()) + ("fixed", "random")
+            self._evidence = model_evidences(self.data, self.config, self.config.priors(), names=names)
+        from .evidence import bayes_factors
+
+        out = bayes_factors(self._evidence, mu_null=self.config.kind.estimand == "ratio")
+        if self.config.kind.estimand != "ratio":
+            out["note"] = "mu = 0 is an event rate of 50% in the proportion model: no Bayes factor for it"
+        return out
 
     def estimands(self) -> dict:
         """What each reported quantity is, in words (the ``estimand`` block of the JSON)."""

@@ -16,6 +16,7 @@ In every kind theta_i ~ N(mu, tau^2).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +113,7 @@ class ModelKind:
     sensitivity_tau_priors: tuple[str, ...] = ("halfnormal(0.25)", "halfnormal(0.5)", "halfnormal(1)", "halfcauchy(0.5)",
                                                "turner(matched)")
     turner_priors: bool = True
+    pad_log_lik: float = 0.0  # the log likelihood of one padded study (a constant, removed from marginal likelihoods)
 
     def check_tau_prior(self, spec: str) -> None:
         """Refuse a heterogeneity prior that does not describe this kind's tau (InputError saying why and what
@@ -321,7 +323,7 @@ MODEL_KINDS: dict[str, ModelKind] = {k.name: k for k in (
               baseline_prior=False, exact=True, binomial=False, reference_method="REML",
               prepare=_normal_prepare, approximation=_normal_approximation, observed=_normal_observed,
               likelihood=_normal_likelihood, pointwise=_normal_pointwise, tau_scale="log ratios",
-              reads_estimates=True),
+              reads_estimates=True, pad_log_lik=-math.log(PAD_SE) - 0.5 * math.log(2 * math.pi)),
 )}
 
 

@@ -152,6 +152,37 @@ class Sampler:
             f"ESS bulk/tail min {diag.ess_bulk_min:.0f}/{diag.ess_tail_min:.0f} (>= {diag.ess_required:.0f}), "
             f"{diag.divergences} divergences{_advice(diag, data.kind)}", diag.to_dict())
 
+    def log_evidence(self, data: ModelData, tau_prior: Prior, effect_prior: Prior,
+                     baseline_prior: Prior | None = None, *, draws: int = 2000, tune: int = 1000, chains: int = 4,
+                     seed: int = 1, coef_prior: Prior | None = None, target_accept: float = TARGET_ACCEPT):
+        """The log marginal likelihood log p(y) of the model by bridge sampling (:mod:`rescuemeta.evidence`), from
+        a fit on the same compiled graph as :meth:`sample` (no extra compile).
+
+        Returns
+        -------
+        ((BridgeResult, mu draws), Diagnostics)
+            ``BridgeResult.log_ml`` with its error ``cv`` (about the standard error of log_ml) and the posterior
+            draws of mu (flattened); the fit's convergence diagnostics (not guarded here: the caller reports them).
+        """
+        from .evidence import bridge_sampling, log_density_function
+
+        if self.backend != "nutpie":
+            raise ValueError("marginal likelihoods need the nutpie backend (its compiled log density)")
+        import nutpie
+
+        compiled = self._compiled(data, tau_prior, effect_prior, baseline_prior, coef_prior)
+        idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=False,
+                              target_accept=target_accept, cores=min(chains, 2), save_warmup=False,
+                              store_unconstrained=True)
+        post = _unpad(idata, data.k, None if data.X is None else data.X.shape[1])
+        diag = diagnose(post)
+        ss = idata.sample_stats
+        res = bridge_sampling(log_density_function(compiled), ss["unconstrained_draw"].values,
+                              ss["logp"].values, rng=np.random.default_rng([seed, 29]))
+        # padded studies of the normal model carry a constant likelihood N(0 | theta, PAD_SE^2): remove it
+        res.log_ml -= (self._size(data) - data.k) * kinds.get(data.kind).pad_log_lik
+        return (res, post.posterior["mu"].values.ravel()), diag
+
     def _run(self, data, tau_prior, effect_prior, baseline_prior, *, draws, tune, chains, seed, target_accept,
              coef_prior=None):
         if self.backend == "nutpie":

@@ -55,7 +55,7 @@ INCLUSION_SETS = {"dedup": (False, ()), "all_studies": (True, ()),
                   "exclude_derived": (False, ("approximate", "denominator_fitted"))}
 _KEYS = {"outcomes": list, "models": list, "tau_priors": (list, dict), "effect_priors": list, "inclusion": list,
          "thresholds": list, "measure": str, "baseline_prior": str, "draws": int, "tune": int, "chains": int,
-         "seed": int, "simulation": dict}
+         "seed": int, "simulation": dict, "bayes_factors": bool}
 _SIM_KEYS = {"model": str, "k": int, "n_per_arm": int, "baseline_risk": float, "mu": float, "tau": float,
              "replications": int}
 
@@ -87,6 +87,7 @@ class SensitivitySpec:
     chains: int = 4
     seed: int = 1
     simulation: SimulationSpec | None = None
+    bayes_factors: bool = False  # sampled models: BF01 for mu = 0 and tau = 0 by bridge sampling per row (4x the fits)
 
     def tau_priors_for(self, kind: str) -> list[str]:
         """The tau priors of the grid for model ``kind`` (a list for every kind, or its entry of a table)."""
@@ -176,7 +177,8 @@ def grid(spec: SensitivitySpec, outcomes_available, only_outcome: str | None = N
                                      "effect_prior": parse(ep, "effect").spec,
                                      "baseline_prior": parse(spec.baseline_prior, "effect").spec, "inclusion": inc,
                                      "draws": spec.draws, "tune": spec.tune, "chains": spec.chains, "seed": spec.seed,
-                                     "thresholds": spec.thresholds})
+                                     "thresholds": spec.thresholds,
+                                     **({"bayes_factors": True} if spec.bayes_factors else {})})
     return rows
 
 
@@ -185,7 +187,7 @@ def _fit_config(cfg: dict) -> FitConfig:
     return FitConfig(outcome=cfg["outcome"], model=cfg["model"], measure=cfg["measure"], tau_prior=cfg["tau_prior"],
                      effect_prior=cfg["effect_prior"], baseline_prior=cfg["baseline_prior"], all_studies=all_studies,
                      exclude_basis=exclude, draws=cfg["draws"], tune=cfg["tune"], chains=cfg["chains"],
-                     seed=cfg["seed"])
+                     seed=cfg["seed"], bayes_factors=bool(cfg.get("bayes_factors", False)))
 
 
 def _structure(cfg: dict, k_hint: int = 16) -> tuple:
@@ -253,8 +255,9 @@ def run_one(cfg: dict, data_path: str) -> dict:
             q = f"{fc.effect_measure} < {t}"
             q = mirror_query(q) if higher else q
             row[probability_key(q)] = probability(res, q)["probability"]
-    bf = s.get("bayes_factors") or {}  # exact for the normal model; null (not computed) for the sampled models
-    row.update(bf01_mu=bf.get("bf01_mu"), bf01_tau=bf.get("bf01_tau"), log_evidence=bf.get("log_evidence"))
+    bf = s.get("bayes_factors") or {}  # exact (normal model), bridge sampling (bayes_factors = true) or null
+    row.update(bf01_mu=bf.get("bf01_mu"), bf01_tau=bf.get("bf01_tau"), log_evidence=bf.get("log_evidence"),
+               log_evidence_se=bf.get("log_evidence_se"))
     d = s["diagnostics"]
     row.update(method=s["method"], diag_rhat_max=d.get("rhat_max"), diag_ess_bulk_min=d.get("ess_bulk_min"),
                diag_ess_tail_min=d.get("ess_tail_min"), diag_divergences=d.get("divergences"), diag_ok=d.get("ok"))
