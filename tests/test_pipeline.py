@@ -2,6 +2,7 @@
 numbers: Bayesian estimates, tau, and the frequentist reference (REML for ratios, GLMM for rates, labelled)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ def test_fit_all_and_analyze_share_one_pipeline_and_agree(tmp_path, spy):
     offered draws)."""
     spec = tmp_path / "spec.toml"
     spec.write_text('sensitivity_tau_priors = ["halfnormal(0.5)"]\nmodels = ["contrast", "proportion", "normal"]\n'
-                    'seed = 3\n' + ("draws = 500\n" if CI else ""))
+                    'seed = 3\nfigure_formats = ["svg"]\n' + ("draws = 500\n" if CI else ""))
     r = runner.invoke(app, ["fit", "--all", "--data", str(BCG), "--spec", str(spec), "--json"])
     assert r.exit_code == 0, r.output
     rows = {(x["outcome"], x["model"]): x for x in json.loads(r.stdout)}
@@ -52,7 +53,14 @@ def test_fit_all_and_analyze_share_one_pipeline_and_agree(tmp_path, spy):
     assert len(spy) == 2  # both commands went through pipeline.run
     # the report drew and saved its figures without switching the user's backend or editing rcParams
     assert (matplotlib.get_backend(), matplotlib.rcParams["font.size"]) == (backend, font_size)
-    assert len(list((out / "figures").glob("*.svg"))) >= 4
+    # figure_formats = ["svg"]: an SVG beside every PNG, linked from the report; its words come from the data
+    pngs, svgs = sorted((out / "figures").glob("*.png")), sorted((out / "figures").glob("*.svg"))
+    assert len(svgs) >= 4 and [p.stem for p in pngs] == [p.stem for p in svgs]
+    assert '<a href="figures/forest_bcg_contrast.svg"><img src="figures/forest_bcg_contrast.png"' in (
+        out / "index.html").read_text()
+    forest = (out / "figures" / "forest_bcg_contrast.svg").read_text()
+    assert "odds ratio (treatment vs control)" in forest
+    assert not any(re.search(r"stent|thrombectomy", p.read_text(), re.IGNORECASE) for p in svgs)
     summary = {(x["outcome"], x["model"]): x for x in
                __import__("pandas").read_csv(out / "tables" / "summary.csv").to_dict("records")}
     assert set(rows) == set(summary) and len(rows) == 3

@@ -267,36 +267,100 @@ def exact_loo(y, s, tau_prior, mu_mean: float = 0.0, mu_sd: float = 4.0) -> dict
 # Bayesian: the answer without each study, and posterior predictive checks
 # ---------------------------------------------------------------------------------------------------
 
-def loo_benefit(table, cfg, query: str, *, sampler=None, draws: int | None = 500, cache_dir=None) -> list[dict]:
-    """The answer that matters with each study left out: refit ``cfg`` without study i (``exclude_studies``) and
-    report P(``query``) and the pooled effect (natural scale: the model's ratio or rate, median and 95% CrI).
-    The refits use ``draws`` per chain (default 500, at most the fit's own: k refits per outcome; the probability
-    carries its MCSE); None keeps the fit's. With ``cache_dir`` the refits are cached as any fit
-    (:func:`rescuemeta.fit.fit_cached`).
+def loo_benefit(table, cfg, query: str, *, sampler=None, draws: int | None = 500, cache_dir=None, res=None,
+                k_threshold: float = 0.5) -> list[dict]:
+    """The answer that matters with each study left out: P(``query``) and the pooled effect (natural scale: the
+    model's ratio or rate, median and 95% CrI) without study i.
+
+    With ``res`` (the full fit of ``cfg``) of a binomial model (independent baselines, no moderators) and a query
+    on OR, rate or tau, the posterior without study i is the full posterior reweighted by 1 / p(y_i | mu, tau)
+    (Pareto-smoothed importance sampling, the study's random effect integrated out: :func:`study_loglik`); a
+    study whose Pareto k-hat exceeds ``k_threshold`` is refitted instead, as brms's ``reloo`` (0.5, stricter than
+    the 0.7 used for elpd: on the rescue rows a study at k-hat 0.68 moved P(benefit) by 3 points against its
+    refit, at 0.6 and below the two agreed within their Monte Carlo errors). Otherwise (and for
+    the normal model, exact and cheap) ``cfg`` is refitted without the study (``exclude_studies``) with ``draws``
+    per chain (default 500, at most the fit's own; the probability carries its MCSE); None keeps the fit's.
+    With ``cache_dir`` the refits are cached as any fit (:func:`rescuemeta.fit.fit_cached`).
 
     Returns
     -------
     list of dict
         One per included study of the full fit: ``study_id``, ``probability`` (P(query) without it), ``mcse``,
-        ``k``, ``q50``, ``q025``, ``q975``; a study whose removal moves the probability across 50% or far from
-        the full fit's is one the conclusion depends on.
+        ``k``, ``q50``, ``q025``, ``q975``, ``method`` (``psis`` or ``refit``) and ``pareto_k`` (PSIS rows); a
+        study whose removal moves the probability across 50% or far from the full fit's is one the conclusion
+        depends on.
     """
     from dataclasses import replace
 
     from .fit import fit, fit_cached, prepare
-    from .queries import probability
+    from .queries import parse_query, probability
 
     ids = prepare(table, cfg).study_ids
     key = "rate" if cfg.kind.estimand == "rate" else cfg.effect_measure.lower()
+    psis = {}
+    if res is not None and _reweightable(res, parse_query(query)):
+        psis = _psis_without_each(res, query, key, k_threshold)
     out = []
     n_draws = cfg.draws if draws is None else min(draws, cfg.draws)
-    for sid in ids:
+    for i, sid in enumerate(ids):
+        row, khat = psis.get(i, (None, None))
+        if row is not None:
+            out.append({"study_id": sid, **row})
+            continue
         cfg_i = replace(cfg, exclude_studies=tuple(cfg.exclude_studies) + (sid,), draws=n_draws)
-        res = fit(table, cfg_i, sampler) if cache_dir is None else fit_cached(table, cfg_i, cache_dir, sampler)
-        p = probability(res, query)
-        s = res.summary()[key]
-        out.append({"study_id": sid, "probability": p["probability"], "mcse": p["mcse"], "k": res.k,
-                    "q50": s["q50"], "q025": s["q025"], "q975": s["q975"]})
+        r = fit(table, cfg_i, sampler) if cache_dir is None else fit_cached(table, cfg_i, cache_dir, sampler)
+        p = probability(r, query)
+        st = r.summary()[key]
+        out.append({"study_id": sid, "probability": p["probability"], "mcse": p["mcse"], "k": r.k,
+                    "q50": st["q50"], "q025": st["q025"], "q975": st["q975"], "method": "refit",
+                    "pareto_k": khat})
+    return out
+
+
+def _reweightable(res, q) -> bool:
+    """Whether leave-one-out by importance reweighting applies: a sampled binomial fit (independent baselines, no
+    moderators) and a query whose value does not depend on the included studies otherwise (RR/RD/NNT use the
+    median control risk of the included studies, which changes with the study left out)."""
+    return (res.idata is not None and res.exact is None and res.config.kind.binomial
+            and res.config.baselines != "hierarchical" and res.data.design is None
+            and q.scale in ("OR", "RATE", "TAU") and res.k >= 3)
+
+
+def _weighted_quantiles(x: np.ndarray, w: np.ndarray, qs) -> list[float]:
+    order = np.argsort(x)
+    cw = np.cumsum(w[order])
+    cw /= cw[-1]
+    return [float(x[order][min(int(np.searchsorted(cw, q)), x.size - 1)]) for q in qs]
+
+
+def _psis_without_each(res, query: str, key: str, k_threshold: float) -> dict:
+    """PSIS leave-one-out of P(query) and the pooled effect: {i: (row or None when k-hat is too high, k-hat)}."""
+    import arviz as az
+
+    from .queries import _compare, _scale_draws, parse_query
+
+    q = parse_query(query)
+    ll = study_loglik(res, res, np.arange(res.k))  # (S, k)
+    ind = _compare(_scale_draws(res, q, False, None, 1), q).astype(float).ravel()
+    eff = np.asarray(res.draws(key)).ravel()
+    chains = res.idata.posterior.sizes["chain"]
+    ess = float(az.ess(ind.reshape(chains, -1), method="mean")) if np.ptp(ind) > 0 else float(ind.size)
+    out: dict = {}
+    for i in range(res.k):
+        with np.errstate(all="ignore"):
+            lw, kh = az.psislw(-ll[:, i])
+        kh = float(np.asarray(kh))
+        if not (kh <= k_threshold):
+            out[i] = (None, kh)
+            continue
+        w = np.exp(lw - lw.max())
+        w /= w.sum()
+        p = float(np.sum(w * ind))
+        # Monte Carlo SE of the self-normalised estimate, inflated by the draws' autocorrelation
+        mcse = float(np.sqrt(np.sum(w**2 * (ind - p) ** 2) * ind.size / max(ess, 1.0)))
+        q025, q50, q975 = _weighted_quantiles(eff, w, (0.025, 0.5, 0.975))
+        out[i] = ({"probability": p, "mcse": mcse, "k": res.k - 1, "q50": q50, "q025": q025, "q975": q975,
+                   "method": "psis", "pareto_k": kh}, kh)
     return out
 
 
@@ -555,6 +619,38 @@ def _study_locations(res, rows) -> np.ndarray:
     return beta @ x.T
 
 
+def study_loglik(ref, r, idx) -> np.ndarray:
+    """log p(y_i | mu, tau) per posterior draw of ``r`` (a fit of the same model as ``ref``, whose studies ``idx``
+    index), with the study's random effect (and, contrast model, its baseline given its control arm) integrated
+    out: the study-level likelihood of :func:`psis_loo`. Shape (draws, len(idx))."""
+    from scipy import stats
+
+    kind = ref.config.kind.name
+    arr = ref.data.model_data.arrays
+    k_all = len(ref.data.study_ids)
+    rows = ref.data.design.X if ref.data.design is not None else np.zeros((k_all, 0))
+    prior = ref.config.priors()["baseline"] if kind == "contrast" else None
+    bm, bv = (np.asarray(arr.get(key, np.zeros(k_all)), dtype=float) for key in ("bias_mean", "bias_var"))
+    est = np.asarray(arr.get("est_mask", np.zeros(k_all)), dtype=float) > 0
+    loc = _study_locations(r, rows[idx])
+    tau = r.idata.posterior["tau"].values.ravel()
+    if kind == "proportion":
+        return integrated_loglik(arr["ai"][idx], arr["n1i"][idx], loc, tau)
+    # the study's observed-scale effect ~ N(loc + m_i, tau^2 + s_i^2) under the bias model (m = s = 0 without)
+    loc = loc + bm[idx]
+    sd = np.sqrt(tau[:, None] ** 2 + bv[idx])
+    out = np.empty(loc.shape)
+    c = ~est[idx]
+    if c.any():
+        j = idx[c]
+        out[:, c] = conditional_loglik(arr["ci"][j], arr["n2i"][j], arr["ai"][j], arr["n1i"][j], loc[:, c],
+                                       sd[:, c], prior)
+    if (~c).any():  # a reported log OR: normal predictive N(loc, sd^2 + se^2), exact
+        j = idx[~c]
+        out[:, ~c] = stats.norm.logpdf(arr["est_y"][j], loc[:, ~c], np.sqrt(sd[:, ~c] ** 2 + arr["est_s"][j] ** 2))
+    return out
+
+
 def psis_loo(table, res, *, reloo: bool = True, k_threshold: float = 0.7, sampler=None) -> dict:
     """Leave-one-study-out for the binomial models: PSIS-LOO (ArviZ) on the study-level likelihood with the
     study's random effect integrated out (the conditional likelihood given theta_i gives high Pareto k for every
@@ -589,33 +685,10 @@ def psis_loo(table, res, *, reloo: bool = True, k_threshold: float = 0.7, sample
                            "baselines (the default); with hierarchical baselines the study's baseline prior depends "
                            "on the posterior and needs a 2-D integral per draw, not implemented")
     arr = res.data.model_data.arrays
-    rows = res.data.design.X if res.data.design is not None else np.zeros((len(res.data.study_ids), 0))
-    prior = res.config.priors()["baseline"] if kind == "contrast" else None
-
-    k_all = len(res.data.study_ids)
-    bm, bv = (np.asarray(arr.get(key, np.zeros(k_all)), dtype=float) for key in ("bias_mean", "bias_var"))
-    est = np.asarray(arr.get("est_mask", np.zeros(k_all)), dtype=float) > 0
+    est = np.asarray(arr.get("est_mask", np.zeros(len(res.data.study_ids))), dtype=float) > 0
 
     def loglik(r, idx):
-        from scipy import stats
-
-        loc = _study_locations(r, rows[idx])
-        tau = r.idata.posterior["tau"].values.ravel()
-        if kind == "proportion":
-            return integrated_loglik(arr["ai"][idx], arr["n1i"][idx], loc, tau)
-        # the study's observed-scale effect ~ N(loc + m_i, tau^2 + s_i^2) under the bias model (m = s = 0 without)
-        loc = loc + bm[idx]
-        sd = np.sqrt(tau[:, None] ** 2 + bv[idx])
-        out = np.empty(loc.shape)
-        c = ~est[idx]
-        if c.any():
-            j = idx[c]
-            out[:, c] = conditional_loglik(arr["ci"][j], arr["n2i"][j], arr["ai"][j], arr["n1i"][j], loc[:, c],
-                                           sd[:, c], prior)
-        if (~c).any():  # a reported log OR: normal predictive N(loc, sd^2 + se^2), exact
-            j = idx[~c]
-            out[:, ~c] = stats.norm.logpdf(arr["est_y"][j], loc[:, ~c], np.sqrt(sd[:, ~c] ** 2 + arr["est_s"][j] ** 2))
-        return out
+        return study_loglik(res, r, idx)
 
     post = res.idata.posterior
     shape = post["mu"].shape

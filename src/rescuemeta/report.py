@@ -103,6 +103,12 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
         ``unavailable`` and ``failures`` (fits that failed their convergence guard: the report states them where
         the result would be), ``grid_computed``, ``grid_cached``, ``seconds``.
     """
+    with figures.formats(load_primary(spec_path).figure_formats):  # PNG, plus what the spec asks for
+        return _analyze(spec_path, data_path, abstract_path, out_dir, draws=draws, progress=progress,
+                        cache_dir=cache_dir)
+
+
+def _analyze(spec_path, data_path, abstract_path, out_dir, *, draws, progress, cache_dir) -> dict:
     import os
 
     from . import sensitivity as sens
@@ -321,7 +327,7 @@ def _robustness(run, figs: Path, cache_dir: Path | None = None) -> tuple[list[di
             continue
         query = pipeline.mirror_query("OR < 1") if desc.better(oc) == "higher" else "OR < 1"
         full = {**res.summary()["or"], "probability": probability(res, query)["probability"]}
-        lb = criticism.loo_benefit(run.table, e.config, query, cache_dir=cache_dir)
+        lb = criticism.loo_benefit(run.table, e.config, query, cache_dir=cache_dir, res=res)
         names += _save_fig(lambda ax, lb=lb, full=full, q=query: plots.loo_forest(lb, full, "OR", q, ax=ax),
                            (7.5, 0.4 * (len(lb) + 2) + 1.4), figs, f"loo_{oc}_{m}")
         sel = res.data.selection
@@ -559,6 +565,15 @@ def _compact_probabilities(df: pd.DataFrame) -> pd.DataFrame:
                          for r in rows.values()])
 
 
+def _figure_html(name: str, formats) -> str:
+    """A report figure: the PNG, linked to its SVG (or PDF) where the spec's ``figure_formats`` asked for one."""
+    e = html.escape
+    vector = next((f for f in ("svg", "pdf") if f in formats), None)
+    target = name[:-4] + "." + vector if vector else name
+    return (f'<figure><a href="figures/{e(target)}"><img src="figures/{e(name)}" alt="{e(name)}"></a>'
+            f"<figcaption>{e(figure_caption(name))}</figcaption></figure>")
+
+
 def _table_html(df: pd.DataFrame) -> str:
     return df.to_html(index=False, escape=True, border=0, classes="t", na_rep="—")
 
@@ -618,9 +633,7 @@ tau ~ {e(spec.describe_tau_prior())}, mu ~ {e(spec.effect_prior)}, alpha_i ~ {e(
         parts.append(f"<h3>{e(desc.label(oc))} — {e(m)} model</h3>")
         for nm in names:
             if nm.endswith(".png"):
-                svg = nm[:-4] + ".svg"
-                parts.append(f'<figure><a href="figures/{e(svg)}"><img src="figures/{e(nm)}" alt="{e(nm)}"></a>'
-                             f"<figcaption>{e(figure_caption(nm))}</figcaption></figure>")
+                parts.append(_figure_html(nm, spec.figure_formats))
     if len(frames.get("subgroups", [])):
         parts.append("<h2>Subgroups and meta-regression</h2><p>Does the effect differ by "
                      + e(", ".join(dict.fromkeys(frames["subgroups"]["by"]))) + "? Each analysis is a meta-regression on "
@@ -631,9 +644,7 @@ tau ~ {e(spec.describe_tau_prior())}, mu ~ {e(spec.effect_prior)}, alpha_i ~ {e(
                      + _table_html(frames["subgroups"]))
         for nm in moderated_figs:
             if nm.endswith(".png"):
-                svg = nm[:-4] + ".svg"
-                parts.append(f'<figure><a href="figures/{e(svg)}"><img src="figures/{e(nm)}" alt="{e(nm)}"></a>'
-                             f"<figcaption>{e(figure_caption(nm))}</figcaption></figure>")
+                parts.append(_figure_html(nm, spec.figure_formats))
     if len(frames.get("robustness", [])):
         parts.append("<h2>How robust is this?</h2><p>Per outcome: the probability of benefit with each study left "
                      "out (Bayesian refits), small-study effects (Egger's test where there are 10 or more studies), "
@@ -642,9 +653,7 @@ tau ~ {e(spec.describe_tau_prior())}, mu ~ {e(spec.effect_prior)}, alpha_i ~ {e(
                      + _table_html(frames["robustness"]))
         for nm in robust_figs:
             if nm.endswith(".png") and not nm.startswith("bias_"):
-                svg = nm[:-4] + ".svg"
-                parts.append(f'<figure><a href="figures/{e(svg)}"><img src="figures/{e(nm)}" alt="{e(nm)}"></a>'
-                             f"<figcaption>{e(figure_caption(nm))}</figcaption></figure>")
+                parts.append(_figure_html(nm, spec.figure_formats))
     if len(frames.get("evidence", [])):
         parts.append("<h2>How strongly do the data support an effect?</h2><p>Bayes factors of the normal model on "
                      "log OR (exact): BF10 for an effect compares mu free (its prior as fitted) with mu = 0; for "
@@ -667,9 +676,7 @@ tau ~ {e(spec.describe_tau_prior())}, mu ~ {e(spec.effect_prior)}, alpha_i ~ {e(
                      + _table_html(bt))
         for nm in robust_figs:
             if nm.endswith(".png") and nm.startswith("bias_"):
-                svg = nm[:-4] + ".svg"
-                parts.append(f'<figure><a href="figures/{e(svg)}"><img src="figures/{e(nm)}" alt="{e(nm)}"></a>'
-                             f"<figcaption>{e(figure_caption(nm))}</figcaption></figure>")
+                parts.append(_figure_html(nm, spec.figure_formats))
     parts.append("<h2>Prior sensitivity</h2><p>Tau priors: "
                  + e(describe_tau_priors(spec.sensitivity_tau_priors, ("contrast", "proportion"), many=True)) +
                  ". psense: power-scaling sensitivity (Kallioinen et al. 2023); ≥ 0.05 flags an informative prior or "

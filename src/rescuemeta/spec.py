@@ -57,7 +57,7 @@ _PRIMARY_KEYS = {"outcomes": list, "models": list, "measure": str, **_PRIOR_KEYS
                  "chains": int, "seed": int, "all_studies": bool, "exclude_basis": list, "queries": list,
                  "thresholds": list, "outcome": dict, "sensitivity_tau_priors": (list, dict), "control_risk": str,
                  "subgroups": list, "moderators": list, "bias_priors": list, "tipping_threshold": float,
-                 "tipping_bias_sd": float}
+                 "tipping_bias_sd": float, "figure_formats": list}
 
 
 SAMPLER_MINIMA = {"draws": 10, "tune": 0, "chains": 1, "seed": 0}
@@ -179,6 +179,8 @@ class PrimarySpec:
     bias_priors: list[str] = field(default_factory=list)
     tipping_threshold: float = 0.95
     tipping_bias_sd: float = 0.1
+    # figure files besides the PNG the report embeds ("svg", "pdf"): each costs a full render of every figure
+    figure_formats: list[str] = field(default_factory=lambda: ["png"])
 
     def tau_prior_for(self, kind: str, outcome: str | None = None) -> str:
         """The tau prior of ``kind`` (and ``outcome``'s override, where it has one)."""
@@ -303,7 +305,13 @@ def load_primary(path: str | Path | None = DEFAULT_PRIMARY) -> PrimarySpec:
                          file=path)
     if not spec.tipping_bias_sd >= 0:
         raise InputError(f"key 'tipping_bias_sd' must be >= 0, got {spec.tipping_bias_sd}", file=path)
-    for key in ("outcomes", "models", "exclude_basis", "queries", "subgroups", "moderators", "bias_priors"):
+    from .figures import FIGURE_FORMATS
+
+    bad = [f for f in spec.figure_formats if f not in FIGURE_FORMATS]
+    if bad:
+        raise InputError(f"key 'figure_formats': {bad} not among {', '.join(FIGURE_FORMATS)}", file=path)
+    for key in ("outcomes", "models", "exclude_basis", "queries", "subgroups", "moderators", "bias_priors",
+                "figure_formats"):
         v = getattr(spec, key)
         if not all(isinstance(x, str) for x in v):
             raise InputError(f"key {key!r} must be a list of strings", file=path)
