@@ -269,3 +269,58 @@ def test_benefit_follows_the_outcomes_declared_direction():
 
     res = fit(TABLE, FitConfig(outcome="functional_independence", model="normal", measure="OR"))
     assert fi["p_or_gt_1"] == pytest.approx(1 - probability(res, "OR < 1")["probability"], abs=1e-9)
+
+
+def _grid_cfg(tau_prior, effect_prior="normal(0, 4)", outcome="mortality", seed=3):
+    return {"outcome": outcome, "model": "contrast", "measure": "OR", "tau_prior": tau_prior,
+            "effect_prior": effect_prior, "baseline_prior": "normal(0, 10)", "inclusion": "dedup", "draws": 1000,
+            "tune": 1000, "chains": 4, "seed": seed, "thresholds": [1.0, 0.8]}
+
+
+def test_prior_grid_reweights_earlier_fits_and_agrees_with_refits():
+    """Issue 19: a grid over tau priors (and one effect prior) on the same model and data fits the first
+    configuration and reweights the next ones (PSIS on the prior ratio, k-hat <= 0.7, ESS >= 400); each
+    reweighted row says so and agrees with a refit: posterior medians of mu and tau and P(OR < 1) within 3
+    combined Monte Carlo SEs (the SE from each row's ESS; the reweighted ESS is the reference's times the
+    weights' relative efficiency)."""
+    import math
+
+    sens._REFERENCES.clear()
+    priors = ["halfnormal(0.5)", "halfnormal(0.4)", "halfnormal(0.6)", "halfnormal(0.8)", "exponential(2)"]
+    cfgs = [_grid_cfg(p) for p in priors] + [_grid_cfg("halfnormal(0.5)", "normal(0, 2)")]
+    rows = [sens.run_one(c, DATA) for c in cfgs]
+    assert rows[0]["reweighted_from"] is None and rows[0]["method"] == "nuts"
+    rw = [(c, r) for c, r in zip(cfgs, rows) if r["reweighted_from"] is not None]
+    assert len(rw) >= 4
+    for c, r in rw:
+        assert r["method"] == "nuts (reweighted)" and r["reweight_khat"] <= 0.7  # (k-hat < 0: near-uniform weights) and r["diag_ess_bulk_min"] >= 400
+        ref = sens.run_one(c, DATA, reweight=False)
+        assert ref["reweighted_from"] is None
+
+        def se(row, lo, hi):
+            return 1.2533 * (row[hi] - row[lo]) / 3.92 / math.sqrt(row["diag_ess_bulk_min"])
+
+        for q, lo, hi in (("mu_median", "mu_low", "mu_high"), ("tau_median", "tau_low", "tau_high")):
+            tol = 3 * math.hypot(se(r, lo, hi), se(ref, lo, hi))
+            assert abs(r[q] - ref[q]) < tol, (c["tau_prior"], q, r[q], ref[q], tol)
+        p, pr = r["p_or_lt_1"], ref["p_or_lt_1"]
+        tol = 3 * math.hypot(math.sqrt(p * (1 - p) / r["diag_ess_bulk_min"]),
+                             math.sqrt(pr * (1 - pr) / ref["diag_ess_bulk_min"])) + 1e-3
+        assert abs(p - pr) < tol, (c["tau_prior"], p, pr, tol)
+
+
+def test_reweighting_refuses_a_distant_prior_and_another_model():
+    """A prior far from the reference's (k-hat > 0.7 or ESS < 400) is not reweighted: the caller refits. A configuration that
+    differs in anything but the priors on tau and mu (here the outcome) cannot be reweighted at all."""
+    from rescuemeta.fit import reweight
+
+    ref = fit(TABLE, FitConfig("mortality", "contrast", tau_prior="halfnormal(2)", seed=3))
+    res, info = reweight(ref, FitConfig("mortality", "contrast", tau_prior="halfnormal(0.02)", seed=3))
+    assert res is None and (info["pareto_k"] > 0.7 or info["ess"] < 400)  # (here: ESS; few draws have tau ~ 0.02)
+    res, info = reweight(ref, FitConfig("mortality", "contrast", tau_prior="halfnormal(1.5)", seed=3))
+    assert res is not None and info["pareto_k"] <= 0.7
+    assert res.idata.attrs["tau_prior"] == "halfnormal(1.5)" and "reweighted_from" in res.idata.attrs
+    assert res.idata.log_prior["tau"].values == pytest.approx(
+        FitConfig("x", tau_prior="halfnormal(1.5)").priors()["tau"].logpdf(res.idata.posterior["tau"].values))
+    with pytest.raises(ValueError, match="outcome"):
+        reweight(ref, FitConfig("sich", "contrast", tau_prior="halfnormal(1.5)", seed=3))

@@ -6,6 +6,7 @@ the natural scales, the effect in a new study) and writes ArviZ NetCDF.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -939,6 +940,87 @@ def fit(table: StudyTable, cfg: FitConfig, sampler: Sampler | None = None) -> Fi
     idata = _augment(idata, prep, cfg, priors, table)
     return FitResult(cfg, prep, idata, None, diag, time.perf_counter() - t0, table.path, table.sha256,
                      table.description)
+
+
+# what may differ between a reference fit and a configuration reweighted from it: the priors on tau and mu
+_REWEIGHTABLE = ("tau_prior", "effect_prior")
+
+
+def reweight(ref: FitResult, cfg: FitConfig, *, k_threshold: float = 0.7, ess_min: float | None = None,
+             table: StudyTable | None = None) -> tuple[FitResult | None, dict]:
+    """The posterior under ``cfg``'s priors from the draws of ``ref``, a fit of the same model and data under other
+    priors on tau and mu: importance weights p_new(tau) p_new(mu) / (p_ref(tau) p_ref(mu)), Pareto-smoothed
+    (ArviZ ``psislw``; priorsense's approach), then systematic resampling to a draw set of the same size, so that
+    every summary, query and diagnostic of a fit applies unchanged.
+
+    Accepted when the Pareto k-hat is <= ``k_threshold`` and the effective sample size after reweighting, ref's
+    smallest bulk/tail ESS times the relative efficiency 1 / (S sum w^2) of the weights, is >= ``ess_min`` (the
+    convergence guard's 400 by default); otherwise the caller refits.
+
+    Returns
+    -------
+    (FitResult or None, dict)
+        The reweighted fit (None when not accepted) and ``{pareto_k, ess, reference}`` (ref's tau and effect priors).
+        The fit's diagnostics are ref's (R-hat, divergences) with the reweighted ESS; its idata's attrs say
+        ``reweighted_from``.
+    """
+    import arviz as az
+
+    from .defaults import ESS_MIN
+
+    ess_min = ESS_MIN if ess_min is None else ess_min
+    a, b = asdict(ref.config), asdict(cfg)
+    differ = [k for k in a if a[k] != b[k] and k not in _REWEIGHTABLE + ("bayes_factors",)]
+    if differ or ref.idata is None or ref.exact is not None or ref.diagnostics is None:
+        raise ValueError(f"reweighting needs a sampled fit of the same model and data (differ: {differ})")
+    old, new = ref.config.priors(), cfg.priors()
+    post = ref.idata.posterior
+    mu, tau = post["mu"].values, post["tau"].values
+    with np.errstate(all="ignore"):
+        lr = (new["tau"].logpdf(tau) - old["tau"].logpdf(tau) + new["effect"].logpdf(mu)
+              - old["effect"].logpdf(mu)).ravel()
+    info: dict[str, Any] = {"reference": {"tau_prior": old["tau"].spec, "effect_prior": old["effect"].spec}}
+    if not np.isfinite(lr).any():
+        return None, {**info, "pareto_k": math.inf, "ess": 0.0}
+    lr = np.where(np.isfinite(lr), lr, np.min(lr[np.isfinite(lr)]) - 745.0)  # exp underflows to 0 weight
+    with np.errstate(all="ignore"):
+        lw, khat = az.psislw(lr.copy())
+    khat = float(np.asarray(khat))
+    w = np.exp(lw - lw.max())
+    w /= w.sum()
+    d = ref.diagnostics
+    ess = float(min(d.ess_bulk_min, d.ess_tail_min) / (w.size * np.sum(w**2)))
+    info.update(pareto_k=khat, ess=ess)
+    if not (khat <= k_threshold and ess >= ess_min):
+        return None, info
+    # systematic resampling: S draws, each kept floor or ceil of S w_s times (the least added noise)
+    n = w.size
+    u = (np.random.default_rng([cfg.seed, 41]).random() + np.arange(n)) / n
+    idx = np.minimum(np.searchsorted(np.cumsum(w), u), n - 1)
+    chains, draws = post.sizes["chain"], post.sizes["draw"]
+    ci, di = np.unravel_index(idx, (chains, draws))
+    sel = {"chain": xr.DataArray(ci.reshape(chains, draws), dims=("chain", "draw")),
+           "draw": xr.DataArray(di.reshape(chains, draws), dims=("chain", "draw"))}
+    groups = {}
+    for g in ref.idata.groups():
+        ds = ref.idata[g]
+        if "chain" in ds.dims and "draw" in ds.dims:
+            ds = ds.isel(sel).drop_vars(["chain", "draw"]).assign_coords(chain=np.arange(chains),
+                                                                          draw=np.arange(draws))
+        groups[g] = ds
+    lp, rp = groups["log_prior"], groups["posterior"]
+    groups["log_prior"] = lp.assign(mu=(lp["mu"].dims, new["effect"].logpdf(rp["mu"].values)),
+                                    tau=(lp["tau"].dims, new["tau"].logpdf(rp["tau"].values)))
+    idata = az.InferenceData(**groups)
+    idata.attrs.update(ref.idata.attrs)
+    idata.attrs.update({"tau_prior": new["tau"].spec, "tau_prior_scale": new["tau"].scale,
+                        "effect_prior": new["effect"].spec, "seed": int(cfg.seed), "config": json.dumps(b),
+                        "reweighted_from": json.dumps({**info["reference"], "pareto_k": khat, "ess": ess})})
+    diag = Diagnostics(rhat_max=d.rhat_max, ess_bulk_min=ess, ess_tail_min=ess, divergences=d.divergences,
+                       ess_required=d.ess_required, attempts=d.attempts, target_accept=d.target_accept, draws=d.draws)
+    t = table
+    return FitResult(cfg, ref.data, idata, None, diag, 0.0, ref.data_path if t is None else t.path,
+                     ref.data_sha256 if t is None else t.sha256, ref.description), info
 
 
 def fit_key(cfg: FitConfig, table: StudyTable) -> str:
