@@ -5,7 +5,6 @@ import json
 
 import arviz as az
 import numpy as np
-import pymc as pm
 import pytest
 from scipy import stats
 from scipy.special import expit, logit
@@ -14,7 +13,6 @@ from typer.testing import CliRunner
 from rescuemeta.cli import app
 from rescuemeta.data import load_studies
 from rescuemeta.fit import FitConfig, fit, prepare
-from rescuemeta.models import build_model
 from rescuemeta.summaries import STAT_KEYS, summarize
 
 from conftest import ROOT
@@ -138,31 +136,26 @@ def test_fit_cache_round_trips_every_group_exactly(mortality_fit, tmp_path):
     assert not list(tmp_path.glob("*.part"))
 
 
-def test_log_likelihood_and_log_prior_match_pymc():
-    """Our numpy log_likelihood / log_prior equal PyMC's own on the same (unpadded) model."""
+def test_log_likelihood_and_log_prior_match_scipy():
+    """Our numpy log_likelihood / log_prior equal scipy's densities at the posterior draws (binomial arms, the
+    reported row's normal likelihood, the priors of mu and tau)."""
     table = load_studies(DATA)
     cfg = FitConfig("sich", "contrast", draws=1000, seed=4)
     res = fit(table, cfg)
-    prep = prepare(table, cfg)
-    p = cfg.priors()
-    model = build_model(prep.model_data, p["tau"], p["effect"], p["baseline"])
-    idata = res.idata.copy()
-    post = idata.posterior.drop_vars(["study"]).assign_coords(study=np.arange(res.k))
-    ref = az.InferenceData(posterior=post)
-    ref = pm.compute_log_likelihood(ref, model=model, extend_inferencedata=False, progressbar=False)
-    ours = res.idata.log_likelihood["y"].values
-    theirs = ref["y_treat"].values + ref["y_control"].values
-    a = prep.model_data.arrays
-    assert a["est_mask"].sum() == 1  # PC-SEARCH's adjusted OR: a normal likelihood (a potential, which PyMC's
-    m = a["est_mask"] > 0            # compute_log_likelihood does not list), by scipy
-    theirs = theirs + np.where(m, stats.norm.logpdf(a["est_y"], post["theta"].values, a["est_s"]), 0.0)
-    np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10)
-    lp = pm.compute_log_prior(az.InferenceData(posterior=post), model=model, var_names=["tau"],
-                              extend_inferencedata=False, progressbar=False)
-    # mu is sampled through a standardised variable (models._pooled_effect): its prior, N(0, 4^2), by scipy
+    a = prepare(table, cfg).model_data.arrays
+    post = res.idata.posterior
+    theta, alpha = post["theta"].values, post["alpha"].values
+    theirs = (stats.binom.logpmf(a["ci"], a["n2i"], expit(alpha))
+              + stats.binom.logpmf(a["ai"], a["n1i"], expit(alpha + theta)))
+    assert a["est_mask"].sum() == 1  # PC-SEARCH's adjusted OR: a normal likelihood on theta_i, not its counts
+    m = a["est_mask"] > 0
+    theirs = np.where(m, stats.norm.logpdf(a["est_y"], theta, a["est_s"]), theirs)
+    np.testing.assert_allclose(res.idata.log_likelihood["y"].values, theirs, rtol=1e-10, atol=1e-10)
+    # mu is sampled through a standardised variable (models._pooled_effect): its prior, N(0, 4^2); tau's half-N(0.5)
     np.testing.assert_allclose(res.idata.log_prior["mu"].values, stats.norm.logpdf(post["mu"].values, 0, 4),
                                rtol=1e-12)
-    np.testing.assert_allclose(res.idata.log_prior["tau"].values, lp["tau"].values, rtol=1e-10)
+    np.testing.assert_allclose(res.idata.log_prior["tau"].values, stats.halfnorm.logpdf(post["tau"].values, scale=0.5),
+                               rtol=1e-10)
 
 
 def test_proportion_contract():

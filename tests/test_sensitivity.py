@@ -156,6 +156,53 @@ def test_dask_localcluster_matches_local_path(tmp_path):
     assert again.cached == len(cfgs) and _strip(again.rows) == _strip(local.rows)
 
 
+def test_dask_cluster_of_separate_processes_in_another_directory(tmp_path):
+    """As a user would: `dask scheduler`, then `dask worker` started from another directory (as on another
+    machine), then `rescuemeta sensitivity --scheduler` from the project with a relative data path. The workers
+    are sent the study table, not the path (issue 19: every task failed with FileNotFoundError), and the rows
+    equal those of the local path; the cache is written by the client."""
+    from pathlib import Path
+
+    dask = str(Path(sys.executable).parent / "dask")
+    sched_file, elsewhere = tmp_path / "scheduler.json", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in __import__("os").environ.items()}
+    procs = [subprocess.Popen([dask, "scheduler", "--scheduler-file", str(sched_file), "--port", "0",
+                               "--no-dashboard"], cwd=elsewhere, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not sched_file.exists():
+            time.sleep(0.1)
+        procs.append(subprocess.Popen([dask, "worker", "--scheduler-file", str(sched_file), "--nworkers", "1",
+                                       "--nthreads", "1", "--no-dashboard"], cwd=elsewhere, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        time.sleep(0.5)
+        with Client(scheduler_file=str(sched_file), timeout=60) as client:
+            client.wait_for_workers(1, timeout=120)
+            address = client.scheduler.address
+        spec = _spec(tmp_path, 'outcomes = ["mortality", "sich"]\nmodels = ["normal"]\n'
+                     'tau_priors = ["halfnormal(0.25)", "halfnormal(0.5)", "halfcauchy(0.5)"]\ninclusion = ["dedup"]\n')
+        out = tmp_path / "out"
+        r = subprocess.run([sys.executable, "-m", "rescuemeta.cli", "sensitivity", "--data", "data/studies.csv",
+                            "--spec", str(spec), "--out", str(out), "--no-plots", "--json", "--scheduler", address],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+        rows = json.loads(r.stdout)
+        assert len(rows) == 6 and all(x["status"] == "ok" for x in rows)
+        local = sens.run_grid(sens.grid(sens.load_sensitivity(spec), TABLE), DATA, cache_dir=None)
+        plain = [{k: v for k, v in x.items() if k != "tau_density"} for x in _strip(local.rows)]
+        assert _strip(rows) == json.loads(json.dumps(plain))
+        assert len(list((out / "cache").glob("*.json"))) == 6 and not list(elsewhere.rglob("*.json"))
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
 def test_sigkill_midway_leaves_a_usable_cache_and_the_next_run_completes(tmp_path):
     spec = _spec(tmp_path, SMALL.replace('tau_priors = ["halfnormal(0.25)", "halfnormal(0.5)"]',
                                          'tau_priors = ["halfnormal(0.2)", "halfnormal(0.3)", "halfnormal(0.4)", '

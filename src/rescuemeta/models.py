@@ -96,21 +96,22 @@ def structure_key(kind: str, k: int, tau_prior: Prior, effect_prior: Prior, base
                                n_coef, coef_prior), "extras", *extra)
     mk = kinds.get(kind)
     own_baseline = baseline_prior.family if (baseline_prior is not None and mk.baseline_prior) else None
+    tau_key = tau_graph(tau_prior)
     if n_coef:  # a meta-regression: its own graph per number of coefficients and coefficient prior family
         return (kind, "regression", n_coef, coef_prior.family if coef_prior else None, hierarchical_baselines, k,
-                tau_prior.family, effect_prior.family, own_baseline)
+                tau_key, effect_prior.family, own_baseline)
     if hierarchical_baselines:
-        return (kind, "hierarchical-baselines", k, tau_prior.family, effect_prior.family, own_baseline)
+        return (kind, "hierarchical-baselines", k, tau_key, effect_prior.family, own_baseline)
     if shared_binomial and mk.binomial:
-        return ("binomial", k, tau_prior.family, effect_prior.family, own_baseline or "normal")
-    return (kind, k, tau_prior.family, effect_prior.family, own_baseline)
+        return ("binomial", k, tau_key, effect_prior.family, own_baseline or "normal")
+    return (kind, k, tau_key, effect_prior.family, own_baseline)
 
 
 def prior_data(tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None,
                hierarchical_baselines: bool = False, coef_prior: Prior | None = None) -> dict:
     """Values of the ``pm.Data`` prior parameters (padded to fixed lengths); with hierarchical baselines also
     the half-normal scale of their SD (``alpha_sd_par``)."""
-    d = {"tau_par": np.array(list(tau_prior.params) + [0.0] * (2 - len(tau_prior.params)), dtype=float),
+    d = {**_tau_data(tau_prior),
          "mu_par": np.array(list(effect_prior.params) + [0.0] * (3 - len(effect_prior.params)), dtype=float)}
     if baseline_prior is not None:
         d["alpha_par"] = np.array(list(baseline_prior.params) + [0.0] * (3 - len(baseline_prior.params)),
@@ -167,9 +168,68 @@ def observed_data(data: ModelData, size: int | None = None, shared_binomial: boo
     return d
 
 
-def _tau(tau_prior: Prior, par):
-    """The PyMC variable ``tau`` of the prior's family (:data:`rescuemeta.priors.FAMILIES`)."""
-    return tau_prior.definition.pymc(pm, par)
+# Tau-prior families compiled into one graph: tau = exp(tau_log__) with tau_log__ flat and the prior's log density
+# (plus the log-Jacobian log tau) a potential, the family chosen by a one-hot ``pm.Data`` vector. The sampler sees
+# log tau, as PyMC's log transform gives it for each of these families on its own (on tau^2 for invgamma and
+# lognormal2: a linear change of scale), so a grid over families costs what a grid over scales costs. uniform(a, b)
+# keeps a graph of its own: its density has hard walls, which PyMC's interval transform removes and a log scale
+# would not.
+SHARED_TAU_FAMILIES = ("halfnormal", "halfcauchy", "halft", "exponential", "lognormal", "invgamma", "lognormal2")
+_SAFE_TAU_PAR = 1.0  # parameters of the families not selected: finite densities and gradients (weight 0)
+
+
+def tau_graph(tau_prior: Prior) -> str:
+    """The compiled-graph key of a tau prior: ``shared`` for :data:`SHARED_TAU_FAMILIES`, else its family."""
+    return "shared" if tau_prior.family in SHARED_TAU_FAMILIES else tau_prior.family
+
+
+def _tau_data(tau_prior: Prior) -> dict:
+    if tau_graph(tau_prior) != "shared":
+        return {"tau_par": np.array(list(tau_prior.params) + [0.0] * (2 - len(tau_prior.params)), dtype=float)}
+    par = np.full((len(SHARED_TAU_FAMILIES), 2), _SAFE_TAU_PAR)
+    i = SHARED_TAU_FAMILIES.index(tau_prior.family)
+    par[i, : len(tau_prior.params)] = tau_prior.params
+    onehot = np.zeros(len(SHARED_TAU_FAMILIES))
+    onehot[i] = 1.0
+    return {"tau_par": par, "tau_family": onehot}
+
+
+def _shared_tau_logp(f: str, tau, log_tau, p):
+    """log p(tau) of family ``f`` with parameters ``p`` (normalised: marginal likelihoods use it)."""
+    if f == "halfnormal":
+        return pm.logp(pm.HalfNormal.dist(sigma=p[0]), tau)
+    if f == "halfcauchy":
+        return pm.logp(pm.HalfCauchy.dist(beta=p[0]), tau)
+    if f == "halft":
+        return pm.logp(pm.HalfStudentT.dist(nu=p[0], sigma=p[1]), tau)
+    if f == "exponential":
+        return pm.logp(pm.Exponential.dist(lam=p[0]), tau)
+    if f == "lognormal":
+        return pm.logp(pm.LogNormal.dist(mu=p[0], sigma=p[1]), tau)
+    jac = np.log(2.0) + log_tau  # densities stated on tau^2: times d tau^2 / d tau = 2 tau
+    if f == "invgamma":
+        return pm.logp(pm.InverseGamma.dist(alpha=p[0], beta=p[1]), tau**2) + jac
+    if f == "lognormal2":
+        return pm.logp(pm.LogNormal.dist(mu=p[0], sigma=p[1]), tau**2) + jac
+    raise ValueError(f)
+
+
+def _tau(tau_prior: Prior, par, family=None):
+    """The PyMC variable ``tau``: for :data:`SHARED_TAU_FAMILIES` the shared form (``family``: the one-hot
+    ``pm.Data``), else the prior family's own variable (:data:`rescuemeta.priors.FAMILIES`)."""
+    if family is None:
+        return tau_prior.definition.pymc(pm, par)
+    log_tau = pm.Flat("tau_log__")
+    tau = pm.Deterministic("tau", pm.math.exp(log_tau))
+    # families not selected are evaluated at tau = 1 (and weight 0): finite whatever tau, so no 0 * inf in the
+    # density or its gradient
+    logp = 0.0
+    for i, f in enumerate(SHARED_TAU_FAMILIES):
+        on = family[i] > 0
+        lt = pm.math.switch(on, log_tau, 0.0)
+        logp = logp + family[i] * _shared_tau_logp(f, pm.math.exp(lt), lt, par[i])
+    pm.Potential("tau_prior", logp + log_tau)  # + log-Jacobian of tau = exp(tau_log__)
+    return tau
 
 
 def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None = None,
@@ -219,7 +279,7 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
     with pm.Model(coords=coords) as model:
         tau_par = pm.Data("tau_par", pdat["tau_par"])
         mu_par = pm.Data("mu_par", pdat["mu_par"])
-        tau = _tau(tau_prior, tau_par)
+        tau = _tau(tau_prior, tau_par, pm.Data("tau_family", pdat["tau_family"]) if "tau_family" in pdat else None)
         d = {name: pm.Data(name, value, dims=("study" if np.ndim(value) == 1 else ("study", "slope") if name ==
                                               "mods_x" else None)) for name, value in obs.items()}
         shift = 0.0

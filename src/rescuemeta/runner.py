@@ -74,6 +74,7 @@ def run_grid(cfgs: list[dict], data_path: str, *, cache_dir: str | None, workers
     cfgs : list of dict
         From :func:`grid` (or :func:`simulation_grid`).
     data_path : str
+        The study table (read here; Dask workers are sent the table itself, not the path).
     cache_dir : str or None
         One JSON file per configuration hash; re-running after an interruption only computes what is missing.
     workers : int
@@ -116,11 +117,17 @@ def run_grid(cfgs: list[dict], data_path: str, *, cache_dir: str | None, workers
 
             client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
             try:
-                futures = client.map(runner, groups, data_path=data_path, cache_dir=cache_dir, data_sha256=sha,
-                                     pure=False)
+                # the workers get the study table itself (scattered once to every worker), never a path: a
+                # worker runs in its own directory, on a real cluster on another machine; rows come back here
+                # and are cached by this process
+                table = None if "simulation" in todo[0] else load_studies(data_path)
+                data = client.scatter(table, broadcast=True) if table is not None else None
+                futures = client.map(runner, groups, data_path=data, cache_dir=None, data_sha256=sha, pure=False)
                 for fut, res in as_completed(futures, with_results=True):
                     for c, r in zip(groups[futures.index(fut)], res):
                         rows[config_hash(c, sha)] = r
+                        if cache_dir is not None:
+                            _cache_put(cache_dir, config_hash(c, sha), r)
                     done += len(res)
                     if progress:
                         progress(done)
@@ -142,12 +149,14 @@ def run_grid(cfgs: list[dict], data_path: str, *, cache_dir: str | None, workers
                     if progress:
                         progress(done)
         else:
+            def on_row(c, r):
+                nonlocal done
+                rows[config_hash(c, sha)] = r
+                done += 1
+                if progress:
+                    progress(done)
+
             for g in groups:
-                for c in g:
-                    r = runner([c], data_path, cache_dir, sha)[0]
-                    rows[config_hash(c, sha)] = r
-                    done += 1
-                    if progress:
-                        progress(done)
+                runner(g, data_path, cache_dir, sha, on_row=on_row)
     ordered = [to_jsonable(rows[k]) for k in keys]
     return GridResult(ordered, computed=len(todo), cached=cached, seconds=time.perf_counter() - t0)

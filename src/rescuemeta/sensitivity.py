@@ -33,7 +33,7 @@ from pathlib import Path
 
 from . import figures
 from .atomic import atomic_path, ensure_dir
-from .data import load_studies
+from .data import StudyTable, load_studies
 from .description import Description
 from .diagnostics import PSENSE_THRESHOLD, exact_idata, psense, tau_density  # noqa: F401 - re-exported
 from .errors import InputError
@@ -55,7 +55,7 @@ INCLUSION_SETS = {"dedup": (False, ()), "all_studies": (True, ()),
                   "exclude_derived": (False, ("approximate", "denominator_fitted"))}
 _KEYS = {"outcomes": list, "models": list, "tau_priors": (list, dict), "effect_priors": list, "inclusion": list,
          "thresholds": list, "measure": str, "baseline_prior": str, "draws": int, "tune": int, "chains": int,
-         "seed": int, "simulation": dict, "bayes_factors": bool}
+         "seed": int, "simulation": dict, "bayes_factors": bool, "reweight": bool}
 _SIM_KEYS = {"model": str, "k": int, "n_per_arm": int, "baseline_risk": float, "mu": float, "tau": float,
              "replications": int}
 
@@ -88,6 +88,7 @@ class SensitivitySpec:
     seed: int = 1
     simulation: SimulationSpec | None = None
     bayes_factors: bool = False  # sampled models: BF01 for mu = 0 and tau = 0 by bridge sampling per row (4x the fits)
+    reweight: bool = True  # sampled models: reweight earlier fits of the group where k-hat allows (run_one)
 
     def tau_priors_for(self, kind: str) -> list[str]:
         """The tau priors of the grid for model ``kind`` (a list for every kind, or its entry of a table)."""
@@ -178,7 +179,8 @@ def grid(spec: SensitivitySpec, outcomes_available, only_outcome: str | None = N
                                      "baseline_prior": parse(spec.baseline_prior, "effect").spec, "inclusion": inc,
                                      "draws": spec.draws, "tune": spec.tune, "chains": spec.chains, "seed": spec.seed,
                                      "thresholds": spec.thresholds,
-                                     **({"bayes_factors": True} if spec.bayes_factors else {})})
+                                     **({"bayes_factors": True} if spec.bayes_factors else {}),
+                                     **({} if spec.reweight else {"reweight": False})})
     return rows
 
 
@@ -221,7 +223,7 @@ _REFERENCES: dict[tuple, list] = {}
 MAX_REFERENCES = 8  # per model and data: the fits kept (most recent first)
 
 
-def _fit_or_reweight(table, fc: FitConfig, data_path: str, reweight: bool):
+def _fit_or_reweight(table, fc: FitConfig, reweight: bool):
     """``(FitResult, how)``: the configuration reweighted from the best reference fit of this process (smallest
     Pareto k-hat among those accepted), or fitted (and kept as a reference). ``how`` is None for a fit, else
     ``{reference, pareto_k, ess}``."""
@@ -232,7 +234,7 @@ def _fit_or_reweight(table, fc: FitConfig, data_path: str, reweight: bool):
     sampled = fc.kind.binomial or fc.method == "nuts"
     if not (reweight and sampled and not fc.bayes_factors):
         return fit(table, fc), None
-    key = (os.path.abspath(data_path), table.sha256,
+    key = (table.sha256,
            tuple((k, v) for k, v in sorted(asdict(fc).items()) if k not in ("tau_prior", "effect_prior")))
     best = None
     for ref in _REFERENCES.get(key, []):
@@ -248,7 +250,7 @@ def _fit_or_reweight(table, fc: FitConfig, data_path: str, reweight: bool):
     return res, None
 
 
-def run_one(cfg: dict, data_path: str, reweight: bool = True) -> dict:
+def run_one(cfg: dict, data_path, reweight: bool = True) -> dict:
     """Fit one configuration and return its tidy row (never raises for bad data: the row says why).
 
     With ``reweight`` (default) a sampled configuration is first tried as an importance reweighting of an earlier
@@ -259,13 +261,13 @@ def run_one(cfg: dict, data_path: str, reweight: bool = True) -> dict:
     from .queries import probability
     from .sampling import ConvergenceError
 
-    table = _table(data_path)
+    table = data_path if isinstance(data_path, StudyTable) else _table(data_path)
     fc = _fit_config(cfg)
     row = {k: cfg[k] for k in ("outcome", "model", "measure", "tau_prior", "effect_prior", "inclusion")}
     row["measure"] = fc.effect_measure
     t0 = time.perf_counter()
     try:
-        res, how = _fit_or_reweight(table, fc, data_path, reweight)
+        res, how = _fit_or_reweight(table, fc, reweight)
     except InputError as e:
         row.update(status="unavailable", reason=e.message, k=0)
         return row
@@ -336,15 +338,27 @@ def probability_keys(row: dict) -> list[str]:
     return [k for k in row if k.startswith("p_") and k.count("_") >= 3 and k.split("_")[2] in ("lt", "le", "gt", "ge")]
 
 
-def run_group(cfgs: list[dict], data_path: str, cache_dir: str | None, data_sha256: str) -> list[dict]:
+def run_group(cfgs: list[dict], data_path, cache_dir: str | None, data_sha256: str, on_row=None) -> list[dict]:
     """Run configurations that share a model structure in one process (one compile), writing each row to the
-    cache as soon as it exists."""
+    cache as soon as it exists (when ``cache_dir`` is given). ``data_path``: the study table's path, or the
+    :class:`rescuemeta.data.StudyTable` itself (what Dask workers get). ``on_row(cfg, row)`` is called as each
+    row exists (progress).
+
+    Reweighting (:func:`run_one`) draws on the fits of this group only, made in the group's order, so that a row's
+    numbers depend on the grid and the number of workers (which splits groups), not on what the process ran
+    before."""
     out = []
-    for cfg in cfgs:
-        row = run_one(cfg, data_path)
-        if cache_dir is not None:
-            _cache_put(cache_dir, config_hash(cfg, data_sha256), row)
-        out.append(row)
+    _REFERENCES.clear()
+    try:
+        for cfg in cfgs:
+            row = run_one(cfg, data_path, reweight=bool(cfg.get("reweight", True)))
+            if cache_dir is not None:
+                _cache_put(cache_dir, config_hash(cfg, data_sha256), row)
+            if on_row is not None:
+                on_row(cfg, row)
+            out.append(row)
+    finally:
+        _REFERENCES.clear()
     return out
 
 

@@ -115,12 +115,14 @@ def run_sim_one(cfg: dict) -> dict:
     return row
 
 
-def run_sim_group(cfgs: list[dict], data_path: str, cache_dir: str | None, data_sha256: str) -> list[dict]:
+def run_sim_group(cfgs: list[dict], data_path, cache_dir: str | None, data_sha256: str, on_row=None) -> list[dict]:
     out = []
     for cfg in cfgs:
         row = run_sim_one(cfg)
         if cache_dir is not None:
             _cache_put(cache_dir, config_hash(cfg, data_sha256), row)
+        if on_row is not None:
+            on_row(cfg, row)
         out.append(row)
     return out
 

@@ -1,0 +1,87 @@
+"""Benchmark (issue 19): a prior grid of 50 half-normal scales (0.10 to 2.06) on one outcome, by importance
+reweighting of earlier fits (the default) against a refit per configuration, measured side by side in one run,
+in one process with a warm compile cache (one warm-up fit first), through the grid runner `rescuemeta
+sensitivity` uses (no cache, no figures). Also the accuracy of the reweighted rows against their refits.
+
+    .venv/bin/python bench/bench_grid.py [--outcome mortality] [--model contrast] [--out BENCHMARKS.md]
+
+Writes the table into BENCHMARKS.md between ``<!-- bench_grid:begin -->`` and ``<!-- bench_grid:end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import os
+import platform
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--outcome", default="mortality")
+    ap.add_argument("--model", default="contrast")
+    ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    args = ap.parse_args()
+    from rescuemeta import sensitivity as sens
+
+    data = str(ROOT / "data" / "studies.csv")
+    scales = [round(float(x), 2) for x in np.linspace(0.10, 2.06, 50)]
+    cfgs = [{"outcome": args.outcome, "model": args.model, "measure": "OR", "tau_prior": f"halfnormal({s:g})",
+             "effect_prior": "normal(0, 4)", "baseline_prior": "normal(0, 10)", "inclusion": "dedup", "draws": 1000,
+             "tune": 1000, "chains": 4, "seed": 20261127, "thresholds": [1.0, 0.8]} for s in scales]
+    sens.run_one({**cfgs[0], "tau_prior": "halfnormal(0.5)"}, data, reweight=False)  # compile once (warm-up)
+    times = {}
+    t0 = time.perf_counter()
+    rw = sens.run_group(cfgs, data, None, "")
+    times["reweighted"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    refit = sens.run_group([{**c, "reweight": False} for c in cfgs], data, None, "")
+    times["refit"] = time.perf_counter() - t0
+    n_rw = sum(r["reweighted_from"] is not None for r in rw)
+    # accuracy of reweighted rows: differences in units of their combined Monte Carlo SE
+    z = {"mu_median": [], "tau_median": [], "p_or_lt_1": []}
+    for a, b in zip(rw, refit):
+        if a["reweighted_from"] is None:
+            continue
+        for q, lo, hi in (("mu_median", "mu_low", "mu_high"), ("tau_median", "tau_low", "tau_high")):
+            se = [1.2533 * (r[hi] - r[lo]) / 3.92 / math.sqrt(r["diag_ess_bulk_min"]) for r in (a, b)]
+            z[q].append(abs(a[q] - b[q]) / math.hypot(*se))
+        p = [r["p_or_lt_1"] for r in (a, b)]
+        se = [math.sqrt(max(x * (1 - x), 1e-6) / r["diag_ess_bulk_min"]) for x, r in zip(p, (a, b))]
+        z["p_or_lt_1"].append(abs(p[0] - p[1]) / math.hypot(*se))
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"Run {when} on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.", "",
+             f"{args.outcome} / {args.model}, 50 tau priors half-normal(0.10) to half-normal(2.06), 4 chains x 1000 "
+             "draws, one process, warm compile cache, `sensitivity.run_group` (fit, summaries, probabilities, psense, "
+             "tau density per row; no cache, no figures).", "",
+             "| grid | wall s | per configuration s | fits | reweighted rows |", "|---|---:|---:|---:|---:|",
+             f"| reweighting (default) | {times['reweighted']:.1f} | {times['reweighted'] / 50:.2f} | {50 - n_rw} | "
+             f"{n_rw} |",
+             f"| a refit per configuration | {times['refit']:.1f} | {times['refit'] / 50:.2f} | 50 | 0 |", "",
+             f"- Speed-up: **{times['refit'] / times['reweighted']:.1f}x**.",
+             "- Reweighted rows against their refits, |difference| / combined Monte Carlo SE (SE from each row's "
+             "ESS; the reweighted ESS is the reference's times the weights' relative efficiency): "
+             + "; ".join(f"{k}: median {np.median(v):.2f}, max {max(v):.2f}, share within 2 SE "
+                         f"{np.mean(np.array(v) <= 2):.0%}" for k, v in z.items() if v) + "."]
+    text = "\n".join(lines)
+    print(text)
+    path = Path(args.out)
+    doc = path.read_text()
+    block = f"<!-- bench_grid:begin -->\n{text}\n<!-- bench_grid:end -->"
+    if "<!-- bench_grid:begin -->" in doc:
+        doc = re.sub(r"<!-- bench_grid:begin -->.*?<!-- bench_grid:end -->", lambda m: block, doc, flags=re.S)
+    else:
+        doc += ("\n## Prior grids by importance reweighting (issue 19)\n\n`bench/bench_grid.py`\n\n" + block + "\n")
+    path.write_text(doc)
+
+
+if __name__ == "__main__":
+    main()
