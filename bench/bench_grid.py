@@ -24,6 +24,39 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
+FAMILIES = ["halfnormal(0.5)", "halfcauchy(0.5)", "halft(3, 0.5)", "exponential(2)", "lognormal(-1.5, 0.8)",
+            "invgamma(1, 0.1)", "turner(matched)", "uniform(0, 2)"]
+
+
+def _families(outcome: str) -> dict:
+    """CLI wall time of a grid over one tau prior and over 8 families (7 share one compiled graph; uniform has
+    its own), with and without reweighting, each in a new process."""
+    import subprocess
+    import sys
+    import tempfile
+
+    exe = str(Path(sys.executable).with_name("rescuemeta"))
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        def run(name, priors, reweight=True):
+            spec = Path(tmp) / "s.toml"
+            prop = [p for p in priors if not p.startswith("turner")]
+            spec.write_text(f'outcomes = ["{outcome}"]\nmodels = ["contrast", "proportion"]\ninclusion = ["dedup"]\n'
+                            f"reweight = {str(reweight).lower()}\n[tau_priors]\ncontrast = {priors!r}\n"
+                            f"proportion = {prop!r}\n".replace("'", '"'))
+            t0 = time.perf_counter()
+            subprocess.run([exe, "sensitivity", "--data", str(ROOT / "data" / "studies.csv"), "--spec", str(spec),
+                            "--out", str(Path(tmp) / name.replace(" ", "_")), "--workers", "1", "--no-plots"],
+                           check=True, capture_output=True)
+            return time.perf_counter() - t0
+
+        run("warm-up", FAMILIES)  # fills the on-disk compile cache for every graph
+        out["one prior (halfnormal(0.5))"] = run("one", ["halfnormal(0.5)"])
+        out["8 families (7 in one graph; reweighting)"] = run("eight", FAMILIES)
+        out["8 families, reweight = false"] = run("eight-refit", FAMILIES, reweight=False)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--outcome", default="mortality")
@@ -57,6 +90,7 @@ def main() -> None:
         p = [r["p_or_lt_1"] for r in (a, b)]
         se = [math.sqrt(max(x * (1 - x), 1e-6) / r["diag_ess_bulk_min"]) for x, r in zip(p, (a, b))]
         z["p_or_lt_1"].append(abs(p[0] - p[1]) / math.hypot(*se))
+    fam = _families(args.outcome)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"Run {when} on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.", "",
              f"{args.outcome} / {args.model}, 50 tau priors half-normal(0.10) to half-normal(2.06), 4 chains x 1000 "
@@ -70,7 +104,12 @@ def main() -> None:
              "- Reweighted rows against their refits, |difference| / combined Monte Carlo SE (SE from each row's "
              "ESS; the reweighted ESS is the reference's times the weights' relative efficiency): "
              + "; ".join(f"{k}: median {np.median(v):.2f}, max {max(v):.2f}, share within 2 SE "
-                         f"{np.mean(np.array(v) <= 2):.0%}" for k, v in z.items() if v) + "."]
+                         f"{np.mean(np.array(v) <= 2):.0%}" for k, v in z.items() if v) + ".",
+             "", "Through the CLI, each a new process (`rescuemeta sensitivity --workers 1 --no-plots`, "
+             f"{args.outcome}, contrast and proportion models, the compile cache on disk warm from a first run):", "",
+             "| grid | wall s | ratio to one prior |", "|---|---:|---:|"]
+    for name, secs in fam.items():
+        lines.append(f"| {name} | {secs:.1f} | {secs / fam['one prior (halfnormal(0.5))']:.2f}x |")
     text = "\n".join(lines)
     print(text)
     path = Path(args.out)

@@ -19,6 +19,7 @@ CASES = {
     "primary_unknown_key.toml": ("primary", "unknown key 'colour'"),
     "primary_negative_scale.toml": ("primary", "key 'tau_prior'"),
     "primary_bad_query.toml": ("primary", "key 'queries'"),
+    "primary_bad_figure_format.toml": ("primary", "key 'figure_formats': ['gif'] not among png, svg, pdf"),
     "sensitivity_turner_nonsense.toml": ("sensitivity", "tau_priors[0]"),
     "sensitivity_not_toml.toml": ("sensitivity", "not valid TOML"),
     "sensitivity_draws_not_int.toml": ("sensitivity", "'draws' must be an integer"),

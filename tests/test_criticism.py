@@ -113,7 +113,8 @@ def test_predictive_checks_of_the_normal_model():
     assert 0 < pc["spread"]["ppp"] < 1 and pc["spread"]["draws"] == 4000
 
 
-@pytest.mark.parametrize("outcome,query", [("mortality", "OR < 1"), ("sich", "OR < 1")])
+@pytest.mark.parametrize("outcome,query", [("mortality", "OR < 1"),
+                                           pytest.param("sich", "OR < 1", marks=pytest.mark.slow)])
 def test_leave_one_out_benefit_by_importance_reweighting_agrees_with_refits(outcome, query):
     """The contrast model's leave-one-out P(benefit) by PSIS (the full posterior reweighted by 1 / p(y_i | mu,
     tau)) against refits without each study (4 x 1000 draws each): within 4 combined MCSEs + 0.01, medians of the

@@ -19,7 +19,10 @@ def test_the_four_notebooks_exist_and_are_stored_without_outputs():
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), p.name
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+# 01 (the flagship analysis) and 04 (your own data) run on every run; 02 and 03 use the same public API on the same
+# fits and run in the slow suite (about 25 s each, cold)
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem.startswith(("02", "03")) else p
+                                  for p in NOTEBOOKS], ids=lambda p: p.stem)
 def test_notebook_executes(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
     env_ci = os.environ.get("CI")

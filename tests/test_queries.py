@@ -136,6 +136,7 @@ def test_exact_probability_is_the_closed_form(exact_fit):
         1 - ex.predictive_cdf(math.log(0.8)), abs=1e-14)
 
 
+@pytest.mark.slow  # 2500 draws per chain on its own (normal) graph, ~50 s cold; test_nuts_vs_exact checks NUTS vs exact
 def test_exact_and_nuts_normal_model_agree(exact_fit):
     nuts = fit(TABLE, FitConfig("mortality", "normal", measure="OR", method="nuts", draws=2500, seed=8))
     for text in ("OR < 1", "OR < 0.6", "RR < 0.8", "RD < -0.1", "tau > 0.3"):

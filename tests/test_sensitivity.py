@@ -141,6 +141,7 @@ def test_process_pool_matches_in_process(tmp_path):
     assert _strip(pool.rows) == _strip(local.rows)
 
 
+@pytest.mark.slow  # the cluster of separate processes below covers Dask on every run
 def test_dask_localcluster_matches_local_path(tmp_path):
     from distributed import Client, LocalCluster
 
@@ -203,6 +204,7 @@ def test_dask_cluster_of_separate_processes_in_another_directory(tmp_path):
             p.wait(timeout=30)
 
 
+@pytest.mark.slow  # ~50 s; the grid cache is written by the same atomic writer test_kill checks on every run
 def test_sigkill_midway_leaves_a_usable_cache_and_the_next_run_completes(tmp_path):
     spec = _spec(tmp_path, SMALL.replace('tau_priors = ["halfnormal(0.25)", "halfnormal(0.5)"]',
                                          'tau_priors = ["halfnormal(0.2)", "halfnormal(0.3)", "halfnormal(0.4)", '
