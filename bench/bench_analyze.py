@@ -47,7 +47,7 @@ def main() -> None:
             stamp = json.loads((t / "report" / ".inputs.json").read_text()) if (t / "report" / ".inputs.json").exists() else {}
             res = stamp.get("result", {})
             rows.append((name, secs, r.returncode, res.get("grid_computed"), res.get("grid_cached"),
-                         len(res.get("figures", []) or [])))
+                         res.get("figures")))
 
         run("cold: new process, empty compile directory and fit cache")
         run("unchanged re-run (report up to date)")
