@@ -118,3 +118,30 @@ def test_a_new_family_is_one_registry_entry(monkeypatch):
     # the model's tau is the family's PyMC variable (log-transformed, as PyMC does for positive variables)
     assert isinstance(model["tau"].owner.op, type(pm.Gamma.dist(2, 4).owner.op))
     assert "tau_log__" in model.initial_point()
+
+
+@pytest.mark.parametrize("spec,ref", [
+    ("halfnormal(0.3)", lambda t: stats.halfnorm.logpdf(t, scale=0.3)),
+    ("halfcauchy(0.5)", lambda t: stats.halfcauchy.logpdf(t, scale=0.5)),
+    ("halft(3, 0.5)", lambda t: np.log(2) + stats.t.logpdf(t, 3, scale=0.5)),
+    ("exponential(2)", lambda t: stats.expon.logpdf(t, scale=0.5)),
+    ("lognormal(-1.2, 0.8)", lambda t: stats.lognorm.logpdf(t, 0.8, scale=np.exp(-1.2))),
+    # priors on tau^2: the density of tau^2 times d tau^2 / d tau = 2 tau
+    ("invgamma(1, 0.1)", lambda t: stats.invgamma.logpdf(t**2, 1, scale=0.1) + np.log(2 * t)),
+    ("turner(general)", lambda t: stats.lognorm.logpdf(t**2, 1.74, scale=np.exp(-2.56)) + np.log(2 * t)),
+])
+def test_shared_tau_graph_density_is_the_family_normalised(spec, ref):
+    """Issue 19: in the graph the tau families share, each family's log density is a few kernel terms in the graph
+    plus its normalising constant computed outside (``tau_const``). Their sum must be the family's normalised log
+    density (scipy, written out here), plus log tau (the Jacobian of tau = exp(tau_log__)), from 0.01 to 50."""
+    from rescuemeta import priors
+    from rescuemeta.models import ModelData, build_model
+
+    pr = priors.parse(spec)
+    model = build_model(ModelData("normal", {"y": np.array([0.1, -0.3]), "s": np.array([0.2, 0.3])}), pr,
+                        priors.parse("normal(0, 4)", "effect"))
+    pot = next(p for p in model.potentials if p.name == "tau_prior")
+    f = model.compile_fn(model.replace_rvs_by_values([pot])[0], inputs=model.value_vars, on_unused_input="ignore")
+    for t in (0.01, 0.3, 2.0, 50.0):
+        got = float(f({"tau_log__": np.log(t), "u": 0.0, "z": np.zeros(2)}))
+        assert got == pytest.approx(ref(t) + np.log(t), abs=1e-9, rel=1e-12), (spec, t)

@@ -133,6 +133,24 @@ def test_stale_or_missing_outputs_are_rebuilt(report):
     assert current_report(out, _input_hash(spec, table, ABSTRACT, 123)) is None
 
 
+def test_unchanged_rerun_through_the_cli_imports_no_sampler(report):
+    """Issue 19: `rescuemeta analyze` on an up-to-date report answers from the stamp before PyMC, ArviZ, numba or
+    matplotlib is imported (what a new process imports, not how long it takes, is what a test can check)."""
+    import subprocess
+    import sys
+
+    _, out, spec, tmp = report
+    heavy = ("pymc", "arviz", "numba", "matplotlib", "pytensor", "nutpie")
+    code = ("import sys; from rescuemeta.cli import app\n"
+            "try:\n    app(sys.argv[1:], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+            f"print([m for m in {heavy!r} if m in sys.modules])")
+    p = subprocess.run([sys.executable, "-c", code, "analyze", "--spec", str(spec), "--data", str(DATA), "--abstract",
+                        str(ABSTRACT), "--out", str(out)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "up to date" in p.stdout
+    assert p.stdout.strip().splitlines()[-1] == "[]", p.stdout[-500:]
+
+
 def test_queries_are_mirrored_for_outcomes_where_more_is_better():
     assert mirror_query("RR < 0.8") == "RR > 1.25"
     assert mirror_query("RD < -0.05") == "RD > 0.05"

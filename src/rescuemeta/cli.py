@@ -1506,11 +1506,12 @@ def analyze(
 ):
     """The main job: fits, probabilities, a small sensitivity grid and the frequentist estimates (and the check
     against published estimates with --abstract), as an HTML report."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    import time
 
-    from .report import analyze as run_analyze
     from .spec import load_primary
+    from .stamp import input_hash, up_to_date
 
+    t0 = time.perf_counter()
     with guard():
         # fail fast on bad input, before any progress display or output
         load_primary(spec_path)
@@ -1522,10 +1523,18 @@ def analyze(
         if draws is not None and draws < 10:
             raise InputError(f"--draws must be an integer >= 10, got {draws}")
         ensure_dir(out_dir)
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as bar:
-            task = bar.add_task("starting", total=None)
-            res = run_analyze(spec_path, data, abstract, out_dir, draws=draws,
-                              progress=lambda msg: bar.update(task, description=msg))
+        # an unchanged analysis is answered from the report's stamp, before PyMC or matplotlib is imported
+        res = up_to_date(out_dir, input_hash(spec_path, table, abstract, draws), t0)
+        if res is None:
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            from .report import analyze as run_analyze
+
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                          console=err) as bar:
+                task = bar.add_task("starting", total=None)
+                res = run_analyze(spec_path, data, abstract, out_dir, draws=draws,
+                                  progress=lambda msg: bar.update(task, description=msg))
         title = ("Published vs frequentist vs Bayesian" if source is not None else "Frequentist vs Bayesian") + \
             " (posterior median, 95% CrI)"
         t = Table(title=title, caption=table.description.evidence_note, caption_justify="left")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pymc as pm
+import pytensor.tensor as pt
 
 from . import kinds
 from .kinds import MODEL_KINDS, PAD_SE
@@ -68,6 +69,13 @@ HIERARCHICAL_BASELINE_SD = 1.0
 SHARED_BINOMIAL_LIKELIHOOD = kinds.MODEL_KINDS["contrast"].likelihood  # the graph the binomial kinds share
 
 
+# The shared binomial graph also carries the meta-regression (issue 19: one cold compile for every binomial fit of
+# an analysis, moderated or not). A fit without moderators sets its ``mods_x`` to 0: the slopes then follow
+# SHARED_COEF_PRIOR only, leave the likelihood and every other parameter's posterior unchanged, and are dropped
+# from the results, like the padded studies.
+SHARED_COEF_PRIOR = "normal(0, 1)"
+
+
 def padded_coefs(p: int, minimum: int = 4) -> int:
     """The compiled number of meta-regression coefficients for ``p``: the next power of two, at least
     ``minimum``, so that analyses with 1 to 3 moderator columns share one compiled model. Padded columns are 0
@@ -97,6 +105,9 @@ def structure_key(kind: str, k: int, tau_prior: Prior, effect_prior: Prior, base
     mk = kinds.get(kind)
     own_baseline = baseline_prior.family if (baseline_prior is not None and mk.baseline_prior) else None
     tau_key = tau_graph(tau_prior)
+    if shared_binomial and mk.binomial and not hierarchical_baselines:  # with the regression (SHARED_COEF_PRIOR)
+        return ("binomial", k, tau_key, effect_prior.family, own_baseline or "normal", "coef",
+                n_coef or padded_coefs(1), coef_prior.family if coef_prior else "normal")
     if n_coef:  # a meta-regression: its own graph per number of coefficients and coefficient prior family
         return (kind, "regression", n_coef, coef_prior.family if coef_prior else None, hierarchical_baselines, k,
                 tau_key, effect_prior.family, own_baseline)
@@ -158,6 +169,8 @@ def observed_data(data: ModelData, size: int | None = None, shared_binomial: boo
         x = np.vstack([np.asarray(data.X, dtype=float)[:, 1:], np.zeros((pad, data.X.shape[1] - 1))])
         n_coef = data.X.shape[1] if n_coef is None else n_coef
         d["mods_x"] = np.hstack([x, np.zeros((size, n_coef - data.X.shape[1]))])  # padded columns: 0
+    elif n_coef:  # the shared binomial graph without moderators: every column 0
+        d["mods_x"] = np.zeros((size, n_coef - 1))
     if shared_binomial and mk.binomial:
         if mk.baseline_prior:
             d["use_baseline"] = np.array(1.0)
@@ -191,43 +204,47 @@ def _tau_data(tau_prior: Prior) -> dict:
     par[i, : len(tau_prior.params)] = tau_prior.params
     onehot = np.zeros(len(SHARED_TAU_FAMILIES))
     onehot[i] = 1.0
-    return {"tau_par": par, "tau_family": onehot}
+    # the normalising constant, from the prior's own (scipy) density at tau = 1, where the kernel's log tau is 0
+    const = float(tau_prior.logpdf(np.array(1.0))) - float(_tau_kernel(tau_prior.family, 1.0, 0.0, par[i], np))
+    return {"tau_par": par, "tau_family": onehot, "tau_const": np.array(const)}
 
 
-def _shared_tau_logp(f: str, tau, log_tau, p):
-    """log p(tau) of family ``f`` with parameters ``p`` (normalised: marginal likelihoods use it)."""
+def _tau_kernel(f: str, tau, log_tau, p, m):
+    """log p(tau) of family ``f`` (parameters ``p``) up to a constant that depends on ``p`` only; ``m`` is numpy or
+    ``pytensor.tensor``. The constant is ``tau_const`` (:func:`_tau_data`), so that the graph holds only these few
+    terms (issue 19: a smaller graph compiles faster than PyMC's ``logp`` of seven distributions with their
+    parameter checks). Priors on tau^2 include the Jacobian 2 tau (its log 2 in the constant)."""
     if f == "halfnormal":
-        return pm.logp(pm.HalfNormal.dist(sigma=p[0]), tau)
+        return -0.5 * (tau / p[0]) ** 2
     if f == "halfcauchy":
-        return pm.logp(pm.HalfCauchy.dist(beta=p[0]), tau)
+        return -m.log1p((tau / p[0]) ** 2)
     if f == "halft":
-        return pm.logp(pm.HalfStudentT.dist(nu=p[0], sigma=p[1]), tau)
+        return -0.5 * (p[0] + 1.0) * m.log1p((tau / p[1]) ** 2 / p[0])
     if f == "exponential":
-        return pm.logp(pm.Exponential.dist(lam=p[0]), tau)
+        return -p[0] * tau
     if f == "lognormal":
-        return pm.logp(pm.LogNormal.dist(mu=p[0], sigma=p[1]), tau)
-    jac = np.log(2.0) + log_tau  # densities stated on tau^2: times d tau^2 / d tau = 2 tau
-    if f == "invgamma":
-        return pm.logp(pm.InverseGamma.dist(alpha=p[0], beta=p[1]), tau**2) + jac
-    if f == "lognormal2":
-        return pm.logp(pm.LogNormal.dist(mu=p[0], sigma=p[1]), tau**2) + jac
+        return -log_tau - 0.5 * ((log_tau - p[0]) / p[1]) ** 2
+    if f == "invgamma":  # tau^2 ~ InvGamma(a, b): -(a + 1) log tau^2 - b / tau^2, + log tau (Jacobian)
+        return -(2.0 * p[0] + 1.0) * log_tau - p[1] / tau**2
+    if f == "lognormal2":  # log tau^2 ~ N(m, s^2): -log tau^2 - (log tau^2 - m)^2 / 2 s^2, + log tau (Jacobian)
+        return -log_tau - 0.5 * ((2.0 * log_tau - p[0]) / p[1]) ** 2
     raise ValueError(f)
 
 
-def _tau(tau_prior: Prior, par, family=None):
+def _tau(tau_prior: Prior, par, family=None, const=None):
     """The PyMC variable ``tau``: for :data:`SHARED_TAU_FAMILIES` the shared form (``family``: the one-hot
-    ``pm.Data``), else the prior family's own variable (:data:`rescuemeta.priors.FAMILIES`)."""
+    ``pm.Data``, ``const``: the selected family's normalising constant), else the prior family's own variable
+    (:data:`rescuemeta.priors.FAMILIES`)."""
     if family is None:
         return tau_prior.definition.pymc(pm, par)
     log_tau = pm.Flat("tau_log__")
     tau = pm.Deterministic("tau", pm.math.exp(log_tau))
-    # families not selected are evaluated at tau = 1 (and weight 0): finite whatever tau, so no 0 * inf in the
-    # density or its gradient
-    logp = 0.0
+    # a family not selected sees log tau = 0 (weight 0): finite whatever tau, so no 0 * inf in the density or its
+    # gradient
+    logp = const
     for i, f in enumerate(SHARED_TAU_FAMILIES):
-        on = family[i] > 0
-        lt = pm.math.switch(on, log_tau, 0.0)
-        logp = logp + family[i] * _shared_tau_logp(f, pm.math.exp(lt), lt, par[i])
+        lt = family[i] * log_tau
+        logp = logp + family[i] * _tau_kernel(f, pt.exp(lt), lt, par[i], pt)
     pm.Potential("tau_prior", logp + log_tau)  # + log-Jacobian of tau = exp(tau_log__)
     return tau
 
@@ -264,13 +281,20 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
         baseline_prior = parse(SHARED_BINOMIAL_BASELINE, "effect")
     hier = data.hierarchical_baselines
     reg = data.X is not None
-    if hier or reg or extras(data):
+    if hier or extras(data):
         shared = False
     if reg and coef_prior is None:
         raise ValueError("a meta-regression model needs a coefficient prior")
+    if shared:  # the shared binomial graph carries the regression, with or without moderators
+        if coef_prior is None or not reg:
+            from .priors import parse
+
+            coef_prior = parse(SHARED_COEF_PRIOR, "effect")
+        n_coef = n_coef or padded_coefs(data.X.shape[1] if data.X is not None else 1)
+        reg = True
     pdat = prior_data(tau_prior, effect_prior, baseline_prior if (mk.baseline_prior or shared) else None, hier,
                       coef_prior if reg else None)
-    n_coef = (data.X.shape[1] if n_coef is None else n_coef) if data.X is not None else 0
+    n_coef = (n_coef or (data.X.shape[1] if data.X is not None else 0)) if reg else 0
     obs = observed_data(data, size, shared_binomial=shared, n_coef=n_coef or None)
     coords = {"study": np.arange(size)}
     if reg:
@@ -279,7 +303,9 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
     with pm.Model(coords=coords) as model:
         tau_par = pm.Data("tau_par", pdat["tau_par"])
         mu_par = pm.Data("mu_par", pdat["mu_par"])
-        tau = _tau(tau_prior, tau_par, pm.Data("tau_family", pdat["tau_family"]) if "tau_family" in pdat else None)
+        shared_tau = "tau_family" in pdat
+        tau = _tau(tau_prior, tau_par, pm.Data("tau_family", pdat["tau_family"]) if shared_tau else None,
+                   pm.Data("tau_const", pdat["tau_const"]) if shared_tau else None)
         d = {name: pm.Data(name, value, dims=("study" if np.ndim(value) == 1 else ("study", "slope") if name ==
                                               "mods_x" else None)) for name, value in obs.items()}
         shift = 0.0

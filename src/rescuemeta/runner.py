@@ -41,6 +41,8 @@ def _cache_get(cache_dir: str, key: str) -> dict | None:
 
 # the runner
 
+CHUNK = 100  # simulated meta-analyses per Dask task
+
 @dataclass
 class GridResult:
     rows: list[dict]
@@ -117,6 +119,11 @@ def run_grid(cfgs: list[dict], data_path: str, *, cache_dir: str | None, workers
 
             client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
             try:
+                # every worker thread gets work; simulated meta-analyses go in chunks of CHUNK, so that rows reach
+                # the cache (and an interrupted study resumes) as the chunks finish, not at the end
+                groups = _groups(todo, max(workers, sum(client.nthreads().values()), 1))
+                if "simulation" in todo[0]:
+                    groups = [g[i:i + CHUNK] for g in groups for i in range(0, len(g), CHUNK)]
                 # the workers get the study table itself (scattered once to every worker), never a path: a
                 # worker runs in its own directory, on a real cluster on another machine; rows come back here
                 # and are cached by this process

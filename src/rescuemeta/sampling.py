@@ -15,8 +15,19 @@ import pymc as pm
 from . import kinds
 from .defaults import ESS_MIN, RHAT_MAX, TARGET_ACCEPT
 from .errors import EXIT_CONVERGENCE, ConvergenceError  # noqa: F401 - re-exported
-from .models import ModelData, build_model, extras, observed_data, padded_coefs, padded_size, prior_data, structure_key
-from .priors import Prior
+from .models import (
+    SHARED_BINOMIAL_BASELINE,
+    SHARED_COEF_PRIOR,
+    ModelData,
+    build_model,
+    extras,
+    observed_data,
+    padded_coefs,
+    padded_size,
+    prior_data,
+    structure_key,
+)
+from .priors import Prior, parse
 
 __all__ = ["Diagnostics", "diagnose", "Sampler", "default_sampler"]
 
@@ -91,7 +102,14 @@ class Sampler:
         hier = data.hierarchical_baselines
         n_coef = 0 if data.X is None else (padded_coefs(data.X.shape[1]) if self.pad else data.X.shape[1])
         extra = extras(data)
-        shared = shared and not hier and not n_coef and not extra
+        mk = kinds.get(data.kind)
+        shared = shared and not hier and not extra
+        if shared and mk.binomial:  # the shared binomial graph carries the regression (SHARED_COEF_PRIOR)
+            if not n_coef:
+                coef_prior = parse(SHARED_COEF_PRIOR, "effect")
+            n_coef = n_coef or padded_coefs(1)
+        elif n_coef:
+            shared = False
         key = structure_key(data.kind, size, tau_prior, effect_prior, baseline_prior, shared_binomial=shared,
                             hierarchical_baselines=hier, n_coef=n_coef, coef_prior=coef_prior, extra=extra)
         if key not in self._cache:
@@ -102,11 +120,7 @@ class Sampler:
             self.compiles += 1
             self.compile_seconds += time.perf_counter() - t0
         compiled = self._cache[key]
-        mk = kinds.get(data.kind)
         if shared and mk.binomial and not mk.baseline_prior:
-            from .models import SHARED_BINOMIAL_BASELINE
-            from .priors import parse
-
             bp: Prior | None = parse(SHARED_BINOMIAL_BASELINE, "effect")
         else:
             bp = baseline_prior if mk.baseline_prior else None
@@ -174,7 +188,7 @@ class Sampler:
         idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=False,
                               target_accept=target_accept, cores=min(chains, 2), save_warmup=False,
                               store_unconstrained=True)
-        post = _unpad(idata, data.k, None if data.X is None else data.X.shape[1])
+        post = _drop_unused(_unpad(idata, data.k, None if data.X is None else data.X.shape[1]), data)
         diag = diagnose(post)
         ss = idata.sample_stats
         res = bridge_sampling(log_density_function(compiled), ss["unconstrained_draw"].values,
@@ -192,12 +206,7 @@ class Sampler:
             idata = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed,
                                   progress_bar=False, target_accept=target_accept, cores=min(chains, 2),
                                   save_warmup=False)
-            idata = _unpad(idata, data.k, None if data.X is None else data.X.shape[1])
-            if not kinds.get(data.kind).baseline_prior and "alpha" in idata.posterior:  # prior-only (shared graph)
-                idata.posterior = idata.posterior.drop_vars(["alpha", "b"], errors="ignore")
-                for g in [g for g in idata.groups() if g.startswith("warmup_posterior")]:
-                    setattr(idata, g, idata[g].drop_vars(["alpha", "b"], errors="ignore"))
-            return idata
+            return _drop_unused(_unpad(idata, data.k, None if data.X is None else data.X.shape[1]), data)
         if self.backend == "pymc":
             model = build_model(data, tau_prior, effect_prior, baseline_prior, coef_prior=coef_prior)
             with model:
@@ -230,6 +239,19 @@ def _unpad(idata, k: int, n_coef: int | None = None):
         sel = {dim: slice(0, n) for dim, n in cuts.items() if dim in ds.dims and ds.sizes[dim] > n}
         if sel:
             setattr(idata, name, ds.isel(sel))  # (idata[name] = ... would list the group twice)
+    return idata
+
+
+def _drop_unused(idata, data: ModelData):
+    """Drop what the shared binomial graph samples but this fit does not have: the baselines of a kind without
+    control arms (``alpha``, ``b``: prior only) and the regression of a fit without moderators (``slopes``,
+    ``beta``: prior only, ``mods_x`` being 0)."""
+    unused = [] if kinds.get(data.kind).baseline_prior else ["alpha", "b"]
+    if data.X is None:
+        unused += ["slopes", "beta"]
+    for g in [g for g in idata.groups() if g == "posterior" or g.startswith("warmup_posterior")]:
+        if any(v in idata[g] for v in unused):
+            setattr(idata, g, idata[g].drop_vars(unused, errors="ignore"))
     return idata
 
 

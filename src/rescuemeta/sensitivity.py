@@ -106,8 +106,9 @@ def load_sensitivity(path: str | Path = DEFAULT_SENSITIVITY) -> SensitivitySpec:
             check_keys(value, sim_allowed, path, prefix="simulation.")
             sim = SimulationSpec(**{k: (float(v) if sim_allowed[k] is float else v)  # type: ignore[arg-type]
                                     for k, v in value.items()})
-            if sim.model not in ("contrast", "proportion"):
-                raise InputError(f"key 'simulation.model' must be contrast or proportion, got {sim.model!r}", file=path)
+            if sim.model not in ("contrast", "proportion", "normal"):
+                raise InputError(f"key 'simulation.model' must be contrast, proportion or normal, got {sim.model!r}",
+                                 file=path)
             for k_, lo in (("k", 1), ("n_per_arm", 1), ("replications", 1)):
                 if getattr(sim, k_) < lo:
                     raise InputError(f"key 'simulation.{k_}' must be >= {lo}", file=path)
@@ -129,6 +130,11 @@ def load_sensitivity(path: str | Path = DEFAULT_SENSITIVITY) -> SensitivitySpec:
     bad = [m for m in spec.models if m not in MODEL_KINDS]
     if bad or not spec.models:
         raise InputError(f"key 'models': {bad or 'empty'}; choose from {', '.join(MODEL_KINDS)}", file=path)
+    if spec.simulation is not None and spec.simulation.model == "normal":
+        bad = [x for x in lst if parse(x, "effect").family != "normal"]
+        if bad:
+            raise InputError(f"key 'effect_priors': the exact normal-normal simulation needs normal effect priors, "
+                             f"got {', '.join(bad)}", file=path)
     models = [spec.simulation.model] if spec.simulation is not None else spec.models
     check_tau_priors(spec.tau_priors, models, "tau_priors", path, many=True)
     bad = [x for x in spec.inclusion if x not in INCLUSION_SETS]
