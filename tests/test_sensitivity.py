@@ -374,8 +374,8 @@ def test_prior_grid_reweights_earlier_fits_and_agrees_with_refits():
     """Issue 19: a grid over tau priors (and one effect prior) on the same model and data fits the first
     configuration and reweights the next ones (PSIS on the prior ratio, k-hat <= 0.7, ESS >= 400); each
     reweighted row says so and agrees with a refit: posterior medians of mu and tau and P(OR < 1) within 3
-    combined Monte Carlo SEs (the SE from each row's ESS; the reweighted ESS is the reference's times the
-    weights' relative efficiency)."""
+    combined Monte Carlo SEs (the SE from each row's ESS; the reweighted ESS is the smallest of the reference's
+    times the weights' relative efficiency and each probability's own importance-sampling ESS)."""
     import math
 
     sens._REFERENCES.clear()
@@ -401,6 +401,29 @@ def test_prior_grid_reweights_earlier_fits_and_agrees_with_refits():
         tol = 3 * math.hypot(math.sqrt(p * (1 - p) / r["diag_ess_bulk_min"]),
                              math.sqrt(pr * (1 - pr) / ref["diag_ess_bulk_min"])) + 1e-3
         assert abs(p - pr) < tol, (c["tau_prior"], p, pr, tol)
+
+
+def test_reweighting_checks_each_reported_probability_by_its_own_ess():
+    """A tail the new prior up-weights: the weights' average efficiency accepts the reweighting, but the
+    probability of that tail has a far smaller importance-sampling ESS (sum w (f - p)^2 / (S sum w^2 (f - p)^2)
+    times the reference's ESS), and with it as a function the reweighting is refused (the grid then refits)."""
+    import numpy as np
+
+    from rescuemeta.fit import reweight
+
+    ref = fit(TABLE, FitConfig("mortality", "contrast", tau_prior="halfnormal(0.5)", seed=3))
+    new = FitConfig("mortality", "contrast", tau_prior="halfnormal(0.8)", seed=3)
+    cut = float(np.quantile(ref.idata.posterior["tau"].values, 0.995))  # a tail where the weights are largest
+
+    def tail(r):
+        return (r.idata.posterior["tau"].values > cut).astype(float)
+
+    res, info = reweight(ref, new)
+    assert res is not None and info["ess"] >= 400
+    res_f, info_f = reweight(ref, new, functions=[tail])
+    assert res_f is None and info_f["ess"] < 400 < info["ess"]
+    res_c, info_c = reweight(ref, new, functions=[lambda r: np.ones_like(tail(r))])  # a constant: no variance
+    assert res_c is not None and info_c["ess"] == info["ess"]
 
 
 def test_reweighting_refuses_a_distant_prior_and_another_model():

@@ -97,7 +97,7 @@ def load_bias_priors(path: str | Path | None = None) -> dict[str, NamedBiasPrior
 def resolve_bias_prior(spec: str, better: str | None, path: str | Path | None = None) -> str:
     """``spec`` as ``normal(m, s)``: a named prior of :func:`load_bias_priors` signed by the outcome's direction
     (``better``: "higher" or "lower"), or the user's own ``normal(m, s)`` unchanged (checked)."""
-    from .fit import parse_bias_prior
+    from .priors import parse_bias_prior
 
     named = load_bias_priors(path)
     if spec in named:

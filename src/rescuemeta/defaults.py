@@ -17,3 +17,12 @@ ESS_MIN = 400  # bulk and tail ESS
 TARGET_ACCEPT = 0.95  # NUTS; the guard's retry uses 0.99 (SBC: 25/100 fits with divergences at 0.8, 0/100 at 0.95)
 
 THRESHOLDS = (1.0, 0.9, 0.8)  # ratio thresholds of P(ratio < t) tables
+
+BASELINES = ("independent", "hierarchical")
+# What RR and RD are conditional on (FitConfig.control_risk), besides a number in (0, 1):
+CONTROL_RISKS = {
+    "median": "the median observed control-arm risk of the included studies",
+    "mean-draws": "the mean of the included studies' baseline risks, per posterior draw",
+    "marginal": "population-averaged risks over the distribution of study baselines (hierarchical baselines; "
+                "Warn et al. 2002): RR = E[expit(alpha + theta)] / E[expit(alpha)]",
+}

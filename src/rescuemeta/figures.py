@@ -4,7 +4,7 @@ figures) nor edits the global ``rcParams`` (its style applies only inside :func:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -12,7 +12,7 @@ from typing import Any
 
 from .atomic import atomic_path
 
-__all__ = ["STYLE", "FORMATS", "FIGURE_FORMATS", "styled", "formats", "new", "save"]
+__all__ = ["STYLE", "FORMATS", "FIGURE_FORMATS", "styled", "formats", "new", "save", "memo", "cached"]
 
 FIGURE_FORMATS = ("png", "svg", "pdf")  # what a spec's figure_formats may list
 # the formats :func:`save` writes: PNG unless a caller asks for more (each format is a full render: ~0.35 s for a
@@ -70,3 +70,59 @@ def save(fig, stem: Path, *, dpi: int = 120, bbox_inches: str | None = None) -> 
             fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches=bbox_inches)
         out.append(str(path))
     return out
+
+
+# Figures already on disk, drawn from the same inputs, are not drawn again (issue 19: a re-run with one prior
+# changed redrew all 56 figures of the report, ~20 s). Only inside :func:`memo`; every caller states what its
+# figure is drawn from (``key``), and the key also holds the formats, the style and the package's source
+# fingerprint (:func:`rescuemeta.atomic.cache_key`).
+MEMO: ContextVar[Path | None] = ContextVar("figure_memo", default=None)
+_MEMO_FILE = ".figure_keys.json"
+
+
+@contextmanager
+def memo(out_dir: str | Path) -> Iterator[None]:
+    """Within the block, :func:`cached` re-uses the figures in ``out_dir`` whose recorded key matches."""
+    token = MEMO.set(Path(out_dir))
+    try:
+        yield
+    finally:
+        MEMO.reset(token)
+
+
+def _read_keys(path: Path) -> dict:
+    import json
+
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def cached(stem: str, key: dict, render: Callable[[], list[str]]) -> list[str]:
+    """``render()`` (which writes figure files and returns their names or paths), unless :func:`memo` is active
+    and the files of ``stem`` recorded under the same ``key`` all still exist: then their names as recorded.
+
+    The record (``.figure_keys.json`` beside the figures) drops ``stem`` before rendering and gains it after, each
+    written atomically, so a run killed mid-way never leaves a key beside a figure drawn from other inputs."""
+    import json
+
+    from .atomic import cache_key, write_text
+
+    out = MEMO.get()
+    if out is None:
+        return render()
+    path = out / _MEMO_FILE
+    k = cache_key({"figure": stem, "key": key, "formats": list(FORMATS.get()), "style": STYLE})
+    keys = _read_keys(path)
+    hit = keys.get(stem)
+    if hit is not None and hit["key"] == k and all((out / Path(f).name).exists() for f in hit["files"]):
+        return list(hit["files"])
+    if stem in keys:
+        del keys[stem]
+        write_text(path, json.dumps(keys))
+    files = render()
+    keys = _read_keys(path)
+    keys[stem] = {"key": k, "files": list(files)}
+    write_text(path, json.dumps(keys))
+    return files

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
@@ -20,12 +21,13 @@ from . import kinds
 from ._version import __version__
 from .atomic import atomic_path
 from .data import Selection, StudyTable, select
+from .defaults import BASELINES, CONTROL_RISKS
 from .description import Description
 from .errors import InputError, NotEstimable
 from .exact import NormalNormalPosterior, NormalRegressionPosterior
 from .kinds import MODEL_KINDS, ModelKind
 from .models import HIERARCHICAL_BASELINE_SD, ModelData
-from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR, Prior, parse
+from .priors import DEFAULT_BASELINE_PRIOR, DEFAULT_EFFECT_PRIOR, DEFAULT_TAU_PRIOR, Prior, parse, parse_bias_prior
 from .sampling import Diagnostics, Sampler, default_sampler
 from .spec import check_sampler_settings
 from .summaries import (
@@ -181,16 +183,6 @@ class FitConfig:
         return self.kind.measure(self.measure)
 
 
-BASELINES = ("independent", "hierarchical")
-# What RR and RD are conditional on (FitConfig.control_risk), besides a number in (0, 1):
-CONTROL_RISKS = {
-    "median": "the median observed control-arm risk of the included studies",
-    "mean-draws": "the mean of the included studies' baseline risks, per posterior draw",
-    "marginal": "population-averaged risks over the distribution of study baselines (hierarchical baselines; "
-                "Warn et al. 2002): RR = E[expit(alpha + theta)] / E[expit(alpha)]",
-}
-
-
 @dataclass(frozen=True)
 class ControlRisk:
     """The control-arm risk a fit's RR and RD are conditional on.
@@ -222,17 +214,6 @@ class PreparedData:
     dropped: list[dict] = field(default_factory=list)
     design: Any = None
     centre: np.ndarray | None = None
-
-
-def parse_bias_prior(spec: str) -> tuple[float, float]:
-    """``normal(m, s)`` -> (m, s): the mean and SD of the additive bias of a non-randomised row's log ratio."""
-    try:
-        p = parse(spec, "effect")
-    except InputError as e:
-        raise InputError(f"--bias-prior: {e.message}") from None
-    if p.family != "normal":
-        raise InputError(f"--bias-prior must be normal(m, s) (an additive bias on the log scale), not {spec}")
-    return float(p.params[0]), float(p.params[1])
 
 
 def prepare(table: StudyTable, cfg: FitConfig) -> PreparedData:
@@ -947,7 +928,7 @@ _REWEIGHTABLE = ("tau_prior", "effect_prior")
 
 
 def reweight(ref: FitResult, cfg: FitConfig, *, k_threshold: float = 0.7, ess_min: float | None = None,
-             table: StudyTable | None = None) -> tuple[FitResult | None, dict]:
+             table: StudyTable | None = None, functions: Sequence[Any] = ()) -> tuple[FitResult | None, dict]:
     """The posterior under ``cfg``'s priors from the draws of ``ref``, a fit of the same model and data under other
     priors on tau and mu: importance weights p_new(tau) p_new(mu) / (p_ref(tau) p_ref(mu)), Pareto-smoothed
     (ArviZ ``psislw``; priorsense's approach), then systematic resampling to a draw set of the same size, so that
@@ -955,7 +936,12 @@ def reweight(ref: FitResult, cfg: FitConfig, *, k_threshold: float = 0.7, ess_mi
 
     Accepted when the Pareto k-hat is <= ``k_threshold`` and the effective sample size after reweighting, ref's
     smallest bulk/tail ESS times the relative efficiency 1 / (S sum w^2) of the weights, is >= ``ess_min`` (the
-    convergence guard's 400 by default); otherwise the caller refits.
+    convergence guard's 400 by default); otherwise the caller refits. ``functions`` (each a callable of a fit
+    giving one value per draw, e.g. :func:`rescuemeta.queries.indicator` of a query) must each reach ``ess_min``
+    too, by their own importance-sampling ESS (Vehtari et al. 2024, function-specific): ref's ESS times
+    sum w (f - E f)^2 / (S sum w^2 (f - E f)^2). A tail probability whose tail the new prior up-weights has a far
+    smaller ESS than the weights' average efficiency says (measured on a 50-prior grid: P(OR < 1) ~ 0.99 was
+    within 2 Monte Carlo SEs of a refit in only 62% of rows without this check).
 
     Returns
     -------
@@ -989,8 +975,16 @@ def reweight(ref: FitResult, cfg: FitConfig, *, k_threshold: float = 0.7, ess_mi
     w = np.exp(lw - lw.max())
     w /= w.sum()
     d = ref.diagnostics
-    ess = float(min(d.ess_bulk_min, d.ess_tail_min) / (w.size * np.sum(w**2)))
+    ess_ref = min(d.ess_bulk_min, d.ess_tail_min)
+    ess = float(ess_ref / (w.size * np.sum(w**2)))
     info.update(pareto_k=khat, ess=ess)
+    for f in functions:
+        v = np.asarray(f(ref), dtype=float).ravel()
+        dev2 = (v - np.sum(w * v)) ** 2
+        den = float(np.sum(w**2 * dev2))
+        if den > 0:
+            ess = min(ess, float(ess_ref * np.sum(w * dev2) / (w.size * den)))
+    info.update(ess=ess)
     if not (khat <= k_threshold and ess >= ess_min):
         return None, info
     # systematic resampling: S draws, each kept floor or ceil of S w_s times (the least added noise)

@@ -358,3 +358,14 @@ def resolve_matched(spec: str, outcome: str, desc) -> str:
 DEFAULT_TAU_PRIOR = "halfnormal(0.5)"
 DEFAULT_EFFECT_PRIOR = "normal(0, 4)"
 DEFAULT_BASELINE_PRIOR = "normal(0, 10)"
+
+
+def parse_bias_prior(spec: str) -> tuple[float, float]:
+    """``normal(m, s)`` -> (m, s): the mean and SD of the additive bias of a non-randomised row's log ratio."""
+    try:
+        p = parse(spec, "effect")
+    except InputError as e:
+        raise InputError(f"--bias-prior: {e.message}") from None
+    if p.family != "normal":
+        raise InputError(f"--bias-prior must be normal(m, s) (an additive bias on the log scale), not {spec}")
+    return float(p.params[0]), float(p.params[1])

@@ -259,8 +259,7 @@ def probability(fit, query: str | Query, *, predictive: bool = False, baseline_r
         return out
     import arviz as az
 
-    x = _scale_draws(fit, q, predictive, baseline_risk, sign)
-    ind = _compare(np.asarray(x), q).astype(float)
+    ind = indicator(fit, q, predictive=predictive, baseline_risk=baseline_risk, direction=direction)
     if ind.ndim == 1:
         ind = ind[None, :]
     p = float(ind.mean())
@@ -272,6 +271,23 @@ def probability(fit, query: str | Query, *, predictive: bool = False, baseline_r
     out.update(probability=p, mcse=mcse, draws=int(ind.size), baseline_risk=bl, method="nuts")
     _note_control_risk(out, fit, q, baseline_risk)
     return out
+
+
+def indicator(fit, query: str | Query, *, predictive: bool = False, baseline_risk: float | None = None,
+              direction: str | None = None) -> np.ndarray:
+    """Per posterior draw, whether the query's statement holds (the draws :func:`probability` averages).
+
+    Returns
+    -------
+    ndarray of float
+        1.0 where the statement is true, 0.0 where not, shaped as the fit's draws (chain, draw); its mean is the
+        probability. Pooled and predictive effects of a sampled fit only (not COEF/DIFF, not exact fits).
+    """
+    q = parse_query(query) if isinstance(query, str) else query
+    _check_scale(fit, q)
+    sign = benefit_sign(fit.config.outcome, direction, getattr(fit, "description", None))
+    x = _scale_draws(fit, q, predictive, baseline_risk, sign)
+    return _compare(np.asarray(x), q).astype(float)
 
 
 def _note_control_risk(out: dict, fit, q: Query, given) -> None:

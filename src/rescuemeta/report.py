@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import time
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -106,7 +107,8 @@ def analyze(spec_path, data_path, abstract_path, out_dir, *, draws: int | None =
         ``unavailable`` and ``failures`` (fits that failed their convergence guard: the report states them where
         the result would be), ``grid_computed``, ``grid_cached``, ``seconds``.
     """
-    with figures.formats(load_primary(spec_path).figure_formats):  # PNG, plus what the spec asks for
+    # PNG, plus what the spec asks for; figures whose inputs did not change since the last run are not redrawn
+    with figures.formats(load_primary(spec_path).figure_formats), figures.memo(Path(out_dir) / "figures"):
         return _analyze(spec_path, data_path, abstract_path, out_dir, draws=draws, progress=progress,
                         cache_dir=cache_dir)
 
@@ -162,6 +164,18 @@ def _analyze(spec_path, data_path, abstract_path, out_dir, *, draws, progress, c
                      for f in findings.summary_of_findings(run.entries, desc, grid.rows)]
     # 6. figures
     step("figures")
+    from .atomic import file_digest
+    from .fit import fit_key
+
+    fig_base = {"description": file_digest(desc.path) if desc.path else None,
+                "abstract": file_digest(abstract_path) if abstract_path is not None else None,
+                "abstract_description": (file_digest(Path(abstract_path).with_suffix(".toml"))
+                                         if abstract_path is not None else None),
+                "thresholds": list(spec.thresholds)}
+
+    def fkey(cfg) -> dict:  # what a fit's figures are drawn from (the fit's key covers its data and config)
+        return {**fig_base, "fit": fit_key(cfg, table)}
+
     fig_files = {}
     summary_rows, diag_rows, absolute_rows = [], [], []
     for entry in run.fitted:
@@ -169,10 +183,12 @@ def _analyze(spec_path, data_path, abstract_path, out_dir, *, draws, progress, c
         assert res is not None
         a = _abstract_row(abstract, oc, "pooled_rate_treat" if measure == "PLO" else measure)
         freq = entry.reference.to_dict() if entry.reference is not None else None
-        names = forest_file(res, "OR" if measure == "PLO" else measure, freq, a, figs, source)
-        names += densities_file(res, figs)
+        k = fkey(entry.config)
+        names = figures.cached(f"forest_{oc}_{m}", k, partial(forest_file, res, "OR" if measure == "PLO" else measure,
+                                                              freq, a, figs, source))
+        names += figures.cached(f"density_{oc}_{m}", k, partial(densities_file, res, figs))
         if res.config.kind.estimand == "ratio":
-            names += benefit_curve_file(res, measure, figs)
+            names += figures.cached(f"benefit_curve_{oc}_{m}", k, partial(benefit_curve_file, res, measure, figs))
         fig_files[(oc, m)] = names
         s = res.summary()
         key = entry.key
@@ -217,9 +233,9 @@ def _analyze(spec_path, data_path, abstract_path, out_dir, *, draws, progress, c
                              f"{d.get('divergences', '?')} divergences)"})
     sens_figs = [Path(p).name for p in sens.plot(grid.rows, out, note=desc.evidence_note)]
     step("subgroups and meta-regression")
-    moderated_rows, moderated_figs = _moderated(run, figs)
+    moderated_rows, moderated_figs = _moderated(run, figs, fkey)
     step("robustness: leave one out, small-study effects, predictive checks")
-    robust_rows, robust_figs = _robustness(run, figs, cache_dir / "fits")
+    robust_rows, robust_figs = _robustness(run, figs, cache_dir / "fits", fkey)
     step("non-randomised evidence: bias models and tipping points")
     bias_rows, bias_figs = _bias_section(run, figs)
     evidence_rows = _evidence_rows(run)
@@ -265,7 +281,7 @@ def _analyze(spec_path, data_path, abstract_path, out_dir, *, draws, progress, c
     return result
 
 
-def _moderated(run, figs: Path) -> tuple[list[dict], list[str]]:
+def _moderated(run, figs: Path, fkey=None) -> tuple[list[dict], list[str]]:
     """The spec's subgroup analyses and meta-regressions (:class:`rescuemeta.pipeline.ModeratedEntry`): one table
     row per level (subgroups) or coefficient (moderators), or one saying why there is none; and their figures."""
     rows: list[dict] = []
@@ -294,18 +310,20 @@ def _moderated(run, figs: Path) -> tuple[list[dict], list[str]]:
             names += _save_fig(lambda ax, m=m: plots.subgroup_forest(m.result, m.column, m.freq, m.comparisons,
                                                                      ax=ax),
                                (8.5, 0.4 * (m.result.k + 2 * len(s["subgroups"])) + 1.8), figs,
-                               f"subgroups_{m.outcome}_{m.model}_{m.column}")
+                               f"subgroups_{m.outcome}_{m.model}_{m.column}",
+                               key=None if fkey is None else {**fkey(m.result.config), "column": m.column})
         else:
             v = s["coefficients"][m.column]
             n = v["natural"]
             rows.append({**base, "level / coefficient": f"per unit of {m.column}", "k": s["k"],
                          "estimate (95% CrI)": f"{n['q50']:.3g} ({n['q025']:.3g}–{n['q975']:.3g}) (ratio per unit)"})
             names += _save_fig(lambda ax, m=m: plots.bubble(m.result, m.column, ax=ax), (6, 4), figs,
-                               f"bubble_{m.outcome}_{m.model}_{m.column}")
+                               f"bubble_{m.outcome}_{m.model}_{m.column}",
+                               key=None if fkey is None else {**fkey(m.result.config), "column": m.column})
     return rows, names
 
 
-def _robustness(run, figs: Path, cache_dir: Path | None = None) -> tuple[list[dict], list[str]]:
+def _robustness(run, figs: Path, cache_dir: Path | None = None, fkey=None) -> tuple[list[dict], list[str]]:
     """'How robust is this?' per ratio fit: P(benefit) with each study left out (Bayesian refits), the funnel plot
     with Egger's test (or why it was not run), the cumulative meta-analysis by year where the table has years,
     and the posterior predictive checks (:mod:`rescuemeta.criticism`)."""
@@ -330,8 +348,9 @@ def _robustness(run, figs: Path, cache_dir: Path | None = None) -> tuple[list[di
         query = pipeline.mirror_query("OR < 1") if desc.better(oc) == "higher" else "OR < 1"
         full = {**res.summary()["or"], "probability": probability(res, query)["probability"]}
         lb = criticism.loo_benefit(run.table, e.config, query, cache_dir=cache_dir, res=res)
+        fig_key = None if fkey is None else {**fkey(e.config), "query": query}
         names += _save_fig(lambda ax, lb=lb, full=full, q=query: plots.loo_forest(lb, full, "OR", q, ax=ax),
-                           (7.5, 0.4 * (len(lb) + 2) + 1.4), figs, f"loo_{oc}_{m}")
+                           (7.5, 0.4 * (len(lb) + 2) + 1.4), figs, f"loo_{oc}_{m}", key=fig_key)
         sel = res.data.selection
         pos = {s: i for i, s in enumerate(sel.study_ids)}
         idx = [pos[s] for s in res.data.study_ids]
@@ -347,7 +366,7 @@ def _robustness(run, figs: Path, cache_dir: Path | None = None) -> tuple[list[di
                     "cannot tell asymmetry from chance)")
         pooled = float(np.log(full["q50"]))
         names += _save_fig(lambda ax, y=es.yi[ok], v=es.vi[ok], eg=egger, nt=note, p=pooled:
-                           plots.funnel(y, v, p, "OR", eg, nt, ax=ax), (6, 4.5), figs, f"funnel_{oc}_{m}")
+                           plots.funnel(y, v, p, "OR", eg, nt, ax=ax), (6, 4.5), figs, f"funnel_{oc}_{m}", key=fig_key)
         if "year" in sel.frame.columns:
             years = sel.columns(["year"])["year"]
             key = criticism.order_key([years[pos[s]] for s in ids], "year")
@@ -355,7 +374,7 @@ def _robustness(run, figs: Path, cache_dir: Path | None = None) -> tuple[list[di
             for st in steps:
                 st["study_id"] = ids[st.pop("index")]
             names += _save_fig(lambda ax, st=steps: plots.cumulative_plot(st, "OR", "year", ax=ax),
-                               (7, 0.35 * len(steps) + 1.6), figs, f"cumulative_{oc}_{m}")
+                               (7, 0.35 * len(steps) + 1.6), figs, f"cumulative_{oc}_{m}", key=fig_key)
         pc = criticism.predictive_checks(res)
         off = [s["study_id"] for s in pc["studies"]
                if any(not 0.025 <= v <= 0.975 for k, v in s.items() if k.startswith("ppp"))]
@@ -454,11 +473,16 @@ def _bias_section(run, figs: Path) -> tuple[list[dict], list[str]]:
     return rows, names
 
 
-@figures.styled()
-def _save_fig(draw, size, out_dir: Path, stem: str) -> list[str]:
-    fig, ax = figures.new(size)
-    draw(ax)
-    return _save(fig, out_dir, stem)
+def _save_fig(draw, size, out_dir: Path, stem: str, key: dict | None = None) -> list[str]:
+    """Draw ``draw(ax)`` on a new figure of ``size`` and save it as ``stem``; with ``key`` (what it is drawn from)
+    a figure already drawn from the same inputs is re-used (:func:`rescuemeta.figures.cached`)."""
+    @figures.styled()
+    def render() -> list[str]:
+        fig, ax = figures.new(size)
+        draw(ax)
+        return _save(fig, out_dir, stem)
+
+    return render() if key is None else figures.cached(stem, key, render)
 
 
 def _flat(failure: dict) -> dict:
@@ -505,7 +529,7 @@ FIGURE_CAPTIONS = {
 
 
 def _control_risk_words(mode: str) -> str:
-    from .fit import CONTROL_RISKS
+    from .defaults import CONTROL_RISKS
 
     return CONTROL_RISKS.get(mode, f"the control-arm risk {mode}")
 

@@ -29,6 +29,7 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from . import figures
@@ -229,7 +230,7 @@ _REFERENCES: dict[tuple, list] = {}
 MAX_REFERENCES = 8  # per model and data: the fits kept (most recent first)
 
 
-def _fit_or_reweight(table, fc: FitConfig, reweight: bool):
+def _fit_or_reweight(table, fc: FitConfig, reweight: bool, functions=()):
     """``(FitResult, how)``: the configuration reweighted from the best reference fit of this process (smallest
     Pareto k-hat among those accepted), or fitted (and kept as a reference). ``how`` is None for a fit, else
     ``{reference, pareto_k, ess}``."""
@@ -244,7 +245,7 @@ def _fit_or_reweight(table, fc: FitConfig, reweight: bool):
            tuple((k, v) for k, v in sorted(asdict(fc).items()) if k not in ("tau_prior", "effect_prior")))
     best = None
     for ref in _REFERENCES.get(key, []):
-        res, info = reweight_fit(ref, fc, table=table)
+        res, info = reweight_fit(ref, fc, table=table, functions=functions)
         if res is not None and (best is None or info["pareto_k"] < best[1]["pareto_k"]):
             best = (res, info)
     if best is not None:
@@ -264,7 +265,7 @@ def run_one(cfg: dict, data_path, reweight: bool = True) -> dict:
     <= 0.7 and ESS >= 400, else refitted); the row says which: ``reweighted_from`` (the reference's tau prior, or
     None for a fit) and ``reweight_khat``."""
     from .pipeline import mirror_query
-    from .queries import probability
+    from .queries import indicator, probability
     from .sampling import ConvergenceError
 
     table = data_path if isinstance(data_path, StudyTable) else _table(data_path)
@@ -272,8 +273,14 @@ def run_one(cfg: dict, data_path, reweight: bool = True) -> dict:
     row = {k: cfg[k] for k in ("outcome", "model", "measure", "tau_prior", "effect_prior", "inclusion")}
     row["measure"] = fc.effect_measure
     t0 = time.perf_counter()
+    queries = []
+    if fc.kind.estimand == "ratio":  # the row's probabilities of benefit (their tails decide if reweighting may do)
+        higher = table.description.better(cfg["outcome"]) == "higher"
+        queries = [mirror_query(f"{fc.effect_measure} < {t}") if higher else f"{fc.effect_measure} < {t}"
+                   for t in cfg["thresholds"]]
+    functions = [lambda r, q=q: indicator(r, q) for q in queries]
     try:
-        res, how = _fit_or_reweight(table, fc, reweight)
+        res, how = _fit_or_reweight(table, fc, reweight, functions)
     except InputError as e:
         row.update(status="unavailable", reason=e.message, k=0)
         return row
@@ -300,9 +307,7 @@ def run_one(cfg: dict, data_path, reweight: bool = True) -> dict:
         # better (undescribed outcomes: fewer events are taken as better)
         higher = table.description.better(cfg["outcome"]) == "higher"
         row["benefit"] = "more events" if higher else "fewer events"
-        for t in cfg["thresholds"]:
-            q = f"{fc.effect_measure} < {t}"
-            q = mirror_query(q) if higher else q
+        for q in queries:
             row[probability_key(q)] = probability(res, q)["probability"]
     bf = s.get("bayes_factors") or {}  # exact (normal model), bridge sampling (bayes_factors = true) or null
     row.update(bf01_mu=bf.get("bf01_mu"), bf01_tau=bf.get("bf01_tau"), log_evidence=bf.get("log_evidence"),
@@ -398,8 +403,6 @@ def plot(rows: list[dict], out_dir: str | Path, note: str | None = None) -> list
     prior, and prior vs posterior densities of tau. PNG and SVG files, written atomically; ``note`` (the data's
     evidence note) is printed under each forest. The drawing is :func:`rescuemeta.plots.prior_forest` and
     :func:`rescuemeta.plots.tau_prior_posterior`."""
-    from . import plots
-
     out_dir = ensure_dir(Path(out_dir) / "figures")
     written = []
     by = defaultdict(list)
@@ -407,21 +410,31 @@ def plot(rows: list[dict], out_dir: str | Path, note: str | None = None) -> list
         if r.get("status") == "ok":
             by[(r["outcome"], r["model"])].append(r)
     for (oc, m), rs in sorted(by.items()):
-        ratio = rs[0]["effect"] != "rate"
-        fig, axes = figures.new((13 if ratio else 8, 0.45 * len(rs) + 1.6), 1, 2 if ratio else 1, squeeze=False)
-        plots.prior_forest(rs, ax=axes[0, 0], ax_prob=axes[0, 1] if ratio else None)
-        if note:
-            fig.text(0.01, 0.005, note, fontsize=7)
-        fig.tight_layout(rect=(0, 0.02, 1, 1))
-        written += figures.save(fig, out_dir / f"sensitivity_{oc}_{m}", dpi=110)
-        n = len({r["tau_prior"] for r in rs})
-        cols = min(4, n)
-        rws = math.ceil(n / cols)
-        fig, axes = figures.new((3.4 * cols, 2.6 * rws), rws, cols, squeeze=False)
-        plots.tau_prior_posterior(rs, axes=axes)
-        fig.suptitle(f"{oc} ({m}): prior and posterior of tau", fontsize=10)
-        fig.tight_layout()
-        written += figures.save(fig, out_dir / f"tau_prior_posterior_{oc}_{m}", dpi=110)
+        # drawn from these rows only: re-used when they did not change (inside figures.memo, as the report does)
+        written += figures.cached(f"sensitivity_{oc}_{m}", {"rows": rs, "note": note},
+                                  partial(_plot_one, oc, m, rs, out_dir, note))
+    return written
+
+
+def _plot_one(oc: str, m: str, rs: list[dict], out_dir: Path, note: str | None) -> list[str]:
+    from . import plots
+
+    written = []
+    ratio = rs[0]["effect"] != "rate"
+    fig, axes = figures.new((13 if ratio else 8, 0.45 * len(rs) + 1.6), 1, 2 if ratio else 1, squeeze=False)
+    plots.prior_forest(rs, ax=axes[0, 0], ax_prob=axes[0, 1] if ratio else None)
+    if note:
+        fig.text(0.01, 0.005, note, fontsize=7)
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    written += figures.save(fig, out_dir / f"sensitivity_{oc}_{m}", dpi=110)
+    n = len({r["tau_prior"] for r in rs})
+    cols = min(4, n)
+    rws = math.ceil(n / cols)
+    fig, axes = figures.new((3.4 * cols, 2.6 * rws), rws, cols, squeeze=False)
+    plots.tau_prior_posterior(rs, axes=axes)
+    fig.suptitle(f"{oc} ({m}): prior and posterior of tau", fontsize=10)
+    fig.tight_layout()
+    written += figures.save(fig, out_dir / f"tau_prior_posterior_{oc}_{m}", dpi=110)
     return written
 
 

@@ -286,7 +286,7 @@ def load_primary(path: str | Path | None = DEFAULT_PRIMARY) -> PrimarySpec:
             raise InputError(f"key 'queries': {e.message}", file=path) from None
     if spec.bias_priors:
         from .bias import find_bias_priors, load_bias_priors
-        from .fit import parse_bias_prior
+        from .priors import parse_bias_prior
 
         named = load_bias_priors(find_bias_priors(path))
         for b in spec.bias_priors:
@@ -328,7 +328,7 @@ def load_primary(path: str | Path | None = DEFAULT_PRIMARY) -> PrimarySpec:
         raise InputError(f"key 'models': {bad or 'empty'}; choose from {', '.join(MODEL_KINDS)}", file=path)
     check_ratio_settings(spec, path)
     check_sampler_settings(spec, path)
-    from .fit import CONTROL_RISKS
+    from .defaults import CONTROL_RISKS
 
     if spec.control_risk not in CONTROL_RISKS:
         try:
