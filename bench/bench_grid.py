@@ -102,7 +102,8 @@ def main() -> None:
              f"| a refit per configuration | {times['refit']:.1f} | {times['refit'] / 50:.2f} | 50 | 0 |", "",
              f"- Speed-up: **{times['refit'] / times['reweighted']:.1f}x**.",
              "- Reweighted rows against their refits, |difference| / combined Monte Carlo SE (SE from each row's "
-             "ESS; the reweighted ESS is the reference's times the weights' relative efficiency): "
+             "ESS; a reweighted row's ESS is the smallest of the reference's times the weights' relative efficiency "
+             "and each reported probability's own importance-sampling ESS, each >= 400 or the row is refitted): "
              + "; ".join(f"{k}: median {np.median(v):.2f}, max {max(v):.2f}, share within 2 SE "
                          f"{np.mean(np.array(v) <= 2):.0%}" for k, v in z.items() if v) + ".",
              "", "Through the CLI, each a new process (`rescuemeta sensitivity --workers 1 --no-plots`, "

@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -9,6 +11,41 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 DATASETS = TESTS / "data" / "datasets"
 CI = os.environ.get("CI", "").lower() == "true"
+
+# Before the xdist workers start (issue 19: the suite within 10 minutes on 2 cores from empty compile caches): the
+# two graphs nearly every test file samples, the shared binomial graph (contrast, proportion, meta-regression) and
+# the padded normal graph, compiled side by side in two processes into the on-disk numba cache, so that the
+# workers load them (a few seconds) instead of each compiling both (about a minute each, both workers at once).
+_PRECOMPILE = """
+import sys
+import numpy as np
+from rescuemeta.models import ModelData
+from rescuemeta.priors import parse
+from rescuemeta.sampling import Sampler
+tau, eff, base = parse("halfnormal(0.5)"), parse("normal(0, 4)", "effect"), parse("normal(0, 10)", "effect")
+if sys.argv[1] == "binomial":
+    md = ModelData("contrast", {"ai": np.array([3, 5]), "n1i": np.array([20, 30]), "ci": np.array([6, 9]),
+                                "n2i": np.array([21, 28])})
+    Sampler()._compiled(md, tau, eff, base)
+else:
+    Sampler()._compiled(ModelData("normal", {"y": np.array([0.1, -0.2]), "s": np.array([0.3, 0.4])}), tau, eff, None)
+"""
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput") or os.environ.get("RESCUEMETA_PRECOMPILE", "1") == "0":
+        return  # an xdist worker, or turned off
+    n = getattr(config.option, "numprocesses", None)
+    if not isinstance(n, int) or n < 2:
+        return
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    procs = [subprocess.Popen([sys.executable, "-c", _PRECOMPILE, g], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for g in ("binomial", "normal")]
+    for p in procs:  # a failure here only means the workers compile as before
+        try:
+            p.wait(timeout=900)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 @pytest.fixture(scope="session")

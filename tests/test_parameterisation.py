@@ -15,6 +15,9 @@ TAU = parse("halfnormal(0.5)")
 MU = parse("normal(0.3, 2)", "effect")
 MU_T = parse("student_t(4, 0, 1.5)", "effect")
 BASE = parse("normal(-1, 3)", "effect")
+# PyTensor's Python implementations: these identities are checked at a few points, where compiling every op to C
+# in an empty compile directory cost 70 s of the suite (FAST_COMPILE: the same float64 arithmetic, no C compiler)
+FAST = "FAST_COMPILE"
 
 DATA = {
     # small counts, a zero cell, and n = 1e6 per arm (where the approximation is centred on the data)
@@ -45,13 +48,13 @@ def _reference_logp(kind, mu_prior, mu, tau, theta, alpha, data):
 def test_change_of_variables_is_exact(kind, mu_prior):
     data = DATA[kind]
     model = build_model(data, TAU, mu_prior, BASE if kind == "contrast" else None)
-    logp = model.compile_logp(jacobian=False)  # tau's log transform is not part of this identity
+    logp = model.compile_logp(jacobian=False, mode=FAST)  # tau's log transform is not part of this identity
     # (in the graph shared by the tau families, tau = exp(tau_log__) carries its log-Jacobian as a potential)
     tau_jacobian = "tau_prior" in {p.name for p in model.potentials}
     free = [v.name for v in model.value_vars]
     graphs = model.replace_rvs_by_values([model["mu"], model["theta"]]
                                          + ([model["alpha"]] if kind == "contrast" else []))
-    outs = model.compile_fn(graphs, inputs=model.value_vars, on_unused_input="ignore")
+    outs = model.compile_fn(graphs, inputs=model.value_vars, on_unused_input="ignore", mode=FAST)
     rng = np.random.default_rng(3)
     k = data.k
     for tau in (0.002, 0.05, 0.4, 2.0):  # across the scale of the studies' standard errors (0.03 to 0.9)
@@ -83,7 +86,7 @@ def test_weak_data_reduce_to_the_non_centred_form():
     data = ModelData("normal", {"y": np.array([0.0, 0.0]), "s": np.array([1e12, 1e12])})
     model = build_model(data, TAU, MU)
     f = model.compile_fn(model.replace_rvs_by_values([model["mu"], model["theta"]]), inputs=model.value_vars,
-                         on_unused_input="ignore")
+                         on_unused_input="ignore", mode=FAST)
     z = np.array([0.7, -1.2])
     mu, theta = f({"tau_log__": np.log(0.3), "u": 0.5, "z": z})
     # mu given tau is its prior N(0.3, 2^2) standardised: mu = 0.3 + 2 u
@@ -101,10 +104,10 @@ def test_hierarchical_baselines_change_of_variables_is_exact(sigma):
     a = data.arrays
     model = build_model(data, TAU, MU, BASE)
     assert {v.name for v in model.value_vars} == {"tau_log__", "u", "z", "b", "alpha_mu", "alpha_sigma_log__"}
-    logp = model.compile_logp(jacobian=False)
+    logp = model.compile_logp(jacobian=False, mode=FAST)
     tau_jacobian = "tau_prior" in {p.name for p in model.potentials}  # tau = exp(tau_log__): see above
     outs = model.compile_fn(model.replace_rvs_by_values([model["mu"], model["theta"], model["alpha"]]),
-                            inputs=model.value_vars, on_unused_input="ignore")
+                            inputs=model.value_vars, on_unused_input="ignore", mode=FAST)
     rng = np.random.default_rng(5)
     k = data.k
     for tau in (0.01, 0.4, 2.0):
@@ -141,7 +144,7 @@ def test_hierarchical_baselines_without_data_are_non_centred():
     assert obs["base_prec"][1:].tolist() == [0.0, 0.0] and obs["base_prec"][0] > 0
     model = build_model(data, TAU, MU, BASE, size=3)
     f = model.compile_fn(model.replace_rvs_by_values([model["alpha"]]), inputs=model.value_vars,
-                         on_unused_input="ignore")
+                         on_unused_input="ignore", mode=FAST)
     b = np.array([0.3, 0.7, -1.2])
     (alpha,) = f({"tau_log__": np.log(0.3), "u": 0.5, "z": np.zeros(3), "b": b, "alpha_mu": -0.8,
                   "alpha_sigma_log__": np.log(0.6)})
