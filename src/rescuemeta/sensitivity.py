@@ -230,6 +230,17 @@ _REFERENCES: dict[tuple, list] = {}
 MAX_REFERENCES = 8  # per model and data: the fits kept (most recent first)
 
 
+def _reference_indicator(query: str, ref):
+    """:func:`rescuemeta.queries.indicator` of ``query`` on a reference fit, computed once per reference (every
+    configuration reweighted from it checks the same values: 47 rows x 3 references x 2 queries on a 50-prior grid)."""
+    from .queries import indicator
+
+    memo = ref.__dict__.setdefault("_reference_indicators", {})
+    if query not in memo:
+        memo[query] = indicator(ref, query)
+    return memo[query]
+
+
 def _fit_or_reweight(table, fc: FitConfig, reweight: bool, functions=()):
     """``(FitResult, how)``: the configuration reweighted from the best reference fit of this process (smallest
     Pareto k-hat among those accepted), or fitted (and kept as a reference). ``how`` is None for a fit, else
@@ -265,7 +276,7 @@ def run_one(cfg: dict, data_path, reweight: bool = True) -> dict:
     <= 0.7 and ESS >= 400, else refitted); the row says which: ``reweighted_from`` (the reference's tau prior, or
     None for a fit) and ``reweight_khat``."""
     from .pipeline import mirror_query
-    from .queries import indicator, probability
+    from .queries import probability
     from .sampling import ConvergenceError
 
     table = data_path if isinstance(data_path, StudyTable) else _table(data_path)
@@ -278,7 +289,7 @@ def run_one(cfg: dict, data_path, reweight: bool = True) -> dict:
         higher = table.description.better(cfg["outcome"]) == "higher"
         queries = [mirror_query(f"{fc.effect_measure} < {t}") if higher else f"{fc.effect_measure} < {t}"
                    for t in cfg["thresholds"]]
-    functions = [lambda r, q=q: indicator(r, q) for q in queries]
+    functions = [partial(_reference_indicator, q) for q in queries]
     try:
         res, how = _fit_or_reweight(table, fc, reweight, functions)
     except InputError as e:
