@@ -18,13 +18,19 @@ def psense(idata) -> dict:
     """Power-scaling sensitivity (ArviZ psens) of mu and tau to the prior and the likelihood, the priorsense
     diagnosis, and the Pareto k-hat of the power-scaling importance weights (delta = 0.01, as psens)."""
     import arviz as az
+    import xarray as xr
 
     out: dict[str, Any] = {}
-    pri = az.psens(idata, component="prior", var_names=["mu", "tau"])
-    lik = az.psens(idata, component="likelihood", var_names=["mu", "tau"])
-    lp = sum(idata.log_prior[v].values.reshape(idata.log_prior[v].shape[0], idata.log_prior[v].shape[1], -1).sum(-1)
-             for v in idata.log_prior.data_vars)
-    ll = idata.log_likelihood["y"].values.sum(axis=-1)
+    lp = _per_draw_total(idata.log_prior)
+    ll = _per_draw_total(idata.log_likelihood)
+    # psens sums each component over all its variables and elements per draw; given those sums, it skips stacking
+    # every study's values into a pandas MultiIndex per call (issue 19: ~0.1 s of each ~0.15 s grid row)
+    post = idata.posterior[["mu", "tau"]]
+    dims, coords = ("chain", "draw"), {"chain": post["chain"].values, "draw": post["draw"].values}
+    small = az.InferenceData(posterior=post, log_prior=xr.Dataset({"log_prior": (dims, lp)}, coords=coords),
+                             log_likelihood=xr.Dataset({"log_likelihood": (dims, ll)}, coords=coords))
+    pri = az.psens(small, component="prior", var_names=["mu", "tau"])
+    lik = az.psens(small, component="likelihood", var_names=["mu", "tau"])
     khat = 0.0
     for comp in (lp, ll):
         for alpha in (1 / 1.01, 1.01):
@@ -44,6 +50,15 @@ def psense(idata) -> dict:
     out["khat"] = khat
     out["khat_ok"] = khat <= 0.7
     return out
+
+
+def _per_draw_total(ds) -> np.ndarray:
+    """The sum over every variable and element of a log-density group, per (chain, draw)."""
+    total = 0.0
+    for v in ds.data_vars:
+        a = ds[v].values
+        total = total + a.reshape(a.shape[0], a.shape[1], -1).sum(-1)
+    return np.asarray(total, dtype=float)
 
 
 def exact_idata(res, n: int = 4000, seed: int = 1):
