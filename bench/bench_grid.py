@@ -57,11 +57,43 @@ def _families(outcome: str) -> dict:
     return out
 
 
+QUANTITIES = ("mu_median", "tau_median", "p_or_lt_1", "p_or_lt_0.8")
+
+
+def _calibration(base: dict, data: str, seeds: int, targets: tuple[str, ...], reference: str) -> dict:
+    """Are the stated Monte Carlo SEs honest? For each of ``seeds`` independent seeds: a reference fit under
+    ``reference``, each target prior reweighted from it, and a refit under the target with the same seed; each
+    against a long fit under the target (10x the draws, another seed) taken as the truth. Independent replications,
+    unlike the 47 rows of one grid (which share three references and one seed), so z = (estimate - truth) /
+    sqrt(MCSE^2 + MCSE_truth^2) should be about N(0, 1): mean z^2 about 1 and about 95% within 2."""
+    from rescuemeta import sensitivity as sens
+
+    out: dict = {"reweighted": {q: [] for q in QUANTITIES}, "refit": {q: [] for q in QUANTITIES}, "refused": 0}
+    truth = {t: sens.run_one({**base, "tau_prior": t, "draws": 10 * base["draws"], "seed": 999}, data, reweight=False)
+             for t in targets}
+    for i in range(seeds):
+        sens._REFERENCES.clear()
+        sens.run_one({**base, "tau_prior": reference, "seed": 100 + i}, data)
+        for t in targets:
+            rw = sens.run_one({**base, "tau_prior": t, "seed": 100 + i}, data)
+            rf = sens.run_one({**base, "tau_prior": t, "seed": 100 + i}, data, reweight=False)
+            if rw["reweighted_from"] is None:
+                out["refused"] += 1
+                continue
+            for how, row in (("reweighted", rw), ("refit", rf)):
+                for q in QUANTITIES:
+                    se = math.hypot(row[q + "_mcse"], truth[t][q + "_mcse"])
+                    out[how][q].append((row[q] - truth[t][q]) / se if se > 0 else 0.0)
+    sens._REFERENCES.clear()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--outcome", default="mortality")
     ap.add_argument("--model", default="contrast")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    ap.add_argument("--seeds", type=int, default=20, help="independent replications of the calibration check")
     args = ap.parse_args()
     from rescuemeta import sensitivity as sens
 
@@ -80,16 +112,15 @@ def main() -> None:
     times["refit"] = time.perf_counter() - t0
     n_rw = sum(r["reweighted_from"] is not None for r in rw)
     # accuracy of reweighted rows: differences in units of their combined Monte Carlo SE
-    z = {"mu_median": [], "tau_median": [], "p_or_lt_1": []}
+    z: dict[str, list[float]] = {q: [] for q in QUANTITIES}
     for a, b in zip(rw, refit):
         if a["reweighted_from"] is None:
             continue
-        for q, lo, hi in (("mu_median", "mu_low", "mu_high"), ("tau_median", "tau_low", "tau_high")):
-            se = [1.2533 * (r[hi] - r[lo]) / 3.92 / math.sqrt(r["diag_ess_bulk_min"]) for r in (a, b)]
-            z[q].append(abs(a[q] - b[q]) / math.hypot(*se))
-        p = [r["p_or_lt_1"] for r in (a, b)]
-        se = [math.sqrt(max(x * (1 - x), 1e-6) / r["diag_ess_bulk_min"]) for x, r in zip(p, (a, b))]
-        z["p_or_lt_1"].append(abs(p[0] - p[1]) / math.hypot(*se))
+        for q in z:
+            se = math.hypot(a[q + "_mcse"], b[q + "_mcse"])
+            z[q].append(abs(a[q] - b[q]) / se if se > 0 else 0.0)
+    targets = ("halfnormal(0.35)", "halfnormal(0.8)", "exponential(2)")
+    cal = _calibration({**cfgs[0]}, data, args.seeds, targets, "halfnormal(0.5)")
     fam = _families(args.outcome)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"Run {when} on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.", "",
@@ -101,11 +132,22 @@ def main() -> None:
              f"{n_rw} |",
              f"| a refit per configuration | {times['refit']:.1f} | {times['refit'] / 50:.2f} | 50 | 0 |", "",
              f"- Speed-up: **{times['refit'] / times['reweighted']:.1f}x**.",
-             "- Reweighted rows against their refits, |difference| / combined Monte Carlo SE (SE from each row's "
-             "ESS; a reweighted row's ESS is the smallest of the reference's times the weights' relative efficiency "
-             "and each reported probability's own importance-sampling ESS, each >= 400 or the row is refitted): "
+             "- Reweighted rows against their refits, |difference| / combined Monte Carlo SE (the rows' own "
+             "`*_mcse` columns: ArviZ's quantile and mean MCSEs for a fit; for a reweighted row the same from the "
+             "reweighting's ESS, the reference's times the weights' relative efficiency, and for a probability its "
+             "own importance-sampling ESS; each >= 400 or the row is refitted): "
              + "; ".join(f"{k}: median {np.median(v):.2f}, max {max(v):.2f}, share within 2 SE "
                          f"{np.mean(np.array(v) <= 2):.0%}" for k, v in z.items() if v) + ".",
+             "", f"Calibration of the stated Monte Carlo SEs over {args.seeds} independent seeds: a reference fit "
+             f"under halfnormal(0.5) reweighted to {', '.join(targets)} ({cal['refused']} of "
+             f"{args.seeds * len(targets)} refused and refitted), and a refit with the same seed, each against a "
+             "fit with 10x the draws under the target; z = (estimate - long fit) / combined MCSE (the rows' "
+             "`*_mcse`). Honest SEs give mean z^2 about 1 and about 95% of |z| <= 2.", "",
+             "| quantity | reweighted: mean z^2 | reweighted: share \\|z\\| <= 2 | refit: mean z^2 | "
+             "refit: share \\|z\\| <= 2 |", "|---|---:|---:|---:|---:|",
+             *[f"| {q} | {np.mean(np.square(cal['reweighted'][q])):.2f} | {np.mean(np.abs(cal['reweighted'][q]) <= 2):.0%} | "
+               f"{np.mean(np.square(cal['refit'][q])):.2f} | {np.mean(np.abs(cal['refit'][q]) <= 2):.0%} |"
+               for q in QUANTITIES if cal["reweighted"][q]],
              "", "Through the CLI, each a new process (`rescuemeta sensitivity --workers 1 --no-plots`, "
              f"{args.outcome}, contrast and proportion models, the compile cache on disk warm from a first run):", "",
              "| grid | wall s | ratio to one prior |", "|---|---:|---:|"]

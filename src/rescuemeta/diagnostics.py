@@ -18,24 +18,27 @@ def psense(idata) -> dict:
     """Power-scaling sensitivity (ArviZ psens) of mu and tau to the prior and the likelihood, the priorsense
     diagnosis, and the Pareto k-hat of the power-scaling importance weights (delta = 0.01, as psens)."""
     import arviz as az
-    import xarray as xr
+    from arviz.stats.stats import _powerscale_sens
 
     out: dict[str, Any] = {}
-    lp = _per_draw_total(idata.log_prior)
-    ll = _per_draw_total(idata.log_likelihood)
-    # psens sums each component over all its variables and elements per draw; given those sums, it skips stacking
-    # every study's values into a pandas MultiIndex per call (issue 19: ~0.1 s of each ~0.15 s grid row)
-    post = idata.posterior[["mu", "tau"]]
-    dims, coords = ("chain", "draw"), {"chain": post["chain"].values, "draw": post["draw"].values}
-    small = az.InferenceData(posterior=post, log_prior=xr.Dataset({"log_prior": (dims, lp)}, coords=coords),
-                             log_likelihood=xr.Dataset({"log_likelihood": (dims, ll)}, coords=coords))
-    pri = az.psens(small, component="prior", var_names=["mu", "tau"])
-    lik = az.psens(small, component="likelihood", var_names=["mu", "tau"])
+    # psens sums each component over all its variables and elements per draw, power-scales that sum by
+    # alpha = 1/1.01 and 1.01 (PSIS weights) and measures each variable's change by ArviZ's _powerscale_sens.
+    # The same steps on numpy arrays, each PSIS once (its k-hat is reported too): equal to az.psens on the whole
+    # InferenceData (tested), without xarray stacking per call (issue 19: 0.145 s -> ~0.01 s per grid row).
+    draws = {v: np.asarray(idata.posterior[v].values, dtype=float).ravel() for v in ("mu", "tau")}
     khat = 0.0
-    for comp in (lp, ll):
+    sens: dict[str, dict[str, float]] = {}
+    for name, group in (("prior", idata.log_prior), ("likelihood", idata.log_likelihood)):
+        comp = _per_draw_total(group).ravel()
+        weights = []
         for alpha in (1 / 1.01, 1.01):
-            _, k = az.psislw(((alpha - 1) * comp).ravel())
+            lw, k = az.psislw((alpha - 1) * comp)
             khat = max(khat, float(np.asarray(k)))
+            w = np.exp(lw)
+            weights.append(w / np.sum(w))
+        sens[name] = {v: float(_powerscale_sens(x, lower_weights=weights[0], upper_weights=weights[1], delta=0.01))
+                      for v, x in draws.items()}
+    pri, lik = sens["prior"], sens["likelihood"]
     for v in ("mu", "tau"):
         p, li = float(pri[v]), float(lik[v])
         if p >= PSENSE_THRESHOLD and li >= PSENSE_THRESHOLD:

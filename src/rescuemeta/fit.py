@@ -927,28 +927,18 @@ def fit(table: StudyTable, cfg: FitConfig, sampler: Sampler | None = None) -> Fi
 _REWEIGHTABLE = ("tau_prior", "effect_prior")
 
 
-def reweight(ref: FitResult, cfg: FitConfig, *, k_threshold: float = 0.7, ess_min: float | None = None,
-             table: StudyTable | None = None, functions: Sequence[Any] = ()) -> tuple[FitResult | None, dict]:
-    """The posterior under ``cfg``'s priors from the draws of ``ref``, a fit of the same model and data under other
-    priors on tau and mu: importance weights p_new(tau) p_new(mu) / (p_ref(tau) p_ref(mu)), Pareto-smoothed
-    (ArviZ ``psislw``; priorsense's approach), then systematic resampling to a draw set of the same size, so that
-    every summary, query and diagnostic of a fit applies unchanged.
-
-    Accepted when the Pareto k-hat is <= ``k_threshold`` and the effective sample size after reweighting, ref's
-    smallest bulk/tail ESS times the relative efficiency 1 / (S sum w^2) of the weights, is >= ``ess_min`` (the
-    convergence guard's 400 by default); otherwise the caller refits. ``functions`` (each a callable of a fit
-    giving one value per draw, e.g. :func:`rescuemeta.queries.indicator` of a query) must each reach ``ess_min``
-    too, by their own importance-sampling ESS (Vehtari et al. 2024, function-specific): ref's ESS times
-    sum w (f - E f)^2 / (S sum w^2 (f - E f)^2). A tail probability whose tail the new prior up-weights has a far
-    smaller ESS than the weights' average efficiency says (measured on a 50-prior grid: P(OR < 1) ~ 0.99 was
-    within 2 Monte Carlo SEs of a refit in only 62% of rows without this check).
+def importance_weights(ref: FitResult, cfg: FitConfig, *, k_threshold: float = 0.7, ess_min: float | None = None,
+                       functions: Sequence[Any] = ()) -> tuple[np.ndarray | None, dict]:
+    """The Pareto-smoothed importance weights that turn ``ref``'s draws into draws of ``cfg``'s posterior (the
+    acceptance test of :func:`reweight`, without building the reweighted fit: cheap enough to try every reference).
 
     Returns
     -------
-    (FitResult or None, dict)
-        The reweighted fit (None when not accepted) and ``{pareto_k, ess, reference}`` (ref's tau and effect priors).
-        The fit's diagnostics are ref's (R-hat, divergences) with the reweighted ESS; its idata's attrs say
-        ``reweighted_from``.
+    (ndarray or None, dict)
+        The normalised weights (one per draw, chain-major), or None when not accepted; and
+        ``{reference, pareto_k, ess, ess_functions}``: ``ess`` the smallest of the weights' average efficiency
+        times ref's ESS (also the ESS of a median's indicator) and each function's own importance-sampling ESS,
+        listed in ``ess_functions`` in order.
     """
     import arviz as az
 
@@ -967,7 +957,7 @@ def reweight(ref: FitResult, cfg: FitConfig, *, k_threshold: float = 0.7, ess_mi
               - old["effect"].logpdf(mu)).ravel()
     info: dict[str, Any] = {"reference": {"tau_prior": old["tau"].spec, "effect_prior": old["effect"].spec}}
     if not np.isfinite(lr).any():
-        return None, {**info, "pareto_k": math.inf, "ess": 0.0}
+        return None, {**info, "pareto_k": math.inf, "ess": 0.0, "ess_functions": []}
     lr = np.where(np.isfinite(lr), lr, np.min(lr[np.isfinite(lr)]) - 745.0)  # exp underflows to 0 weight
     with np.errstate(all="ignore"):
         lw, khat = az.psislw(lr.copy())
@@ -977,44 +967,115 @@ def reweight(ref: FitResult, cfg: FitConfig, *, k_threshold: float = 0.7, ess_mi
     d = ref.diagnostics
     ess_ref = min(d.ess_bulk_min, d.ess_tail_min)
     ess = float(ess_ref / (w.size * np.sum(w**2)))
-    info.update(pareto_k=khat, ess=ess)
+    ess_f = []
     for f in functions:
         v = np.asarray(f(ref), dtype=float).ravel()
         dev2 = (v - np.sum(w * v)) ** 2
         den = float(np.sum(w**2 * dev2))
-        if den > 0:
-            ess = min(ess, float(ess_ref * np.sum(w * dev2) / (w.size * den)))
-    info.update(ess=ess)
-    if not (khat <= k_threshold and ess >= ess_min):
+        ess_f.append(float(ess_ref * np.sum(w * dev2) / (w.size * den)) if den > 0 else ess)
+    info.update(pareto_k=khat, ess=min([ess, *ess_f]), ess_functions=ess_f)
+    if not (khat <= k_threshold and info["ess"] >= ess_min):
         return None, info
-    # systematic resampling: S draws, each kept floor or ceil of S w_s times (the least added noise)
+    return w, info
+
+
+def reweight(ref: FitResult, cfg: FitConfig, *, k_threshold: float = 0.7, ess_min: float | None = None,
+             table: StudyTable | None = None, functions: Sequence[Any] = ()) -> tuple[FitResult | None, dict]:
+    """The posterior under ``cfg``'s priors from the draws of ``ref``, a fit of the same model and data under other
+    priors on tau and mu: importance weights p_new(tau) p_new(mu) / (p_ref(tau) p_ref(mu)), Pareto-smoothed
+    (ArviZ ``psislw``; priorsense's approach), then systematic resampling to a draw set of the same size, so that
+    every summary, query and diagnostic of a fit applies unchanged.
+
+    Accepted when the Pareto k-hat is <= ``k_threshold`` and the effective sample size after reweighting, ref's
+    smallest bulk/tail ESS times the relative efficiency 1 / (S sum w^2) of the weights, is >= ``ess_min`` (the
+    convergence guard's 400 by default); otherwise the caller refits. ``functions`` (each a callable of a fit
+    giving one value per draw, e.g. :func:`rescuemeta.queries.indicator` of a query) must each reach ``ess_min``
+    too, by their own importance-sampling ESS (Vehtari et al. 2024, function-specific): ref's ESS times
+    sum w (f - E f)^2 / (S sum w^2 (f - E f)^2). A tail probability whose tail the new prior up-weights has a far
+    smaller ESS than the weights' average efficiency says (measured on a 50-prior grid: P(OR < 1) ~ 0.99 was
+    within 2 Monte Carlo SEs of a refit in only 62% of rows without this check). The indicator of a median has
+    the average efficiency's ESS exactly ((1[x <= m] - 1/2)^2 = 1/4 for every draw).
+
+    Returns
+    -------
+    (FitResult or None, dict)
+        The reweighted fit (None when not accepted) and ``{pareto_k, ess, ess_functions, reference}`` (ref's tau
+        and effect priors). The fit's diagnostics are ref's (R-hat, divergences) with the reweighted ESS; its
+        idata's attrs say ``reweighted_from``.
+    """
+    w, info = importance_weights(ref, cfg, k_threshold=k_threshold, ess_min=ess_min, functions=functions)
+    if w is None:
+        return None, info
+    return resample(ref, cfg, w, info, table), info
+
+
+def reweight_best(refs: Sequence[FitResult], cfg: FitConfig, *, table: StudyTable | None = None,
+                  functions: Sequence[Any] = (), k_threshold: float = 0.7,
+                  ess_min: float | None = None) -> tuple[FitResult | None, dict | None]:
+    """:func:`reweight` from the reference whose weights are accepted with the smallest Pareto k-hat; the weights
+    of every reference are tried, the reweighted fit built once. ``(None, None)`` when no reference is accepted."""
+    best: tuple[FitResult, np.ndarray, dict] | None = None
+    for ref in refs:
+        w, info = importance_weights(ref, cfg, k_threshold=k_threshold, ess_min=ess_min, functions=functions)
+        if w is not None and (best is None or info["pareto_k"] < best[2]["pareto_k"]):
+            best = (ref, w, info)
+    if best is None:
+        return None, None
+    ref, w, info = best
+    return resample(ref, cfg, w, info, table), info
+
+
+def resample(ref: FitResult, cfg: FitConfig, w: np.ndarray, info: dict, table: StudyTable | None = None) -> FitResult:
+    """``ref``'s draws resampled by the weights ``w`` (systematic resampling: S draws, each kept floor or ceil of
+    S w_s times, the least added noise) as a fit under ``cfg``'s priors (:func:`reweight`)."""
+    import arviz as az
+
+    new = cfg.priors()
+    post = ref.idata.posterior
     n = w.size
     u = (np.random.default_rng([cfg.seed, 41]).random() + np.arange(n)) / n
     idx = np.minimum(np.searchsorted(np.cumsum(w), u), n - 1)
     chains, draws = post.sizes["chain"], post.sizes["draw"]
     ci, di = np.unravel_index(idx, (chains, draws))
-    sel = {"chain": xr.DataArray(ci.reshape(chains, draws), dims=("chain", "draw")),
-           "draw": xr.DataArray(di.reshape(chains, draws), dims=("chain", "draw"))}
+    ci, di = ci.reshape(chains, draws), di.reshape(chains, draws)
     groups = {}
     for g in ref.idata.groups():
         ds = ref.idata[g]
         if "chain" in ds.dims and "draw" in ds.dims:
-            ds = ds.isel(sel).drop_vars(["chain", "draw"]).assign_coords(chain=np.arange(chains),
-                                                                          draw=np.arange(draws))
+            ds = _take_draws(ds, ci, di)
         groups[g] = ds
-    lp, rp = groups["log_prior"], groups["posterior"]
-    groups["log_prior"] = lp.assign(mu=(lp["mu"].dims, new["effect"].logpdf(rp["mu"].values)),
-                                    tau=(lp["tau"].dims, new["tau"].logpdf(rp["tau"].values)))
+    rp = groups["posterior"]
+    # the new priors' log densities at the resampled draws (a copy with new values: no re-alignment)
+    groups["log_prior"] = groups["log_prior"].copy(data={
+        **{v: groups["log_prior"][v].values for v in groups["log_prior"].data_vars},
+        "mu": new["effect"].logpdf(rp["mu"].values), "tau": new["tau"].logpdf(rp["tau"].values)})
     idata = az.InferenceData(**groups)
     idata.attrs.update(ref.idata.attrs)
     idata.attrs.update({"tau_prior": new["tau"].spec, "tau_prior_scale": new["tau"].scale,
-                        "effect_prior": new["effect"].spec, "seed": int(cfg.seed), "config": json.dumps(b),
-                        "reweighted_from": json.dumps({**info["reference"], "pareto_k": khat, "ess": ess})})
+                        "effect_prior": new["effect"].spec, "seed": int(cfg.seed), "config": json.dumps(asdict(cfg)),
+                        "reweighted_from": json.dumps({**info["reference"], "pareto_k": info["pareto_k"],
+                                                       "ess": info["ess"]})})
+    d = ref.diagnostics
+    assert d is not None  # (importance_weights refuses a fit without diagnostics)
+    ess = info["ess"]
     diag = Diagnostics(rhat_max=d.rhat_max, ess_bulk_min=ess, ess_tail_min=ess, divergences=d.divergences,
                        ess_required=d.ess_required, attempts=d.attempts, target_accept=d.target_accept, draws=d.draws)
     t = table
     return FitResult(cfg, ref.data, idata, None, diag, 0.0, ref.data_path if t is None else t.path,
-                     ref.data_sha256 if t is None else t.sha256, ref.description), info
+                     ref.data_sha256 if t is None else t.sha256, ref.description)
+
+
+def _take_draws(ds, ci: np.ndarray, di: np.ndarray):
+    """Every variable of ``ds`` at draws (ci, di) (arrays of shape (chain, draw)), by numpy fancy indexing into a
+    copy of ``ds`` (same dims and coordinates; xarray's vectorised ``isel`` costs ~3x more on these small data
+    sets, and a reweighted grid row resamples five groups)."""
+    data = {}
+    for name, v in ds.data_vars.items():
+        rest = [d for d in v.dims if d not in ("chain", "draw")]
+        arr = v.transpose("chain", "draw", *rest).values[ci, di]
+        order = ["chain", "draw", *rest]
+        data[name] = arr.transpose([order.index(d) for d in v.dims])
+    return ds.copy(data=data)
 
 
 def fit_key(cfg: FitConfig, table: StudyTable) -> str:

@@ -243,29 +243,43 @@ def _reference_indicator(query: str, ref):
 
 def _fit_or_reweight(table, fc: FitConfig, reweight: bool, functions=()):
     """``(FitResult, how)``: the configuration reweighted from the best reference fit of this process (smallest
-    Pareto k-hat among those accepted), or fitted (and kept as a reference). ``how`` is None for a fit, else
-    ``{reference, pareto_k, ess}``."""
+    Pareto k-hat among those accepted; :func:`rescuemeta.fit.reweight_best`), or fitted (and kept as a
+    reference). ``how`` is None for a fit, else ``{reference, pareto_k, ess, ess_functions}``."""
     from dataclasses import asdict
 
-    from .fit import reweight as reweight_fit
+    from .fit import reweight_best
 
     sampled = fc.kind.binomial or fc.method == "nuts"
     if not (reweight and sampled and not fc.bayes_factors):
         return fit(table, fc), None
     key = (table.sha256,
            tuple((k, v) for k, v in sorted(asdict(fc).items()) if k not in ("tau_prior", "effect_prior")))
-    best = None
-    for ref in _REFERENCES.get(key, []):
-        res, info = reweight_fit(ref, fc, table=table, functions=functions)
-        if res is not None and (best is None or info["pareto_k"] < best[1]["pareto_k"]):
-            best = (res, info)
-    if best is not None:
-        return best
+    res, info = reweight_best(_REFERENCES.get(key, []), fc, table=table, functions=functions)
+    if res is not None:
+        return res, info
     res = fit(table, fc)
     refs = _REFERENCES.setdefault(key, [])
     refs.insert(0, res)
     del refs[MAX_REFERENCES:]
     return res, None
+
+
+def _median_mcse(res, var: str, how: dict | None) -> float:
+    """Monte Carlo SE of the posterior median of ``var``: ArviZ's quantile MCSE for a fit; for a reweighted fit the
+    same construction (the draws at the 16% and 84% points of the median's Beta sampling distribution) with the
+    reweighting's ESS, since its resampled draws repeat and ArviZ would read their autocorrelation instead."""
+    import arviz as az
+    import numpy as np
+    from scipy import stats
+
+    x = res.idata.posterior[var].values
+    if how is None:
+        return float(az.mcse(x, method="quantile", prob=0.5))
+    ess = how["ess"]
+    lo, hi = stats.beta.ppf([0.1586553, 0.8413447], ess * 0.5 + 1, ess * 0.5 + 1)
+    xs = np.sort(x.ravel())
+    n = xs.size
+    return float((xs[int(np.ceil(min(hi * n - 1, n - 1)))] - xs[int(np.floor(max(lo * n - 1, 0)))]) / 2)
 
 
 def run_one(cfg: dict, data_path, reweight: bool = True) -> dict:
@@ -300,31 +314,46 @@ def run_one(cfg: dict, data_path, reweight: bool = True) -> dict:
         row.update(status="failed", reason=str(e), k=None,
                    **{f"diag_{k}": v for k, v in e.diagnostics.items() if k in kept})
         return row
-    s = res.summary()
-    row.update(status="ok", k=s["k"], reweighted_from=None if how is None else how["reference"]["tau_prior"]
+    # a sampled row reads its intervals straight from the draws (what FitResult.summary computes for them, without
+    # the per-study effects, HDIs and predictive checks a grid row does not show: ~20 ms of each reweighted row)
+    s = None if res.exact is None and not fc.bayes_factors else res.summary()
+    row.update(status="ok", k=s["k"] if s is not None else res.k,
+               reweighted_from=None if how is None else how["reference"]["tau_prior"]
                + ("" if how["reference"]["effect_prior"] == fc.priors()["effect"].spec
                   else f"; mu ~ {how['reference']['effect_prior']}"),
                reweight_khat=None if how is None else how["pareto_k"])
-    row.update(mu_median=s["mu"]["q50"], mu_low=s["mu"]["q025"], mu_high=s["mu"]["q975"],
-               tau_median=s["tau"]["q50"], tau_low=s["tau"]["q025"], tau_high=s["tau"]["q975"])
+    mu, tau = _interval(res, s, "mu"), _interval(res, s, "tau")
+    row.update(mu_median=mu[1], mu_low=mu[0], mu_high=mu[2], tau_median=tau[1], tau_low=tau[0], tau_high=tau[2])
+    if res.exact is None:  # Monte Carlo SEs of the medians (0 for the exact posterior's quadrature)
+        row.update(mu_median_mcse=_median_mcse(res, "mu", how), tau_median_mcse=_median_mcse(res, "tau", how))
+    else:
+        row.update(mu_median_mcse=0.0, tau_median_mcse=0.0)
     eff_key = "rate" if fc.kind.estimand == "rate" else fc.effect_measure.lower()
-    row.update(effect=eff_key.upper() if eff_key != "rate" else "rate", effect_median=s[eff_key]["q50"],
-               effect_low=s[eff_key]["q025"], effect_high=s[eff_key]["q975"])
+    eff = _interval(res, s, eff_key)
+    row.update(effect=eff_key.upper() if eff_key != "rate" else "rate", effect_median=eff[1], effect_low=eff[0],
+               effect_high=eff[2])
     if fc.kind.estimand == "ratio":
-        rr = s.get("rr")
-        row.update(rr_median=rr["q50"] if rr else None, rr_low=rr["q025"] if rr else None,
-                   rr_high=rr["q975"] if rr else None)
+        rr = _interval(res, s, "rr")
+        row.update(rr_median=rr[1], rr_low=rr[0], rr_high=rr[2])
         # P(benefit) in the outcome's declared direction: P(ratio < t), or P(ratio > 1/t) where more events are
         # better (undescribed outcomes: fewer events are taken as better)
         higher = table.description.better(cfg["outcome"]) == "higher"
         row["benefit"] = "more events" if higher else "fewer events"
-        for q in queries:
-            row[probability_key(q)] = probability(res, q)["probability"]
-    bf = s.get("bayes_factors") or {}  # exact (normal model), bridge sampling (bayes_factors = true) or null
+        for i, q in enumerate(queries):
+            pr = probability(res, q)
+            row[probability_key(q)] = pr["probability"]
+            # a reweighted row's MCSE from the probability's own importance-sampling ESS (the resampled draws
+            # repeat, so their autocorrelation would understate it)
+            row[probability_key(q) + "_mcse"] = (pr["mcse"] if how is None else
+                                                 math.sqrt(pr["probability"] * (1 - pr["probability"])
+                                                           / how["ess_functions"][i]))
+    # exact (normal model), bridge sampling (bayes_factors = true) or null
+    bf = (s.get("bayes_factors") if s is not None else None) or {}
     row.update(bf01_mu=bf.get("bf01_mu"), bf01_tau=bf.get("bf01_tau"), log_evidence=bf.get("log_evidence"),
                log_evidence_se=bf.get("log_evidence_se"))
-    d = s["diagnostics"]
-    row.update(method=s["method"] + (" (reweighted)" if how is not None else ""), diag_rhat_max=d.get("rhat_max"),
+    d = s["diagnostics"] if s is not None else res.diagnostics.to_dict()
+    row.update(method=(s["method"] if s is not None else "nuts") + (" (reweighted)" if how is not None else ""),
+               diag_rhat_max=d.get("rhat_max"),
                diag_ess_bulk_min=d.get("ess_bulk_min"),
                diag_ess_tail_min=d.get("ess_tail_min"), diag_divergences=d.get("divergences"), diag_ok=d.get("ok"))
     idata = exact_idata(res, seed=cfg["seed"]) if res.exact is not None else res.idata
@@ -338,6 +367,24 @@ def run_one(cfg: dict, data_path, reweight: bool = True) -> dict:
     row["tau_density"] = tau_density(res, idata)
     row["seconds"] = time.perf_counter() - t0
     return row
+
+
+def _interval(res, s: dict | None, key: str) -> tuple:
+    """(q025, q50, q975) of a quantity of :meth:`rescuemeta.fit.FitResult.summary`: from the summary ``s`` when
+    given, else from the fit's draws as the summary computes them (finite draws, ``np.quantile``); Nones where the
+    summary has no such key (RR and RD without a control risk)."""
+    import numpy as np
+
+    if s is not None:
+        v = s.get(key)
+        return (None, None, None) if v is None else (v["q025"], v["q50"], v["q975"])
+    if key in ("rr", "rd") and (res.control_risk.mode == "none" or res.config.kind.estimand == "rate"):
+        return (None, None, None)
+    x = np.asarray(res.draws(key), dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return (None, None, None)
+    return tuple(float(v) for v in np.quantile(x, [0.025, 0.5, 0.975]))
 
 
 def probability_key(query: str) -> str:
@@ -357,7 +404,8 @@ def probability_label(key: str) -> str:
 
 def probability_keys(row: dict) -> list[str]:
     """The threshold-probability columns of a row, in order."""
-    return [k for k in row if k.startswith("p_") and k.count("_") >= 3 and k.split("_")[2] in ("lt", "le", "gt", "ge")]
+    return [k for k in row if k.startswith("p_") and k.count("_") >= 3 and k.split("_")[2] in ("lt", "le", "gt", "ge")
+            and not k.endswith("_mcse")]
 
 
 def run_group(cfgs: list[dict], data_path, cache_dir: str | None, data_sha256: str, on_row=None) -> list[dict]:
