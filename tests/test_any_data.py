@@ -191,12 +191,15 @@ def test_cli_startup_loads_no_sampling_or_plotting_library():
 def test_freq_with_default_methods_loads_no_scipy():
     """`rescuemeta freq` with its defaults (REML, z-test) and --studies needs neither scipy nor hypothesis: the
     normal distribution comes from the standard library and tau^2 from a bisection (scipy costs about 0.5 s of
-    a 1.1 s command; hypothesis, which pandera imports whenever it is installed, 0.2 s). HKSJ (Student's t)
+    a 1.1 s command; hypothesis, which pandera imports whenever it is installed, 0.2 s). Nor does `check`: its
+    GLMM uses numpy alone (freq._box_newton instead of scipy.optimize's L-BFGS-B). HKSJ (Student's t)
     still loads scipy.special, and a check that it does keeps this test honest."""
     code = ("import sys; from rescuemeta.cli import app\n"
             "try:\n    app(sys.argv[1:], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
             "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('scipy', 'hypothesis')}))")
     for args, expect in ((["freq", "--data", str(BCG), "--studies"], "[]"),
+                         (["check", "--data", str(ROOT / "data" / "studies.csv"), "--abstract",
+                           str(ROOT / "data" / "abstract_estimates.csv"), "--json"], "[]"),
                          (["freq", "--data", str(BCG), "--hksj"], "['scipy']")):
         p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT)
         assert p.returncode == 0, p.stderr
