@@ -25,8 +25,8 @@ EXE = Path(sys.executable).with_name("rescuemeta")
 
 COMMANDS = {
     "floor: `python -c 'import pandas, pandera.pandas'`": [sys.executable, "-c", "import pandas, pandera.pandas"],
-    "floor + scipy.optimize (what the GLMM needs)": [sys.executable, "-c",
-                                                     "import pandas, pandera.pandas, scipy.optimize"],
+    "floor + scipy.optimize and scipy.special (what check's GLMM loaded until session 10)": [
+        sys.executable, "-c", "import pandas, pandera.pandas, scipy.optimize, scipy.special"],
     "`rescuemeta --help`": [str(EXE), "--help"],
     "`rescuemeta --version`": [str(EXE), "--version"],
     "`rescuemeta freq --outcome mortality`": [str(EXE), "freq", "--outcome", "mortality"],

@@ -616,13 +616,16 @@ def rma_glmm_plo(xi, ni, *, n_agq: int = 7, level: float = 0.95) -> FreqResult:
     es = escalc("PLO", xi, ni)
     iv = rma_iv(es.yi, es.vi, method="DL", measure="PLO")
     lo, hi = np.array([-30.0, 0.0]), np.array([30.0, 20.0])
-    best: tuple[float, np.ndarray] | None = None
-    for tau0 in (math.sqrt(iv.tau2) if iv.tau2 > 0 else 0.3, 0.05, 1.0):
+    # from the DL estimate, then from a large and a small tau (insurance against a second local optimum); when
+    # the first two agree, the third is skipped
+    results: list[tuple[float, np.ndarray]] = []
+    for tau0 in (math.sqrt(iv.tau2) if iv.tau2 > 0 else 0.3, 1.0, 0.05):
         x, f = _box_newton(nll_grad, np.array([iv.estimate, tau0]), lo, hi)
-        if best is None or f < best[0]:
-            best = (f, x)
-    assert best is not None
-    x = best[1]
+        results.append((f, x))
+        if len(results) == 2 and abs(results[0][0] - results[1][0]) <= 1e-10 * max(1.0, abs(f)) \
+                and np.allclose(results[0][1], results[1][1], rtol=1e-6, atol=1e-6):
+            break
+    x = min(results, key=lambda r: r[0])[1]
     mu, tau = float(x[0]), float(abs(x[1]))
     notes = []
     if tau > 1e-4:
