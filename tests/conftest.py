@@ -32,7 +32,23 @@ else:
 """
 
 
+# The test files that take longest (each a work unit of `--dist loadfile`), longest first: with two workers, starting
+# the long files first and leaving the many short ones to fill in at the end keeps both workers busy to the last
+# minute (longest-processing-time-first). xdist's default reorders files by their number of tests instead, which
+# put the few slow whole-analysis tests last and left one worker idle for their tail.
+SLOWEST_FILES = ("test_sensitivity.py", "test_report.py", "test_compiled.py", "test_criticism.py", "test_any_data.py",
+                 "test_kill.py", "test_pipeline.py", "test_bridge_sampling.py", "test_fit_contract.py", "test_sbc.py",
+                 "test_nuts_vs_exact.py", "test_notebooks.py", "test_reported_effects.py", "test_queries.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the order within a file is kept
+
+
 def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False  # keep the order above (see SLOWEST_FILES)
     if hasattr(config, "workerinput") or os.environ.get("RESCUEMETA_PRECOMPILE", "1") == "0":
         return  # an xdist worker, or turned off
     n = getattr(config.option, "numprocesses", None)
