@@ -34,11 +34,12 @@ else:
 
 # The test files that take longest (each a work unit of `--dist loadfile`), longest first: with two workers, starting
 # the long files first and leaving the many short ones to fill in at the end keeps both workers busy to the last
-# minute (longest-processing-time-first). xdist's default reorders files by their number of tests instead, which
-# put the few slow whole-analysis tests last and left one worker idle for their tail.
-SLOWEST_FILES = ("test_sensitivity.py", "test_report.py", "test_compiled.py", "test_criticism.py", "test_any_data.py",
-                 "test_kill.py", "test_pipeline.py", "test_bridge_sampling.py", "test_fit_contract.py", "test_sbc.py",
-                 "test_nuts_vs_exact.py", "test_notebooks.py", "test_reported_effects.py", "test_queries.py")
+# minute (longest-processing-time-first; order from a `--durations=0` run, session 10). xdist's default reorders
+# files by their number of tests instead, which can put the few slow whole-analysis files last.
+SLOWEST_FILES = ("test_sensitivity.py", "test_report.py", "test_pipeline.py", "test_any_data.py", "test_sbc.py",
+                 "test_bridge_sampling.py", "test_criticism.py", "test_kill.py", "test_compiled.py", "test_fit_contract.py",
+                 "test_notebooks.py", "test_nuts_vs_exact.py", "test_extreme_data.py", "test_reported_effects.py",
+                 "test_models_rescue_data.py", "test_freq_root.py", "test_determinism.py", "test_parameterisation.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -50,15 +50,25 @@ def _nutpie_compile(model):
 
 
 @pytest.fixture(scope="module")
-def normal_pair():
-    """The normal model compiled both ways (compiling nutpie's own wrapper is the slow part: once, on the model
-    with the fewest shared variables; the binomial graphs are compared in the slow run)."""
+def normal_ours():
+    """The normal model compiled by rescuemeta.compiled (from the disk cache the suite's precompile filled)."""
     model, prep, p = _model("mortality", "normal", shared=False)
     ours = compiled.compile_pymc_model(model)
     assert compiled.last_path == "fast"
+    return ours, model, prep, p
+
+
+@pytest.fixture(scope="module")
+def normal_pair(normal_ours):
+    """The normal model compiled both ways. nutpie's own wrapper is compiled anew in every process (40-65 s from
+    an empty cache on these machines, a tenth of the CI suite), so the bit-for-bit comparisons run with the slow
+    checks; under CI the wrapper is checked on every compile against the PyTensor function it wraps
+    (``check_one_point``) and its reading of nutpie's record by the layout tests below."""
+    ours, model, prep, p = normal_ours
     return ours, _nutpie_compile(model), prep, p
 
 
+@pytest.mark.slow
 def test_same_draws_as_nutpie_compile(normal_pair):
     """Bit-for-bit the draws of nutpie.compile_pymc_model(model, freeze_model=False) for the same seed."""
     ours, theirs, _, _ = normal_pair
@@ -74,6 +84,7 @@ def test_same_draws_as_nutpie_compile_other_graphs(outcome, kind, shared):
     assert _same(_draws(ours), _draws(_nutpie_compile(model)))
 
 
+@pytest.mark.slow
 def test_with_data_matches_nutpie(normal_pair):
     """Swapping prior values and observations (with_data) reads the new values through the user_data record."""
     ours, theirs, prep, p = normal_pair
@@ -175,10 +186,10 @@ def test_falls_back_to_nutpie_when_internals_change(monkeypatch):
     assert np.isfinite(_draws(c)["mu"]).all()
 
 
-def test_layout_check_catches_a_moved_field(normal_pair):
+def test_layout_check_catches_a_moved_field(normal_ours):
     """The field-by-field check of nutpie's record: our layout passes; a layout one word off, or one that names
     a variable the record does not hold, is refused."""
-    ours = normal_pair[0]
+    ours = normal_ours[0]
     layout, _ = compiled.user_data_layout(list(ours.shared_data), ours.shared_data)
     compiled.check_layout(ours.user_data, layout)
     name = next(iter(layout))
@@ -189,11 +200,11 @@ def test_layout_check_catches_a_moved_field(normal_pair):
         compiled.check_layout(ours.user_data, {**layout, "not_there": layout[name]})
 
 
-def test_one_point_check_compares_the_wrapper_with_nutpies_function(normal_pair):
+def test_one_point_check_compares_the_wrapper_with_nutpies_function(normal_ours):
     """The wrapper's log density at one point equals the PyTensor function's; a wrapper that reads other data
     than the function (here: the record pointed at new observations, the function left with the old) is
     caught."""
-    ours = normal_pair[0]
+    ours = normal_ours[0]
     compiled.check_one_point(ours)
     shifted = ours.with_data(y_obs=ours.shared_data["y_obs"] + 1.0)
     with pytest.raises(compiled.FastPathUnavailable, match="log density"):
