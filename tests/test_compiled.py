@@ -139,9 +139,15 @@ print(json.dumps({"path": compiled.last_path, "hits": [c.compiled_logp_func._cac
 """
 
 
-def _child(compiledir):
+# the same model through compile_structure: the rewritten graphs saved by the first process, loaded by the next
+_CHILD_GRAPHS = _CHILD.replace("c = compiled.compile_pymc_model(m)",
+                               "c = compiled.compile_structure(('test-child', 4), lambda: m)").replace(
+    '"path": compiled.last_path,', '"path": compiled.last_path, "graph": compiled.last_graph,')
+
+
+def _child(compiledir, src=_CHILD):
     env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={compiledir}"}
-    r = subprocess.run([sys.executable, "-c", _CHILD, str(DATA)], capture_output=True, text=True, env=env,
+    r = subprocess.run([sys.executable, "-c", src, str(DATA)], capture_output=True, text=True, env=env,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -230,3 +236,86 @@ def test_untested_versions_and_the_opt_out_use_nutpies_compiler(monkeypatch):
         warnings.simplefilter("error")  # the opt-out is silent
         c = compiled.compile_pymc_model(model)
     assert compiled.last_path == "nutpie" and np.isfinite(_draws(c)["mu"]).all()
+
+
+def test_new_process_loads_the_rewritten_graphs(tmp_path):
+    """compile_structure: the first process builds the model and saves its rewritten graphs in the compile
+    directory, the second rebuilds the functions from them (no model, no graph rewrites) and samples the same
+    numbers; a corrupt graph file is dropped, the model built again and the file replaced by a loadable one."""
+    first = _child(tmp_path, _CHILD_GRAPHS)
+    assert first["graph"] == "built" and first["path"] == "fast"
+    files = list((tmp_path / "rescuemeta-graphs").glob("*.pkl"))
+    assert len(files) == 1
+    second = _child(tmp_path, _CHILD_GRAPHS)
+    assert second["graph"] == "disk" and second["hits"] == [1, 1]
+    assert second["mu"] == first["mu"]
+    files[0].write_bytes(b"not a pickle")
+    third = _child(tmp_path, _CHILD_GRAPHS)
+    assert third["graph"] == "built" and third["mu"] == first["mu"]
+    fourth = _child(tmp_path, _CHILD_GRAPHS)
+    assert fourth["graph"] == "disk" and fourth["mu"] == first["mu"]
+
+
+def _initial_points(c, seeds=(0, 1, 7)):
+    return [c.initial_point_func(s) for s in seeds]
+
+
+def _cfunc_logp(c, x):
+    import ctypes
+
+    n = c.n_dim
+    grad, logp = np.zeros(n), np.zeros(())
+    dbl = ctypes.POINTER(ctypes.c_double)
+    rc = c.compiled_logp_func.ctypes(n, x.ctypes.data_as(dbl), grad.ctypes.data_as(dbl), logp.ctypes.data_as(dbl),
+                                     c.user_data.ctypes.data_as(ctypes.c_void_p))
+    assert rc == 0
+    return np.concatenate([[float(logp)], grad])
+
+
+def test_graphs_from_disk_are_the_same_model(tmp_path, monkeypatch):
+    """The shared binomial graph (the one every binomial fit uses) built once and then rebuilt from its saved
+    graphs: the same initial points for each seed (PyMC's jittered support points, whose random generators are
+    updates of the rebuilt function), the same log density and gradient at several points, the same draws with
+    the same seed, before and after swapping the data (with_data)."""
+    monkeypatch.setattr(compiled, "graph_cache_dir", lambda: tmp_path)
+    model, prep, p = _model("mortality", "contrast")
+    built = compiled.compile_structure(("test-binomial",), lambda: model)
+    assert compiled.last_graph == "built" and len(list(tmp_path.glob("*.pkl"))) == 1
+    loaded = compiled.compile_structure(("test-binomial",), lambda: pytest.fail("built again"))
+    assert compiled.last_graph == "disk"
+    (names, slices, shapes), (names2, slices2, shapes2) = built.shape_info, loaded.shape_info
+    assert names == names2 and slices == slices2 and [tuple(x) for x in shapes] == [tuple(x) for x in shapes2]
+    assert built.n_expanded == loaded.n_expanded
+    assert built.dims == loaded.dims and built.coords.keys() == loaded.coords.keys()
+    for a, b in zip(_initial_points(built), _initial_points(loaded), strict=True):
+        assert np.array_equal(a, b)
+    rng = np.random.default_rng(3)
+    for x in rng.normal(0.0, 0.7, size=(4, built.n_dim)):
+        assert np.array_equal(_cfunc_logp(built, x), _cfunc_logp(loaded, x))
+    assert _same(_draws(built), _draws(loaded))
+    sd = built.shared_data
+    new = {"events_control": np.minimum(np.asarray(sd["events_control"]) + 1, sd["n_control"])}  # 0 of 0: padding
+    a, b = _draws(built.with_data(**new)), _draws(loaded.with_data(**new))
+    assert _same(a, b) and not _same(a, _draws(built))
+
+
+def test_graph_cache_keys_and_opt_out(tmp_path, monkeypatch):
+    """Another structure is another file; RESCUEMETA_GRAPH_CACHE=0 builds every time and saves nothing."""
+    import pymc as pm
+
+    monkeypatch.setattr(compiled, "graph_cache_dir", lambda: tmp_path)
+
+    def small(scale):
+        with pm.Model() as m:
+            pm.Normal("mu", 0.0, scale)
+        return m
+
+    assert compiled._graph_key(("a", 1)) != compiled._graph_key(("a", 2))
+    compiled.compile_structure(("a", 1), lambda: small(1.0))
+    compiled.compile_structure(("a", 2), lambda: small(2.0))
+    assert len(list(tmp_path.glob("*.pkl"))) == 2
+    monkeypatch.setenv("RESCUEMETA_GRAPH_CACHE", "0")
+    compiled.compile_structure(("a", 1), lambda: small(1.0))
+    assert compiled.last_graph == "built"
+    compiled.compile_structure(("a", 3), lambda: small(3.0))
+    assert len(list(tmp_path.glob("*.pkl"))) == 2

@@ -28,6 +28,7 @@ The fence around those internals (each failure falls back to nutpie's own compil
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -41,8 +42,9 @@ import numpy as np
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-__all__ = ["WRAPPER_VERSION", "TESTED", "FastPathUnavailable", "check_layout", "check_one_point", "LOGP_SIG",
-           "EXPAND_SIG", "user_data_layout", "compile_pymc_model"]
+__all__ = ["WRAPPER_VERSION", "GRAPH_CACHE_VERSION", "TESTED", "FastPathUnavailable", "check_layout",
+           "check_one_point", "LOGP_SIG", "EXPAND_SIG", "user_data_layout", "compile_pymc_model", "compile_structure",
+           "graph_cache_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -266,17 +268,87 @@ def _with_lock(func):
     return wrapper
 
 
+def _seeded_initial_point(func, varnames):
+    """PyMC's seeded initial-point function (``make_initial_point_fn``'s ``inner``) around a compiled ``func``."""
+    from pymc.pytensorf import find_rng_nodes, reseed_rngs
+
+    rngs = find_rng_nodes(func.maker.fgraph.outputs)
+
+    def inner(seed, *args, **kwargs):
+        reseed_rngs(rngs, seed)
+        return dict(zip(varnames, func(*args, **kwargs), strict=True))
+
+    return inner
+
+
+def _function_state(fn) -> tuple:
+    """What rebuilds a compiled PyTensor function without rewriting its graph again (see :func:`_function`): its
+    rewritten graph, with the inputs and outputs re-pointed into it as ``Function.copy`` does (the updates of
+    random generators become outputs of the graph), so that nothing of the unrewritten graph is kept."""
+    import copy
+
+    from pytensor.compile.io import SymbolicOutput
+
+    m = fn.maker
+    fg = m.fgraph
+    rev = {v: k for k, v in fg.update_mapping.items()}
+    ins = []
+    for n, (inp, var) in enumerate(zip(m.inputs, fg.inputs, strict=True)):
+        c = copy.copy(inp)
+        c.variable = var
+        c.update = fg.outputs[rev[n]] if inp.update is not None else None
+        ins.append(c)
+    outs = [SymbolicOutput(v, borrow=o.borrow) for v, o in zip(fg.outputs, m.outputs, strict=False)]
+    outs += [SymbolicOutput(v) for v in fg.outputs[len(m.outputs):]]
+    return (ins, outs, fg, m.mode, m.output_keys, m.name, m.trust_input)
+
+
+def _function(state: tuple):
+    """A PyTensor function from its rewritten graph (:func:`_function_state`), as ``Function.copy`` rebuilds one:
+    no graph rewrites, only the linker (numba's code comes from its disk cache)."""
+    from pytensor.compile.function.types import FunctionMaker
+
+    ins, outs, fgraph, mode, output_keys, name, trust_input = state
+    maker = FunctionMaker(ins, outs, mode=mode, fgraph=fgraph, no_fgraph_prep=True, accept_inplace=True,
+                          on_unused_input="ignore", output_keys=output_keys, name=name, trust_input=trust_input)
+    return maker.create([i.value for i in ins])
+
+
 def _compile_fast(model):
-    """nutpie's ``_compile_pymc_model_numba`` with cached wrappers (same functions, same record, same order)."""
+    """nutpie's ``_compile_pymc_model_numba`` with cached wrappers (same functions, same record, same order).
+
+    Returns the compiled model and the state :func:`_assemble` rebuilds it from in another process."""
     import nutpie.compile_pymc as ncp
     from pymc.initial_point import make_initial_point_fn
 
     # compile_pymc_model(model, freeze_model=False) defaults: support_point with jitter on every free RV
     ipf = make_initial_point_fn(model=model, overrides=None, default_strategy="support_point",
                                 jitter_rvs=set(model.free_RVs), return_transformed=True)
-    n_dim, n_expanded, logp_pt, expand_pt, initial_point_fn, shape_info = ncp._make_functions(
+    n_dim, n_expanded, logp_pt, expand_pt, _, shape_info = ncp._make_functions(
         model, mode="NUMBA", compute_grad=True, join_expanded=True, pymc_initial_point_fn=_with_lock(ipf),
         var_names=None)
+    varnames = list(ipf(0))  # the free variables' (transformed) names, in the order of PyMC's function
+    dims, coords = ncp._prepare_dims_and_coords(model, shape_info)
+    state = {"n_dim": n_dim, "n_expanded": n_expanded, "shape_info": shape_info, "dims": dims, "coords": coords,
+             "logp": _function_state(logp_pt), "expand": _function_state(expand_pt),
+             "initial": _function_state(ipf.__wrapped__), "varnames": varnames}
+    return _assemble(state, logp_pt, expand_pt, ipf.__wrapped__), state
+
+
+def _assemble(state: dict, logp_pt=None, expand_pt=None, initial_pt=None):
+    """The compiled nutpie model from :func:`_compile_fast`'s state (the PyTensor functions rebuilt from their
+    rewritten graphs unless given), with the cached C wrappers."""
+    import nutpie.compile_pymc as ncp
+
+    logp_pt = logp_pt if logp_pt is not None else _function(state["logp"])
+    expand_pt = expand_pt if expand_pt is not None else _function(state["expand"])
+    initial_pt = initial_pt if initial_pt is not None else _function(state["initial"])
+    n_dim, n_expanded, shape_info, varnames = state["n_dim"], state["n_expanded"], state["shape_info"], \
+        state["varnames"]
+    # as nutpie's _make_functions: the free variables come first in shape_info
+    initial_point_fn = ncp._rv_dict_to_flat_array_wrapper(
+        _with_lock(_seeded_initial_point(initial_pt, varnames)), names=list(shape_info[0][:len(varnames)]),
+        shapes=list(shape_info[2][:len(varnames)]))
     shared_data, shared_vars, seen = {}, {}, set()
     for val in [*logp_pt.get_shared(), *expand_pt.get_shared()]:
         if val.name in shared_data and val not in seen:
@@ -299,9 +371,8 @@ def _compile_fast(model):
     arrays, args = _arrays_src([v.name for v in expand_pt.get_shared()], layout)
     expand_c = _cfunc(_EXPAND_SRC.format(n_dim=n_dim, n_expanded=n_expanded, n_ud=n_ud, arrays=arrays, args=args),
                       "expand_c", EXPAND_SIG, expand_pt.vm.jit_fn)
-    dims, coords = ncp._prepare_dims_and_coords(model, shape_info)
     compiled = ncp.CompiledPyMCModel(
-        _n_dim=n_dim, dims=dims, _coords=coords,
+        _n_dim=n_dim, dims=state["dims"], _coords=state["coords"],
         _shapes={name: tuple(shape) for name, _, shape in zip(*shape_info)},
         compiled_logp_func=logp_c, compiled_expand_func=expand_c, initial_point_func=initial_point_fn,
         shared_data=shared_data, user_data=user_data, n_expanded=n_expanded, shape_info=shape_info,
@@ -325,6 +396,10 @@ def compile_pymc_model(model, *, fast: bool = True):
         Sample it with ``nutpie.sample``; ``with_data`` swaps shared values without recompiling. Which path was
         taken is in :data:`last_path` (``"fast"`` or ``"nutpie"``).
     """
+    return _compile(model, fast)[0]
+
+
+def _compile(model, fast: bool):
     global last_path
     import nutpie
     import pytensor
@@ -337,9 +412,9 @@ def compile_pymc_model(model, *, fast: bool = True):
         if fast:
             try:
                 _fast_path_allowed()
-                compiled = _compile_fast(model)
+                compiled, state = _compile_fast(model)
                 last_path = "fast"
-                return compiled
+                return compiled, state
             except FastPathUnavailable as exc:
                 reason = str(exc)
             except Exception as exc:  # any failure of nutpie/PyTensor internals: use nutpie's own
@@ -349,4 +424,100 @@ def compile_pymc_model(model, *, fast: bool = True):
                               "nutpie.compile_pymc_model (slower to compile, same draws)", RuntimeWarning,
                               stacklevel=2)
         last_path = "nutpie"
-        return nutpie.compile_pymc_model(model, freeze_model=False)
+        return nutpie.compile_pymc_model(model, freeze_model=False), None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The rewritten graphs, cached on disk per model structure.
+#
+# A new process that finds numba's code on disk still spent 5-9 s here before sampling (measured, session 11):
+# PyMC building the model and its log density, the gradient, and above all PyTensor rewriting the graph
+# (3-4 s for the binomial graph's ~150 nodes), every time. The rewritten graphs of the three functions nutpie
+# needs (log density and gradient, the expansion to the trace's variables, the initial point) are pickled after a
+# compile, beside numba's cache in PyTensor's compile directory, under a key made of the caller's structure key,
+# the library versions and the package's source fingerprint; a later process rebuilds the functions from them
+# (only the linker runs, loading numba's code from its cache). The rebuilt model is checked at one point like any
+# other (:func:`check_one_point`), and a file that cannot be read is removed and the model compiled again.
+
+GRAPH_CACHE_VERSION = "rescuemeta-graphs-1"
+
+# "disk": the last compile_structure loaded the rewritten graphs; "built": it built and compiled the model
+last_graph: str | None = None
+
+
+def graph_cache_dir():
+    """Where the rewritten graphs are kept: ``rescuemeta-graphs`` beside PyTensor's numba cache in its base compile
+    directory (so that ``PYTENSOR_FLAGS=base_compiledir=...`` moves or empties both)."""
+    from pathlib import Path
+
+    import pytensor
+
+    return Path(pytensor.config.base_compiledir) / "rescuemeta-graphs"
+
+
+def _graph_key(structure) -> str:
+    import llvmlite
+    import nutpie
+    import pymc
+    import pytensor
+
+    from .atomic import cache_key
+
+    return cache_key({"structure": repr(structure), "cache": GRAPH_CACHE_VERSION, "wrapper": WRAPPER_VERSION,
+                      "versions": [m.__version__ for m in (pymc, pytensor, nutpie, numba, llvmlite, np)]}, 32)
+
+
+def _graph_cache_enabled() -> bool:
+    return os.environ.get("RESCUEMETA_GRAPH_CACHE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def compile_structure(structure, build):
+    """Compile the model ``build()`` returns, or rebuild it from the rewritten graphs an earlier process saved for
+    the same ``structure`` (a hashable description that fixes the graph: :func:`rescuemeta.models.structure_key`).
+
+    Parameters
+    ----------
+    structure
+        Two calls with equal ``repr(structure)`` must build the same graph (data values may differ: they are
+        ``pm.Data``, swapped with ``with_data``).
+    build : callable
+        Returns the ``pymc.Model``; called only when nothing usable is cached.
+
+    Returns
+    -------
+    nutpie.compiled_pyfunc.CompiledPyMCModel
+        As :func:`compile_pymc_model`. :data:`last_graph` says whether the graphs came from disk (``"disk"``) or
+        were built (``"built"``).
+    """
+    global last_graph, last_path
+    import pickle
+
+    import pytensor
+
+    use_cache = _graph_cache_enabled()
+    path = graph_cache_dir() / f"{_graph_key(structure)}.pkl" if use_cache else None
+    if path is not None and path.is_file():
+        try:
+            _fast_path_allowed()
+            with pytensor.config.change_flags(numba__fastmath=False):
+                compiled = _assemble(pickle.loads(path.read_bytes()))
+            last_graph, last_path = "disk", "fast"
+            return compiled
+        except FastPathUnavailable:
+            pass
+        except Exception as exc:  # unreadable or stale: drop it and compile again
+            log.warning("cached model graphs %s unusable (%r); compiling again", path.name, exc)
+            with contextlib.suppress(OSError):
+                path.unlink()
+    compiled, state = _compile(build(), True)
+    last_graph = "built"
+    if path is not None and state is not None:
+        try:
+            blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+            from .atomic import atomic_path
+
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(blob)
+        except Exception as exc:  # a cache that cannot be written costs time, never the fit
+            log.warning("could not cache the model graphs (%r)", exc)
+    return compiled

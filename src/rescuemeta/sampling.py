@@ -95,7 +95,7 @@ class Sampler:
 
     def _compiled(self, data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None,
                   coef_prior: Prior | None = None):
-        from .compiled import compile_pymc_model
+        from .compiled import compile_structure
 
         size = self._size(data)
         shared = self.pad  # padded nutpie models also share one binomial graph for contrast and proportion
@@ -114,9 +114,9 @@ class Sampler:
                             hierarchical_baselines=hier, n_coef=n_coef, coef_prior=coef_prior, extra=extra)
         if key not in self._cache:
             t0 = time.perf_counter()
-            model = build_model(data, tau_prior, effect_prior, baseline_prior, size=size, shared_binomial=shared,
-                                coef_prior=coef_prior, n_coef=n_coef or None)
-            self._cache[key] = compile_pymc_model(model)
+            self._cache[key] = compile_structure(key, lambda: build_model(
+                data, tau_prior, effect_prior, baseline_prior, size=size, shared_binomial=shared,
+                coef_prior=coef_prior, n_coef=n_coef or None))
             self.compiles += 1
             self.compile_seconds += time.perf_counter() - t0
         compiled = self._cache[key]
