@@ -263,3 +263,12 @@ def test_turner_matched_needs_an_outcome_type_from_the_description():
     rescue = sens.grid(spec, load_studies(ROOT / "data" / "studies.csv"))
     assert "turner(all_cause_mortality, nonpharma_vs_placebo)" in {c["tau_prior"] for c in rescue
                                                                    if c["outcome"] == "mortality"}
+
+
+def test_version_literal_is_the_installed_metadata():
+    """`rescuemeta --version` reads a literal (hatchling builds the metadata from it): the two must agree."""
+    from importlib.metadata import version
+
+    from rescuemeta._version import __version__
+
+    assert __version__ == version("rescuemeta")
