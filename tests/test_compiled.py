@@ -131,45 +131,44 @@ with pm.Model() as m:
     tau = pm.HalfNormal("tau", 0.5)
     z = pm.Normal("z", 0.0, 1.0, shape=4)
     pm.Normal("obs", mu + tau * z, s, observed=y)
-c = compiled.compile_pymc_model(m)
+c = compiled.compile_structure(("test-child", 4), lambda: m)
 import nutpie
 idata = nutpie.sample(c, draws=100, tune=100, chains=2, cores=2, seed=1, progress_bar=False)
-print(json.dumps({"path": compiled.last_path, "hits": [c.compiled_logp_func._cache_hits,
+print(json.dumps({"path": compiled.last_path, "graph": compiled.last_graph, "hits": [c.compiled_logp_func._cache_hits,
                   c.compiled_expand_func._cache_hits], "mu": float(idata.posterior["mu"].mean())}))
 """
 
 
-# the same model through compile_structure: the rewritten graphs saved by the first process, loaded by the next
-_CHILD_GRAPHS = _CHILD.replace("c = compiled.compile_pymc_model(m)",
-                               "c = compiled.compile_structure(('test-child', 4), lambda: m)").replace(
-    '"path": compiled.last_path,', '"path": compiled.last_path, "graph": compiled.last_graph,')
-
-
-def _child(compiledir, src=_CHILD):
+def _child(compiledir):
     env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={compiledir}"}
-    r = subprocess.run([sys.executable, "-c", src, str(DATA)], capture_output=True, text=True, env=env,
+    r = subprocess.run([sys.executable, "-c", _CHILD, str(DATA)], capture_output=True, text=True, env=env,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def test_new_process_loads_from_disk_and_survives_a_corrupt_entry(tmp_path):
-    """A fresh compile directory: the first process compiles and saves, the second loads both callbacks from
-    disk (and samples the same numbers); a corrupted entry is dropped and rebuilt, then loads again."""
+def test_new_process_loads_from_disk_and_survives_corrupt_entries(tmp_path):
+    """A fresh compile directory: the first process builds the model, compiles and saves both C callbacks (numba's
+    cache) and the rewritten graphs (compile_structure); the second rebuilds the functions from the graphs (no
+    model, no rewrites), loads both callbacks from disk and samples the same numbers. Corrupt entries (numba's and
+    the graph file) are dropped and rebuilt, and a later process loads them again."""
     first = _child(tmp_path)
-    assert first["path"] == "fast" and first["hits"] == [0, 0]
+    assert first["path"] == "fast" and first["graph"] == "built" and first["hits"] == [0, 0]
+    graphs = list((tmp_path / "rescuemeta-graphs").glob("*.pkl"))
+    assert len(graphs) == 1
     second = _child(tmp_path)
-    assert second["hits"] == [1, 1]
+    assert second["graph"] == "disk" and second["hits"] == [1, 1]
     assert second["mu"] == first["mu"]
     entries = list((tmp_path / "numba").glob("string.logp_c-*.nbc"))
     assert entries
-    for f in entries:
-        f.write_bytes(b"not a numba cache entry")
+    for f in [*entries, *graphs]:
+        f.write_bytes(b"not a cache entry")
     third = _child(tmp_path)
-    assert third["mu"] == first["mu"]
-    # the corrupt entry was replaced by a loadable one (a later process hits it, as the second did)
-    assert all(f.read_bytes() != b"not a numba cache entry" for f in entries if f.exists())
-    assert list((tmp_path / "numba").glob("string.logp_c-*.nbc"))
+    assert third["graph"] == "built" and third["mu"] == first["mu"]
+    # the corrupt entries were replaced by loadable ones
+    assert all(f.read_bytes() != b"not a cache entry" for f in [*entries, *graphs] if f.exists())
+    fourth = _child(tmp_path)
+    assert fourth["graph"] == "disk" and fourth["hits"] == [1, 1] and fourth["mu"] == first["mu"]
 
 
 def test_falls_back_to_nutpie_when_internals_change(monkeypatch):
@@ -236,24 +235,6 @@ def test_untested_versions_and_the_opt_out_use_nutpies_compiler(monkeypatch):
         warnings.simplefilter("error")  # the opt-out is silent
         c = compiled.compile_pymc_model(model)
     assert compiled.last_path == "nutpie" and np.isfinite(_draws(c)["mu"]).all()
-
-
-def test_new_process_loads_the_rewritten_graphs(tmp_path):
-    """compile_structure: the first process builds the model and saves its rewritten graphs in the compile
-    directory, the second rebuilds the functions from them (no model, no graph rewrites) and samples the same
-    numbers; a corrupt graph file is dropped, the model built again and the file replaced by a loadable one."""
-    first = _child(tmp_path, _CHILD_GRAPHS)
-    assert first["graph"] == "built" and first["path"] == "fast"
-    files = list((tmp_path / "rescuemeta-graphs").glob("*.pkl"))
-    assert len(files) == 1
-    second = _child(tmp_path, _CHILD_GRAPHS)
-    assert second["graph"] == "disk" and second["hits"] == [1, 1]
-    assert second["mu"] == first["mu"]
-    files[0].write_bytes(b"not a pickle")
-    third = _child(tmp_path, _CHILD_GRAPHS)
-    assert third["graph"] == "built" and third["mu"] == first["mu"]
-    fourth = _child(tmp_path, _CHILD_GRAPHS)
-    assert fourth["graph"] == "disk" and fourth["mu"] == first["mu"]
 
 
 def _initial_points(c, seeds=(0, 1, 7)):
