@@ -159,11 +159,12 @@ def test_dask_localcluster_matches_local_path(tmp_path):
     assert again.cached == len(cfgs) and _strip(again.rows) == _strip(local.rows)
 
 
-def test_dask_cluster_of_separate_processes_in_another_directory(tmp_path):
+def test_dask_cluster_of_separate_processes_in_another_directory(tmp_path, monkeypatch):
     """As a user would: `dask scheduler`, then `dask worker` started from another directory (as on another
     machine), then `rescuemeta sensitivity --scheduler` from the project with a relative data path. The workers
     are sent the study table, not the path (issue 19: every task failed with FileNotFoundError), and the rows
-    equal those of the local path; the cache is written by the client."""
+    equal those of the local path; the cache is written by the client. (The client runs in this process, from
+    the project directory: the scheduler and the worker are the separate processes that matter.)"""
     from pathlib import Path
 
     dask = str(Path(sys.executable).parent / "dask")
@@ -189,10 +190,10 @@ def test_dask_cluster_of_separate_processes_in_another_directory(tmp_path):
         spec = _spec(tmp_path, 'outcomes = ["mortality", "sich"]\nmodels = ["normal"]\n'
                      'tau_priors = ["halfnormal(0.25)", "halfnormal(0.5)", "halfcauchy(0.5)"]\ninclusion = ["dedup"]\n')
         out = tmp_path / "out"
-        r = subprocess.run([sys.executable, "-m", "rescuemeta.cli", "sensitivity", "--data", "data/studies.csv",
-                            "--spec", str(spec), "--out", str(out), "--no-plots", "--json", "--scheduler", address],
-                           cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
-        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+        monkeypatch.chdir(ROOT)
+        r = runner.invoke(app, ["sensitivity", "--data", "data/studies.csv", "--spec", str(spec), "--out", str(out),
+                                "--no-plots", "--json", "--scheduler", address])
+        assert r.exit_code == 0 and "Traceback" not in r.stderr, r.output[-3000:]
         rows = json.loads(r.stdout)
         assert len(rows) == 6 and all(x["status"] == "ok" for x in rows)
         local = sens.run_grid(sens.grid(sens.load_sensitivity(spec), TABLE), DATA, cache_dir=None)
@@ -204,16 +205,15 @@ def test_dask_cluster_of_separate_processes_in_another_directory(tmp_path):
         sim = _spec(tmp_path, 'tau_priors = ["halfnormal(0.5)"]\nseed = 5\n[simulation]\nmodel = "normal"\nk = 4\n'
                     'n_per_arm = 60\nbaseline_risk = 0.3\nmu = -0.4\ntau = 0.2\nreplications = 150\n', name="sim.toml")
         sim_out = tmp_path / "sim"
-        cmd = [sys.executable, "-m", "rescuemeta.cli", "sensitivity", "--spec", str(sim), "--out", str(sim_out),
-               "--json", "--scheduler", address]
-        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
-        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+        cmd = ["sensitivity", "--spec", str(sim), "--out", str(sim_out), "--json", "--scheduler", address]
+        r = runner.invoke(app, cmd)
+        assert r.exit_code == 0 and "Traceback" not in r.stderr, r.output[-3000:]
         d = json.loads(r.stdout)
         assert d["computed"] == 150 and all(x["status"] == "ok" for x in d["rows"])
         local = sens.run_grid(sens.simulation_grid(sens.load_sensitivity(sim)), DATA, cache_dir=None)
         assert d["rows"] == json.loads(json.dumps(local.rows))
         assert len(list((sim_out / "cache").glob("*.json"))) == 150
-        again = json.loads(subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env).stdout)
+        again = json.loads(runner.invoke(app, cmd).stdout)
         assert again["cached"] == 150 and again["computed"] == 0 and again["summary"] == d["summary"]
     finally:
         for p in reversed(procs):
