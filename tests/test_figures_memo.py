@@ -44,3 +44,66 @@ def test_a_failed_render_leaves_no_key(tmp_path):
         # the old key was dropped before drawing: neither key may claim the file now
         figures.cached("f", {"fit": "a"}, _render(tmp_path, calls))
         assert calls == ["f", "f"]
+
+
+def _figure(label="a", broken=False):
+    fig, ax = figures.new((3, 2))
+    ax.plot([0, 1, 2], [1, 0, 2])
+    ax.set_title(label)
+    if broken:  # an artist that fails when drawn: the error happens in the child that renders it
+        from matplotlib.artist import Artist
+
+        class Broken(Artist):
+            def draw(self, renderer):
+                raise ValueError("cannot draw this")
+
+        ax.add_artist(Broken())
+    return fig
+
+
+def test_background_rendering_writes_the_same_files(tmp_path):
+    """figures.background: each save is rendered by a forked child; the files equal those rendered in this process
+    byte for byte (PNG; an SVG beside each), the paths are returned at once, and all are on disk when the block ends."""
+    import os
+
+    (tmp_path / "here").mkdir()
+    with figures.formats(["svg"]):
+        for i in range(3):
+            figures.save(_figure(str(i)), tmp_path / "here" / f"f{i}")
+        with figures.background(workers=2):
+            paths = [figures.save(_figure(str(i)), tmp_path / "bg" / f"f{i}") for i in range(3)]
+            renderer = figures.BACKGROUND.get()
+            assert renderer is not None and renderer.jobs  # rendering in children, not here
+        assert figures.BACKGROUND.get() is None
+    for i, pair in enumerate(paths):
+        assert [os.path.basename(p) for p in pair] == [f"f{i}.png", f"f{i}.svg"]
+        assert (tmp_path / "bg" / f"f{i}.png").read_bytes() == (tmp_path / "here" / f"f{i}.png").read_bytes()
+        # SVG ids carry a random salt in every process (matplotlib's svg.hashsalt): the same drawing, not bytes
+        svg = (tmp_path / "bg" / f"f{i}.svg").read_text()
+        assert svg.startswith("<?xml") and svg.rstrip().endswith("</svg>")
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_background_failure_is_raised_and_leaves_no_record(tmp_path):
+    """A figure that fails in its child: leaving the block raises FigureRenderError with the child's traceback,
+    the other figures are written, no temporary file is left, and no memo record is written (the next run
+    draws them again)."""
+    import pytest
+
+    with figures.memo(tmp_path), pytest.raises(figures.FigureRenderError, match="cannot draw this"):
+        with figures.background(workers=2):
+            figures.cached("good", {"k": 1}, lambda: figures.save(_figure(), tmp_path / "good"))
+            figures.cached("bad", {"k": 1}, lambda: figures.save(_figure(broken=True), tmp_path / "bad"))
+    assert (tmp_path / "good.png").exists() and not (tmp_path / "bad.png").exists()
+    assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.part"))
+    assert not (tmp_path / figures._MEMO_FILE).exists() or "good" not in (tmp_path / figures._MEMO_FILE).read_text()
+    with figures.memo(tmp_path), figures.background(workers=2):  # a good run records its figures once all are done
+        figures.cached("good", {"k": 1}, lambda: figures.save(_figure(), tmp_path / "good"))
+    assert "good" in (tmp_path / figures._MEMO_FILE).read_text()
+
+
+def test_background_off_renders_here(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESCUEMETA_FIGURE_WORKERS", "0")
+    with figures.background():
+        figures.save(_figure(), tmp_path / "f")
+        assert figures.BACKGROUND.get() is None and (tmp_path / "f.png").exists()

@@ -4,6 +4,7 @@ figures) nor edits the global ``rcParams`` (its style applies only inside :func:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -12,7 +13,7 @@ from typing import Any
 
 from .atomic import atomic_path
 
-__all__ = ["STYLE", "FORMATS", "FIGURE_FORMATS", "styled", "formats", "new", "save", "memo", "cached"]
+__all__ = ["STYLE", "FORMATS", "FIGURE_FORMATS", "styled", "formats", "new", "save", "memo", "cached", "background"]
 
 FIGURE_FORMATS = ("png", "svg", "pdf")  # what a spec's figure_formats may list
 # the formats :func:`save` writes: PNG unless a caller asks for more (each format is a full render: ~0.35 s for a
@@ -63,13 +64,175 @@ def save(fig, stem: Path, *, dpi: int = 120, bbox_inches: str | None = None) -> 
     list of str
         The paths written, PNG first.
     """
-    out = []
-    for ext in FORMATS.get():
-        path = stem.with_name(f"{stem.name}.{ext}")
+    paths = [stem.with_name(f"{stem.name}.{ext}") for ext in FORMATS.get()]
+    renderer = BACKGROUND.get()
+    if renderer is not None:
+        renderer.submit(fig, paths, dpi, bbox_inches)
+    else:
+        _write(fig, paths, dpi, bbox_inches)
+    return [str(p) for p in paths]
+
+
+def _write(fig, paths: list[Path], dpi: int, bbox_inches: str | None) -> None:
+    for path in paths:
         with styled(), atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches=bbox_inches)
-        out.append(str(path))
-    return out
+            fig.savefig(tmp, format=path.suffix[1:], dpi=dpi, bbox_inches=bbox_inches)
+
+
+# Rendering in the background (issue 19). Drawing and encoding a report figure (~0.3-0.5 s, most of it
+# matplotlib's Python-level artist traversal, twice with bbox_inches="tight") holds the GIL, so threads do not
+# help; inside :func:`background` each save is done by a forked child process instead, up to ``workers`` at a
+# time, while the analysis goes on. The child renders the figure as it was when ``save`` was called (fork copies
+# the process), writes each file atomically and reports success or its traceback through a pipe; the block's exit
+# waits for every child and raises if one failed. Children die with their parent (Linux: PR_SET_PDEATHSIG, with
+# SIGTERM, which the CLI turns into SystemExit, so they delete their temporary files). Where fork is not available
+# (Windows), figures are rendered in the calling process as before.
+BACKGROUND: ContextVar[_Renderer | None] = ContextVar("figure_background", default=None)
+
+
+class FigureRenderError(RuntimeError):
+    """A figure could not be rendered in the background (the child's traceback in the message)."""
+
+
+def _die_with_parent(parent: int) -> None:
+    import signal
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux: the child finishes its figure and exits
+        pass
+    if os.getppid() != parent:  # the parent died before the line above
+        raise SystemExit(1)
+
+
+def _render_child(conn, parent: int, fig, paths, dpi, bbox_inches) -> None:
+    import traceback
+
+    message = None
+    try:
+        _die_with_parent(parent)
+        _write(fig, paths, dpi, bbox_inches)
+    except BaseException:
+        message = traceback.format_exc()
+        raise
+    finally:
+        try:
+            conn.send(message)
+            conn.close()
+        except Exception:
+            pass
+
+
+class _Renderer:
+    def __init__(self, workers: int):
+        import multiprocessing
+
+        self.ctx = multiprocessing.get_context("fork")
+        self.workers = max(1, workers)
+        self.jobs: list = []  # (process, connection, name)
+        self.errors: list[str] = []
+        self.after: list[Callable[[], None]] = []  # run once every figure is on disk
+
+    def submit(self, fig, paths: list[Path], dpi: int, bbox_inches: str | None) -> None:
+        import sys
+
+        while len(self.jobs) >= self.workers:
+            self._reap(block=True)
+        for stream in (sys.stdout, sys.stderr):  # a child must not flush a copy of the parent's buffered output
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        recv, send = self.ctx.Pipe(duplex=False)
+        proc = self.ctx.Process(target=_render_child, args=(send, os.getpid(), fig, paths, dpi, bbox_inches),
+                                daemon=True)
+        try:
+            proc.start()
+        except (AssertionError, OSError):  # e.g. inside a daemonic process, which may not have children
+            recv.close()
+            send.close()
+            _write(fig, paths, dpi, bbox_inches)
+            return
+        send.close()
+        self.jobs.append((proc, recv, paths[0].name))
+
+    def _reap(self, block: bool) -> None:
+        from multiprocessing.connection import wait
+
+        if not self.jobs:
+            return
+        if block:
+            wait([p.sentinel for p, _, _ in self.jobs])
+        still = []
+        for proc, conn, name in self.jobs:
+            if proc.is_alive():
+                still.append((proc, conn, name))
+                continue
+            proc.join()
+            message = None
+            try:
+                message = conn.recv() if conn.poll() else f"exit code {proc.exitcode}, no report"
+            except EOFError:
+                message = f"exit code {proc.exitcode}, no report"
+            conn.close()
+            if message is not None or proc.exitcode != 0:
+                self.errors.append(f"{name}: {message or f'exit code {proc.exitcode}'}")
+        self.jobs = still
+
+    def drain(self) -> None:
+        while self.jobs:
+            self._reap(block=True)
+        if self.errors:
+            raise FigureRenderError("figure(s) could not be rendered:\n" + "\n".join(self.errors))
+        for callback in self.after:
+            callback()
+
+    def terminate(self) -> None:
+        for proc, _, _ in self.jobs:
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: the child's atomic writer deletes its temporary file
+        for proc, conn, _ in self.jobs:
+            proc.join(timeout=30)
+            conn.close()
+        self.jobs = []
+
+
+def _can_fork() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods() and os.environ.get(
+        "RESCUEMETA_FIGURE_WORKERS", "") != "0"
+
+
+@contextmanager
+def background(workers: int | None = None) -> Iterator[None]:
+    """Within the block, :func:`save` renders each figure in a forked child process (at most ``workers`` at once;
+    default: the number of CPUs, at most 2; ``RESCUEMETA_FIGURE_WORKERS`` overrides, 0 renders in this process) and
+    returns the paths at once; leaving the block waits for every figure.
+
+    Raises
+    ------
+    FigureRenderError
+        On leaving the block, if a figure failed (each failure's traceback in the message). Records of
+        :func:`cached` figures are written only once every figure is on disk.
+    """
+    if not _can_fork() or BACKGROUND.get() is not None:
+        yield
+        return
+    env = os.environ.get("RESCUEMETA_FIGURE_WORKERS", "")
+    n = int(env) if env.strip().isdigit() else (workers or min(2, os.cpu_count() or 1))
+    renderer = _Renderer(n)
+    token = BACKGROUND.set(renderer)
+    try:
+        yield
+        renderer.drain()
+    except BaseException:
+        renderer.terminate()
+        raise
+    finally:
+        BACKGROUND.reset(token)
 
 
 # Figures already on disk, drawn from the same inputs, are not drawn again (issue 19: a re-run with one prior
@@ -122,7 +285,15 @@ def cached(stem: str, key: dict, render: Callable[[], list[str]]) -> list[str]:
         del keys[stem]
         write_text(path, json.dumps(keys))
     files = render()
-    keys = _read_keys(path)
-    keys[stem] = {"key": k, "files": list(files)}
-    write_text(path, json.dumps(keys))
+
+    def record() -> None:
+        keys = _read_keys(path)
+        keys[stem] = {"key": k, "files": list(files)}
+        write_text(path, json.dumps(keys))
+
+    renderer = BACKGROUND.get()
+    if renderer is not None:  # recorded once the background renders are all on disk
+        renderer.after.append(record)
+    else:
+        record()
     return files

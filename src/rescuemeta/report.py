@@ -164,82 +164,84 @@ def _analyze(spec_path, data_path, abstract_path, out_dir, *, draws, progress, c
                      for f in findings.summary_of_findings(run.entries, desc, grid.rows)]
     # 6. figures
     step("figures")
-    from .atomic import file_digest
-    from .fit import fit_key
+    # figures are rendered by forked children while the analysis goes on; all are on disk when the block ends
+    with figures.background():
+        from .atomic import file_digest
+        from .fit import fit_key
 
-    fig_base = {"description": file_digest(desc.path) if desc.path else None,
-                "abstract": file_digest(abstract_path) if abstract_path is not None else None,
-                "abstract_description": (file_digest(Path(abstract_path).with_suffix(".toml"))
-                                         if abstract_path is not None else None),
-                "thresholds": list(spec.thresholds)}
+        fig_base = {"description": file_digest(desc.path) if desc.path else None,
+                    "abstract": file_digest(abstract_path) if abstract_path is not None else None,
+                    "abstract_description": (file_digest(Path(abstract_path).with_suffix(".toml"))
+                                             if abstract_path is not None else None),
+                    "thresholds": list(spec.thresholds)}
 
-    def fkey(cfg) -> dict:  # what a fit's figures are drawn from (the fit's key covers its data and config)
-        return {**fig_base, "fit": fit_key(cfg, table)}
+        def fkey(cfg) -> dict:  # what a fit's figures are drawn from (the fit's key covers its data and config)
+            return {**fig_base, "fit": fit_key(cfg, table)}
 
-    fig_files = {}
-    summary_rows, diag_rows, absolute_rows = [], [], []
-    for entry in run.fitted:
-        res, oc, m, measure = entry.result, entry.outcome, entry.model, entry.measure
-        assert res is not None
-        a = _abstract_row(abstract, oc, "pooled_rate_treat" if measure == "PLO" else measure)
-        freq = entry.reference.to_dict() if entry.reference is not None else None
-        k = fkey(entry.config)
-        names = figures.cached(f"forest_{oc}_{m}", k, partial(forest_file, res, "OR" if measure == "PLO" else measure,
-                                                              freq, a, figs, source))
-        names += figures.cached(f"density_{oc}_{m}", k, partial(densities_file, res, figs))
-        if res.config.kind.estimand == "ratio":
-            names += figures.cached(f"benefit_curve_{oc}_{m}", k, partial(benefit_curve_file, res, measure, figs))
-        fig_files[(oc, m)] = names
-        s = res.summary()
-        key = entry.key
-        row = {"outcome": oc, "model": m,
-               "quantity": key.upper() if key != "rate" else f"event rate ({desc.treatment} arm), median study",
-               "k": s["k"] if s["k"] > 1 else "1 (single study: no pooling)"}
-        if source is not None:
-            row[source.short()] = "—" if a is None else f"{a.estimate:g} ({a.ci_low:g}–{a.ci_high:g})"
-        summary_rows.append({
-            **row,
-            "frequentist": "—" if freq is None else f"{_fmt_ci(freq['estimate'], freq['ci_low'], freq['ci_high'])} "
-                                                   f"[{freq['label']}]",
-            "Bayesian median (95% CrI)": _fmt_ci(s[key]["q50"], s[key]["q025"], s[key]["q975"]),
-            "new study (95% PrI)": _fmt_ci(s[f"{key}_new"]["q50"], s[f"{key}_new"]["q025"], s[f"{key}_new"]["q975"]),
-            "tau median (95% CrI)": _fmt_ci(s["tau"]["q50"], s["tau"]["q025"], s["tau"]["q975"]),
-            "population-mean rate (95% CrI)": (_fmt_ci(s["rate_mean"]["q50"], s["rate_mean"]["q025"],
-                                                       s["rate_mean"]["q975"]) if "rate_mean" in s else "—"),
-            "inclusion rule": s["inclusion"]["rule"], "studies": ", ".join(s["inclusion"]["included"])})
-        for a in s.get("absolute", []):  # GRADE: absolute effects at assumed control risks
-            tr, rd = a["treatment_per_1000"], a["rd_per_1000"]
-            absolute_rows.append({
-                "outcome": desc.label(oc), "model": m, "measure": measure, "assumed control risk": a["label"],
-                "control per 1000": round(a["control_per_1000"]),
-                "treatment per 1000 (95% CrI)": f"{tr['q50']:.0f} ({tr['q025']:.0f} to {tr['q975']:.0f})"
-                                                + (" (capped at 1000)" if a["capped"] else ""),
-                "difference per 1000 (95% CrI)": f"{rd['q50']:+.0f} ({rd['q025']:+.0f} to {rd['q975']:+.0f})",
-                "NNT": "—" if a["nnt"] is None else f"{a['nnt']['sense']} {a['nnt']['value']:.0f}"})
-        d = s["diagnostics"]
-        if d.get("rhat_max") is None:  # exact quadrature: nothing sampled, nothing to diagnose
-            diag_rows.append({"outcome": oc, "model": m, "R-hat max": "exact", "ok": True})
-        else:
-            diag_rows.append({"outcome": oc, "model": m, "R-hat max": round(d["rhat_max"], 4),
-                              "ESS bulk min": round(d["ess_bulk_min"]), "ESS tail min": round(d["ess_tail_min"]),
-                              "divergences": d["divergences"], "attempts": d["attempts"],
-                              "target_accept": d["target_accept"], "draws per chain": d["draws"], "ok": d["ok"]})
-    for f in failures:  # stated where the result would be
-        d = f["diagnostics"]
-        summary_rows.append({"outcome": f["outcome"], "model": f["model"], "quantity": "—", "k": "—",
-                             "Bayesian median (95% CrI)": "not reported: the fit failed its convergence guard "
-                             f"(R-hat max {d.get('rhat_max', float('nan')):.3f}, ESS bulk/tail min "
-                             f"{d.get('ess_bulk_min', float('nan')):.0f}/{d.get('ess_tail_min', float('nan')):.0f}, "
-                             f"{d.get('divergences', '?')} divergences)"})
-    sens_figs = [Path(p).name for p in sens.plot(grid.rows, out, note=desc.evidence_note)]
-    step("subgroups and meta-regression")
-    moderated_rows, moderated_figs = _moderated(run, figs, fkey)
-    step("robustness: leave one out, small-study effects, predictive checks")
-    robust_rows, robust_figs = _robustness(run, figs, cache_dir / "fits", fkey)
-    step("non-randomised evidence: bias models and tipping points")
-    bias_rows, bias_figs = _bias_section(run, figs)
-    evidence_rows = _evidence_rows(run)
-    robust_figs = robust_figs + bias_figs
+        fig_files = {}
+        summary_rows, diag_rows, absolute_rows = [], [], []
+        for entry in run.fitted:
+            res, oc, m, measure = entry.result, entry.outcome, entry.model, entry.measure
+            assert res is not None
+            a = _abstract_row(abstract, oc, "pooled_rate_treat" if measure == "PLO" else measure)
+            freq = entry.reference.to_dict() if entry.reference is not None else None
+            k = fkey(entry.config)
+            names = figures.cached(f"forest_{oc}_{m}", k, partial(forest_file, res, "OR" if measure == "PLO" else measure,
+                                                                  freq, a, figs, source))
+            names += figures.cached(f"density_{oc}_{m}", k, partial(densities_file, res, figs))
+            if res.config.kind.estimand == "ratio":
+                names += figures.cached(f"benefit_curve_{oc}_{m}", k, partial(benefit_curve_file, res, measure, figs))
+            fig_files[(oc, m)] = names
+            s = res.summary()
+            key = entry.key
+            row = {"outcome": oc, "model": m,
+                   "quantity": key.upper() if key != "rate" else f"event rate ({desc.treatment} arm), median study",
+                   "k": s["k"] if s["k"] > 1 else "1 (single study: no pooling)"}
+            if source is not None:
+                row[source.short()] = "—" if a is None else f"{a.estimate:g} ({a.ci_low:g}–{a.ci_high:g})"
+            summary_rows.append({
+                **row,
+                "frequentist": "—" if freq is None else f"{_fmt_ci(freq['estimate'], freq['ci_low'], freq['ci_high'])} "
+                                                       f"[{freq['label']}]",
+                "Bayesian median (95% CrI)": _fmt_ci(s[key]["q50"], s[key]["q025"], s[key]["q975"]),
+                "new study (95% PrI)": _fmt_ci(s[f"{key}_new"]["q50"], s[f"{key}_new"]["q025"], s[f"{key}_new"]["q975"]),
+                "tau median (95% CrI)": _fmt_ci(s["tau"]["q50"], s["tau"]["q025"], s["tau"]["q975"]),
+                "population-mean rate (95% CrI)": (_fmt_ci(s["rate_mean"]["q50"], s["rate_mean"]["q025"],
+                                                           s["rate_mean"]["q975"]) if "rate_mean" in s else "—"),
+                "inclusion rule": s["inclusion"]["rule"], "studies": ", ".join(s["inclusion"]["included"])})
+            for a in s.get("absolute", []):  # GRADE: absolute effects at assumed control risks
+                tr, rd = a["treatment_per_1000"], a["rd_per_1000"]
+                absolute_rows.append({
+                    "outcome": desc.label(oc), "model": m, "measure": measure, "assumed control risk": a["label"],
+                    "control per 1000": round(a["control_per_1000"]),
+                    "treatment per 1000 (95% CrI)": f"{tr['q50']:.0f} ({tr['q025']:.0f} to {tr['q975']:.0f})"
+                                                    + (" (capped at 1000)" if a["capped"] else ""),
+                    "difference per 1000 (95% CrI)": f"{rd['q50']:+.0f} ({rd['q025']:+.0f} to {rd['q975']:+.0f})",
+                    "NNT": "—" if a["nnt"] is None else f"{a['nnt']['sense']} {a['nnt']['value']:.0f}"})
+            d = s["diagnostics"]
+            if d.get("rhat_max") is None:  # exact quadrature: nothing sampled, nothing to diagnose
+                diag_rows.append({"outcome": oc, "model": m, "R-hat max": "exact", "ok": True})
+            else:
+                diag_rows.append({"outcome": oc, "model": m, "R-hat max": round(d["rhat_max"], 4),
+                                  "ESS bulk min": round(d["ess_bulk_min"]), "ESS tail min": round(d["ess_tail_min"]),
+                                  "divergences": d["divergences"], "attempts": d["attempts"],
+                                  "target_accept": d["target_accept"], "draws per chain": d["draws"], "ok": d["ok"]})
+        for f in failures:  # stated where the result would be
+            d = f["diagnostics"]
+            summary_rows.append({"outcome": f["outcome"], "model": f["model"], "quantity": "—", "k": "—",
+                                 "Bayesian median (95% CrI)": "not reported: the fit failed its convergence guard "
+                                 f"(R-hat max {d.get('rhat_max', float('nan')):.3f}, ESS bulk/tail min "
+                                 f"{d.get('ess_bulk_min', float('nan')):.0f}/{d.get('ess_tail_min', float('nan')):.0f}, "
+                                 f"{d.get('divergences', '?')} divergences)"})
+        sens_figs = [Path(p).name for p in sens.plot(grid.rows, out, note=desc.evidence_note)]
+        step("subgroups and meta-regression")
+        moderated_rows, moderated_figs = _moderated(run, figs, fkey)
+        step("robustness: leave one out, small-study effects, predictive checks")
+        robust_rows, robust_figs = _robustness(run, figs, cache_dir / "fits", fkey)
+        step("non-randomised evidence: bias models and tipping points")
+        bias_rows, bias_figs = _bias_section(run, figs)
+        evidence_rows = _evidence_rows(run)
+        robust_figs = robust_figs + bias_figs
     # 7. tables
     step("tables")
     audit_rows = []
