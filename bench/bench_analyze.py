@@ -36,11 +36,11 @@ def main() -> None:
         spec = t / "primary.toml"
         spec.write_text((ROOT / "models" / "primary.toml").read_text())
 
-        def run(name):
+        def run(name, **extra_env):
             t0 = time.perf_counter()
             r = subprocess.run([EXE, "analyze", "--spec", str(spec), "--data", str(ROOT / "data" / "studies.csv"),
                                 "--abstract", str(ROOT / "data" / "abstract_estimates.csv"), "--out", str(t / "report")],
-                               env=env, capture_output=True, text=True)
+                               env={**env, **extra_env}, capture_output=True, text=True)
             secs = time.perf_counter() - t0
             if r.returncode not in (0, 3):
                 raise SystemExit(r.stderr)
@@ -57,6 +57,12 @@ def main() -> None:
             raise SystemExit("models/primary.toml's tau_prior line changed: update bench_analyze.py")
         spec.write_text(text.replace(old, 'tau_prior = { contrast = "halfnormal(0.6)"'))
         run("re-run with the contrast tau prior changed, 0.5 -> 0.6 (compile and fit caches warm)")
+        # side by side: the same kind of change without session 11's graph cache and background figures, then with
+        spec.write_text(text.replace(old, 'tau_prior = { contrast = "halfnormal(0.7)"'))
+        run("changed again, 0.6 -> 0.7, as session 10 ran it (RESCUEMETA_GRAPH_CACHE=0, RESCUEMETA_FIGURE_WORKERS=0)",
+            RESCUEMETA_GRAPH_CACHE="0", RESCUEMETA_FIGURE_WORKERS="0")
+        spec.write_text(text.replace(old, 'tau_prior = { contrast = "halfnormal(0.8)"'))
+        run("changed again, 0.7 -> 0.8 (defaults: graph cache, figures rendered in the background)")
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"Run {when} on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
              "`rescuemeta analyze --spec models/primary.toml --abstract data/abstract_estimates.csv`, each a new "
