@@ -1,6 +1,9 @@
 """figures.cached (issue 19): inside figures.memo a figure drawn from the same inputs is not drawn again; a changed
 key, format or a missing file draws it again; outside a memo every call draws."""
 
+import json
+from pathlib import Path
+
 from rescuemeta import figures
 
 
@@ -98,8 +101,12 @@ def test_background_failure_is_raised_and_leaves_no_record(tmp_path):
     assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.part"))
     assert not (tmp_path / figures._MEMO_FILE).exists() or "good" not in (tmp_path / figures._MEMO_FILE).read_text()
     with figures.memo(tmp_path), figures.background(workers=2):  # a good run records its figures once all are done
-        figures.cached("good", {"k": 1}, lambda: figures.save(_figure(), tmp_path / "good"))
-    assert "good" in (tmp_path / figures._MEMO_FILE).read_text()
+        names = figures.cached("good", {"k": 1}, lambda: figures.save(_figure(), tmp_path / "good"))
+        names += figures.cached("other", {"k": 1}, lambda: figures.save(_figure(), tmp_path / "other"))
+    keys = json.loads((tmp_path / figures._MEMO_FILE).read_text())
+    # each record holds its own figure only (the list the caller extended is not the one recorded)
+    assert [Path(f).name for f in keys["good"]["files"]] == ["good.png"]
+    assert [Path(f).name for f in keys["other"]["files"]] == ["other.png"]
 
 
 def test_background_off_renders_here(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """`rescuemeta analyze`: the report has every figure and table the issue names, a warm re-run recomputes
 nothing, and the page renders in headless Chromium with every image loaded and no console errors."""
 
+import json
 import os
 import re
 import shutil
@@ -126,6 +127,10 @@ def test_stale_or_missing_outputs_are_rebuilt(report):
     res = analyze(spec, DATA, ABSTRACT, out, cache_dir=tmp / "cache")
     assert not res.get("up_to_date") and fig.exists()  # a missing file: rebuilt (from the caches)
     assert other.stat().st_mtime_ns == before  # a figure drawn from the same inputs is not drawn again
+    # each figure is listed once: a re-used figure's record names its own files only
+    files = json.loads((out / ".inputs.json").read_text())["files"]
+    figs = [f for f in files if f.startswith("figures/")]
+    assert len(files) == len(set(files)) and res["figures"] == len(figs) == len(list((out / "figures").glob("*.png")))
     assert analyze(spec, DATA, ABSTRACT, out, cache_dir=tmp / "cache").get("up_to_date")
     # an edited spec or description no longer matches the stamp (what analyze checks before any work)
     table = load_studies(DATA)

@@ -285,10 +285,11 @@ def cached(stem: str, key: dict, render: Callable[[], list[str]]) -> list[str]:
         del keys[stem]
         write_text(path, json.dumps(keys))
     files = render()
+    recorded = list(files)  # a copy: callers extend the list they get back
 
     def record() -> None:
         keys = _read_keys(path)
-        keys[stem] = {"key": k, "files": list(files)}
+        keys[stem] = {"key": k, "files": recorded}
         write_text(path, json.dumps(keys))
 
     renderer = BACKGROUND.get()
