@@ -253,6 +253,23 @@ def test_conditional_loglik_against_nested_adaptive_quadrature():
     assert many[0, 0] == pytest.approx(conditional_loglik([0], [20], [0], [25], [0.3], [0.001], prior)[0, 0], abs=1e-10)
 
 
+def test_conditional_loglik_window_equals_the_whole_grid():
+    """Each draw summed over its window only (issue 19) gives the whole grid's sums to rounding: studies in conflict
+    with the draws' locations, zero and full arms, a large study, heavy-tailed tau from near 0 to 10."""
+    from rescuemeta.criticism import conditional_loglik
+
+    prior = parse("normal(0, 10)", "effect")
+    rng = np.random.default_rng(11)
+    n0, n1 = rng.integers(10, 400, 9), rng.integers(10, 400, 9)
+    c, t = rng.binomial(n0, 0.25), rng.binomial(n1, 0.45)
+    c[0], t[1], t[2], c[3] = 0, n1[1], 0, n0[3]
+    loc = np.concatenate([rng.normal(-0.3, 0.4, 1500), rng.normal(2.5, 0.2, 100)])  # some draws far from the data
+    tau = np.clip(np.abs(rng.standard_t(2, loc.size)) * 0.4, 0.03, 10.0)
+    fast = conditional_loglik(c, n0, t, n1, loc, tau, prior)
+    full = conditional_loglik(c, n0, t, n1, loc, tau, prior, window=False)
+    assert np.all(np.isfinite(fast)) and np.max(np.abs(fast - full)) < 1e-11
+
+
 def test_psis_loo_contrast_agrees_with_brute_force_refits():
     """Contrast model, our mortality rows (counts only): PSIS-LOO of p(t_i | c_i, y_-i) against refits without each
     study.

@@ -522,7 +522,7 @@ def _log_binom(k, n, logit):
 _GH_SMALL = np.polynomial.hermite.hermgauss(24)
 
 
-def conditional_loglik(c, n0, t, n1, loc, tau, baseline_prior, *, span: float = 30.0) -> np.ndarray:
+def conditional_loglik(c, n0, t, n1, loc, tau, baseline_prior, *, span: float = 30.0, window: bool = True) -> np.ndarray:
     """log p(t_i | c_i, mu, tau) for the contrast model: the treatment arm's events given the study's own control
     arm, with both the study's baseline alpha_i (prior ``baseline_prior``, independent across studies) and its
     effect theta_i ~ N(loc, tau^2) integrated out; logit p_control = alpha_i, logit p_treat = alpha_i + theta_i.
@@ -547,6 +547,10 @@ def conditional_loglik(c, n0, t, n1, loc, tau, baseline_prior, *, span: float = 
         The SD of theta_i per draw (per study: the bias model adds the bias variance).
     baseline_prior : Prior
         The model's prior on alpha_i (``logpdf``, ``ppf``).
+    window : bool
+        Sum each draw only over the grid points where its integrand is not negligible (below exp(-72) of its
+        maximum elsewhere; normal baseline priors). False sums over the whole grid (the reference it is tested
+        against).
 
     Returns
     -------
@@ -590,12 +594,29 @@ def conditional_loglik(c, n0, t, n1, loc, tau, baseline_prior, *, span: float = 
         small = tau < h
         res = np.empty(S)
         big = np.nonzero(~small)[0]
-        sblock = max(1, 4_000_000 // d.size)
+        # Each draw's sum needs only the grid points where its integrand q(d) N(d; loc, tau^2) is not negligible.
+        # With a log-concave baseline prior (normal) q is log-concave (Prekopa), so the integrand's log is concave
+        # with curvature >= 1 / tau^2: its mode lies between loc and the peak of q, and beyond 12 tau from the mode
+        # it is below exp(-72) of its maximum. Draws sorted by their window and summed in blocks over the blocks'
+        # windows give the full grid's sums to rounding, at a fraction of the cost (issue 19: leave-one-out took
+        # 5.5 s of a changed-prior re-run, nearly all of it here).
+        if window and getattr(baseline_prior, "family", None) == "normal":
+            peak = d[int(np.argmax(lq))]
+            j_lo = np.clip(np.floor((np.minimum(li[big], peak) - 12 * tau[big] - d[0]) / h).astype(int), 0, d.size - 1)
+            j_hi = np.clip(np.ceil((np.maximum(li[big], peak) + 12 * tau[big] - d[0]) / h).astype(int) + 1, 1, d.size)
+            order = np.argsort(j_lo, kind="stable")
+            big, j_lo, j_hi = big[order], j_lo[order], j_hi[order]
+            sblock = 256
+        else:
+            j_lo, j_hi = np.zeros(big.size, dtype=int), np.full(big.size, d.size)
+            sblock = max(1, 4_000_000 // d.size)
         for j in range(0, big.size, sblock):
             s = big[j:j + sblock]
+            a, b = int(j_lo[j:j + sblock].min()), int(j_hi[j:j + sblock].max())
             m, sd = li[s, None], tau[s, None]
-            z = (d[None, :] - m) / sd
-            body = logsumexp(lq[None, :] - 0.5 * z**2 - np.log(sd) - 0.5 * math.log(2 * math.pi), axis=1) + math.log(h)
+            z = (d[None, a:b] - m) / sd
+            body = logsumexp(lq[None, a:b] - 0.5 * z**2 - np.log(sd) - 0.5 * math.log(2 * math.pi), axis=1) + \
+                math.log(h)
             left = log_ndtr((d[0] - m[:, 0]) / sd[:, 0]) + lq[0]
             right = log_ndtr((m[:, 0] - d[-1]) / sd[:, 0]) + lq[-1]
             res[s] = np.logaddexp(body, np.logaddexp(left, right))
