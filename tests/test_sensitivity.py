@@ -489,3 +489,29 @@ def test_psense_from_per_draw_totals_equals_arviz_on_the_whole_fit():
         ref = az.psens(res.idata, component=comp, var_names=["mu", "tau"])
         for v in ("mu", "tau"):
             assert ours[v][comp] == pytest.approx(float(ref[v]), rel=1e-9, abs=1e-12), (comp, v)
+
+
+def test_grid_reads_fitted_rows_from_the_fit_cache(tmp_path, monkeypatch):
+    """Issue 19: a grid run with ``fit_cache`` (the report passes its main fits') takes a fitted row's draws from
+    that cache when an earlier fit of the same configuration is there, instead of sampling again: the same row,
+    and no sampling."""
+    from rescuemeta.fit import FitConfig, fit_cached
+
+    cfg = {**_grid_cfg("halfnormal(0.5)"), "draws": 500}
+    plain = sens.run_grid([cfg], str(DATA), cache_dir=None)
+    fc = sens._fit_config(cfg)
+    assert isinstance(fc, FitConfig)
+    fit_cached(load_studies(DATA), fc, tmp_path / "fits")  # what the report's main analysis leaves behind
+    calls = []
+    real = sens.fit
+    monkeypatch.setattr(sens, "fit", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr("rescuemeta.fit.fit", lambda *a, **k: calls.append(a) or real(*a, **k))
+    cached = sens.run_grid([cfg], str(DATA), cache_dir=None, fit_cache=str(tmp_path / "fits"))
+    assert calls == []  # read, not sampled
+    drop = ("seconds",)
+    assert {k: v for k, v in cached.rows[0].items() if k not in drop} == \
+        {k: v for k, v in plain.rows[0].items() if k not in drop}
+    # another configuration is not in the cache: fitted (and then kept there)
+    other = {**cfg, "tau_prior": "halfcauchy(0.5)", "reweight": False}
+    sens.run_grid([other], str(DATA), cache_dir=None, fit_cache=str(tmp_path / "fits"))
+    assert len(calls) == 1 and len(list((tmp_path / "fits").glob("*.npz"))) == 2

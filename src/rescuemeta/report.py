@@ -152,8 +152,11 @@ def _analyze(spec_path, data_path, abstract_path, out_dir, *, draws, progress, c
                                  inclusion=["dedup"], thresholds=list(spec.thresholds), baseline_prior=spec.baseline_prior,
                                  draws=draws or spec.draws, tune=spec.tune, chains=spec.chains, seed=spec.seed)
     grid_cfgs = sens.grid(sspec, table.outcomes, description=desc, unmatched="skip")
+    # a fitted row whose configuration is one of the main fits (the grid's prior is the analysis's) reads its draws
+    # from the fit cache instead of sampling them again
     grid = sens.run_grid(grid_cfgs, str(data_path), cache_dir=str(cache_dir / "sensitivity"),
-                         progress=lambda n: step(f"prior sensitivity grid [{n}/{len(grid_cfgs)}]"))
+                         progress=lambda n: step(f"prior sensitivity grid [{n}/{len(grid_cfgs)}]"),
+                         fit_cache=str(cache_dir / "fits"))
     # 5. summary of findings: one line per outcome, first in the report
     findings_rows = [{"outcome": f["outcome"], "evidence": f["evidence"], "relative effect (95% CrI)": f["effect"],
                       "P(benefit)": "—" if f["p_benefit"] is None else f"{f['p_benefit']:.0%}",

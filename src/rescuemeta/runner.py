@@ -9,6 +9,7 @@ import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from .atomic import cache_key, clean_stale_parts, ensure_dir, to_jsonable, write_text
@@ -68,7 +69,7 @@ def _groups(todo: list[dict], workers: int) -> list[list[dict]]:
 
 
 def run_grid(cfgs: list[dict], data_path: str, *, cache_dir: str | None, workers: int = 1,
-             scheduler: str | None = None, progress=None) -> GridResult:
+             scheduler: str | None = None, progress=None, fit_cache: str | None = None) -> GridResult:
     """Run every configuration not already in the cache.
 
     Parameters
@@ -86,6 +87,10 @@ def run_grid(cfgs: list[dict], data_path: str, *, cache_dir: str | None, workers
         then mapped on that cluster instead.
     progress : callable, optional
         Called with the number of configurations finished so far.
+    fit_cache : str, optional
+        A fit cache directory (:func:`rescuemeta.fit.fit_cached`) that fitted rows read their draws from when an
+        earlier fit of the same configuration left them there (the report passes its main analysis's): the same
+        numbers, without sampling again. Local runs only (a Dask worker cannot see this machine's disk).
 
     Returns
     -------
@@ -111,7 +116,7 @@ def run_grid(cfgs: list[dict], data_path: str, *, cache_dir: str | None, workers
     from .sensitivity import run_group
     from .simulate import run_sim_group
 
-    runner = run_sim_group if (todo and "simulation" in todo[0]) else run_group
+    runner = run_sim_group if (todo and "simulation" in todo[0]) else partial(run_group, fit_cache=fit_cache)
     if todo:
         groups = _groups(todo, max(workers, 1))
         if scheduler is not None:
@@ -129,7 +134,8 @@ def run_grid(cfgs: list[dict], data_path: str, *, cache_dir: str | None, workers
                 # and are cached by this process
                 table = None if "simulation" in todo[0] else load_studies(data_path)
                 data = client.scatter(table, broadcast=True) if table is not None else None
-                futures = client.map(runner, groups, data_path=data, cache_dir=None, data_sha256=sha, pure=False)
+                remote = run_sim_group if "simulation" in todo[0] else run_group  # (no fit cache: not their disk)
+                futures = client.map(remote, groups, data_path=data, cache_dir=None, data_sha256=sha, pure=False)
                 for fut, res in as_completed(futures, with_results=True):
                     for c, r in zip(groups[futures.index(fut)], res):
                         rows[config_hash(c, sha)] = r

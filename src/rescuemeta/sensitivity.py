@@ -241,23 +241,35 @@ def _reference_indicator(query: str, ref):
     return memo[query]
 
 
-def _fit_or_reweight(table, fc: FitConfig, reweight: bool, functions=()):
+def _fit(table, fc: FitConfig, fit_cache):
+    """:func:`rescuemeta.fit.fit`, or with ``fit_cache`` (a directory) :func:`rescuemeta.fit.fit_cached`: the same
+    draws (a fit is a function of its data and configuration), read from the disk where an earlier fit of this
+    configuration (the report's main analysis: its fits under the grid's own prior) left them."""
+    if fit_cache is None:
+        return fit(table, fc)
+    from .fit import fit_cached
+
+    return fit_cached(table, fc, Path(fit_cache))
+
+
+def _fit_or_reweight(table, fc: FitConfig, reweight: bool, functions=(), fit_cache=None):
     """``(FitResult, how)``: the configuration reweighted from the best reference fit of this process (smallest
     Pareto k-hat among those accepted; :func:`rescuemeta.fit.reweight_best`), or fitted (and kept as a
-    reference). ``how`` is None for a fit, else ``{reference, pareto_k, ess, ess_functions}``."""
+    reference; with ``fit_cache``, read from that fit cache when there, see :func:`_fit`). ``how`` is None for a
+    fit, else ``{reference, pareto_k, ess, ess_functions}``."""
     from dataclasses import asdict
 
     from .fit import reweight_best
 
     sampled = fc.kind.binomial or fc.method == "nuts"
     if not (reweight and sampled and not fc.bayes_factors):
-        return fit(table, fc), None
+        return _fit(table, fc, fit_cache), None
     key = (table.sha256,
            tuple((k, v) for k, v in sorted(asdict(fc).items()) if k not in ("tau_prior", "effect_prior")))
     res, info = reweight_best(_REFERENCES.get(key, []), fc, table=table, functions=functions)
     if res is not None:
         return res, info
-    res = fit(table, fc)
+    res = _fit(table, fc, fit_cache)
     refs = _REFERENCES.setdefault(key, [])
     refs.insert(0, res)
     del refs[MAX_REFERENCES:]
@@ -282,13 +294,14 @@ def _median_mcse(res, var: str, how: dict | None) -> float:
     return float((xs[int(np.ceil(min(hi * n - 1, n - 1)))] - xs[int(np.floor(max(lo * n - 1, 0)))]) / 2)
 
 
-def run_one(cfg: dict, data_path, reweight: bool = True) -> dict:
+def run_one(cfg: dict, data_path, reweight: bool = True, fit_cache=None) -> dict:
     """Fit one configuration and return its tidy row (never raises for bad data: the row says why).
 
     With ``reweight`` (default) a sampled configuration is first tried as an importance reweighting of an earlier
     fit of this process with other priors on tau and mu (:func:`rescuemeta.fit.reweight`: accepted at Pareto k-hat
     <= 0.7 and ESS >= 400, else refitted); the row says which: ``reweighted_from`` (the reference's tau prior, or
-    None for a fit) and ``reweight_khat``."""
+    None for a fit) and ``reweight_khat``. ``fit_cache``: a fit cache directory (:func:`rescuemeta.fit.fit_cached`)
+    a fitted row reads its draws from when they are there (the same draws either way)."""
     from .pipeline import mirror_query
     from .queries import probability
     from .sampling import ConvergenceError
@@ -305,7 +318,7 @@ def run_one(cfg: dict, data_path, reweight: bool = True) -> dict:
                    for t in cfg["thresholds"]]
     functions = [partial(_reference_indicator, q) for q in queries]
     try:
-        res, how = _fit_or_reweight(table, fc, reweight, functions)
+        res, how = _fit_or_reweight(table, fc, reweight, functions, fit_cache)
     except InputError as e:
         row.update(status="unavailable", reason=e.message, k=0)
         return row
@@ -408,11 +421,12 @@ def probability_keys(row: dict) -> list[str]:
             and not k.endswith("_mcse")]
 
 
-def run_group(cfgs: list[dict], data_path, cache_dir: str | None, data_sha256: str, on_row=None) -> list[dict]:
+def run_group(cfgs: list[dict], data_path, cache_dir: str | None, data_sha256: str, on_row=None,
+              fit_cache: str | None = None) -> list[dict]:
     """Run configurations that share a model structure in one process (one compile), writing each row to the
     cache as soon as it exists (when ``cache_dir`` is given). ``data_path``: the study table's path, or the
     :class:`rescuemeta.data.StudyTable` itself (what Dask workers get). ``on_row(cfg, row)`` is called as each
-    row exists (progress).
+    row exists (progress). ``fit_cache``: see :func:`run_one`.
 
     Reweighting (:func:`run_one`) draws on the fits of this group only, made in the group's order, so that a row's
     numbers depend on the grid and the number of workers (which splits groups), not on what the process ran
@@ -421,7 +435,7 @@ def run_group(cfgs: list[dict], data_path, cache_dir: str | None, data_sha256: s
     _REFERENCES.clear()
     try:
         for cfg in cfgs:
-            row = run_one(cfg, data_path, reweight=bool(cfg.get("reweight", True)))
+            row = run_one(cfg, data_path, reweight=bool(cfg.get("reweight", True)), fit_cache=fit_cache)
             if cache_dir is not None:
                 _cache_put(cache_dir, config_hash(cfg, data_sha256), row)
             if on_row is not None:
