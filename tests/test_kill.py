@@ -15,10 +15,11 @@ from conftest import ROOT
 SPEC = """outcomes = ["mortality"]
 models = ["proportion"]
 seed = 4
-draws = 500
+draws = 1000
 tune = 500
 sensitivity_tau_priors = ["halfnormal(0.3)"]
-"""  # 4 x 500 draws: the guard's ESS >= 400 holds with room (the test is about signals, not estimates)
+"""  # 4 x 1000 draws: the guard (ESS >= 400, R-hat <= 1.01) holds with room, so no fit needs its retry (with 4 x 500
+# draws this fit's R-hat came out at 1.01 for seed 4; the test is about signals, not estimates)
 
 
 def _cmd(tmp_path):

@@ -146,8 +146,9 @@ def _analyze(spec_path, data_path, abstract_path, out_dir, *, draws, progress, c
                             source=source) if abstract else [])
     # 4. small sensitivity grid
     step("prior sensitivity grid")
-    sspec = sens.SensitivitySpec(path=str(spec_path), outcomes=["*"], models=["contrast", "proportion"],
-                                 tau_priors={m: spec.sensitivity_tau_priors_for(m) for m in ("contrast", "proportion")},
+    # over the outcomes and model kinds the spec analyses (not every outcome of the data)
+    sspec = sens.SensitivitySpec(path=str(spec_path), outcomes=list(spec.outcomes), models=list(spec.models),
+                                 tau_priors={m: spec.sensitivity_tau_priors_for(m) for m in spec.models},
                                  effect_priors=[spec.effect_prior],
                                  inclusion=["dedup"], thresholds=list(spec.thresholds), baseline_prior=spec.baseline_prior,
                                  draws=draws or spec.draws, tune=spec.tune, chains=spec.chains, seed=spec.seed)
