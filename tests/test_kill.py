@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 
 from rescuemeta.fit import load_draws
@@ -55,3 +56,6 @@ def test_killed_analyze_leaves_no_partial_output_and_resumes(tmp_path, sig):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "report" / "index.html").exists()
     assert _partial_files(tmp_path) == []  # SIGKILL's orphans are cleaned by the next run
+    # the report's sensitivity grid covers what the spec analyses (mortality, proportion), not every outcome
+    grid = pd.read_csv(tmp_path / "report" / "tables" / "sensitivity.csv")
+    assert set(zip(grid["outcome"], grid["model"])) == {("mortality", "proportion")}

@@ -64,6 +64,9 @@ def test_fit_all_and_analyze_share_one_pipeline_and_agree(tmp_path, spy):
     summary = {(x["outcome"], x["model"]): x for x in
                __import__("pandas").read_csv(out / "tables" / "summary.csv").to_dict("records")}
     assert set(rows) == set(summary) and len(rows) == 3
+    # the sensitivity grid covers the spec's outcomes and model kinds (the normal model's rows exact)
+    grid = __import__("pandas").read_csv(out / "tables" / "sensitivity.csv")
+    assert set(zip(grid["outcome"], grid["model"])) == set(rows)
     for key, row in rows.items():
         s = summary[key]
         q = "rate" if key[1] == "proportion" else "or"
