@@ -1,6 +1,7 @@
 """`rescuemeta fit`: the JSON contract, natural-scale quantities recomputed from the saved draws, the NetCDF
 groups (az.psens works on them), the exact path of the normal model, --all, reproducibility, and failures."""
 
+import copy
 import json
 
 import arviz as az
@@ -256,3 +257,22 @@ def test_unwritable_out_dir_is_input_error(tmp_path):
     r = _run("fit", "--data", DATA, "--outcome", "mortality", "--draws", "200", "--out", str(f / "sub"))
     assert r.exit_code == 2 and "not a directory" in r.output
     assert not list(tmp_path.glob("**/*.part"))
+
+
+@pytest.mark.parametrize("model,measure,control_risk", [("normal", "OR", "median"), ("normal", "RR", "0.3"),
+                                                        ("contrast", "OR", "median"), ("contrast", "RR", "0.2"),
+                                                        ("proportion", "OR", "median")])
+def test_interval_alone_is_the_summarys(model, measure, control_risk):
+    """FitResult.interval(key) (what leave-one-out refits and grid rows read instead of the whole summary) gives the
+    summary's q025, q50 and q975 for every pooled quantity, exact or sampled, and None where it has none."""
+    table = load_studies(DATA)
+    cfg = FitConfig(outcome="mortality", model=model, measure=measure, draws=200, tune=300, seed=2,
+                    control_risk=control_risk)
+    keys = ("mu", "tau", "or", "rr", "rd", "rate", "rate_mean")
+    res = fit(table, cfg)
+    alone = {k: copy.copy(res).interval(k) for k in keys}  # each on a copy without the summary
+    assert "_summary" not in res.__dict__
+    summ = res.summary()
+    for k in keys:
+        want = (None, None, None) if k not in summ else tuple(summ[k][q] for q in ("q025", "q50", "q975"))
+        assert alone[k] == pytest.approx(want, rel=1e-12, abs=0) if want[0] is not None else alone[k] == want, k

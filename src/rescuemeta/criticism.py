@@ -310,9 +310,9 @@ def loo_benefit(table, cfg, query: str, *, sampler=None, draws: int | None = 500
         cfg_i = replace(cfg, exclude_studies=tuple(cfg.exclude_studies) + (sid,), draws=n_draws)
         r = fit(table, cfg_i, sampler) if cache_dir is None else fit_cached(table, cfg_i, cache_dir, sampler)
         p = probability(r, query)
-        st = r.summary()[key]
+        q025, q50, q975 = r.interval(key)  # (not the whole summary: per-study effects, HDIs, checks)
         out.append({"study_id": sid, "probability": p["probability"], "mcse": p["mcse"], "k": r.k,
-                    "q50": st["q50"], "q025": st["q025"], "q975": st["q975"], "method": "refit",
+                    "q50": q50, "q025": q025, "q975": q975, "method": "refit",
                     "pareto_k": khat})
     return out
 

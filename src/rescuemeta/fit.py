@@ -399,6 +399,38 @@ class FitResult:
             p_t = population_mean_rate(m + self._post("mu"), np.sqrt(s**2 + self._post("tau") ** 2))
         return p_c, p_t
 
+    def interval(self, key: str) -> tuple:
+        """The median and 95% equal-tailed interval of the pooled quantity ``key`` of :meth:`summary` (``mu``,
+        ``tau``, the ratio of the fit's measure, ``rr``, ``rd``, ``rate``), computed alone: the numbers the
+        summary reports for it, without the rest of the summary (per-study effects, HDIs and predictive checks,
+        which for the exact normal model cost most of a second).
+
+        Returns
+        -------
+        tuple
+            ``(q025, q50, q975)``; ``(None, None, None)`` where the summary has no such quantity (RR and RD
+            without a control risk).
+        """
+        meas = self.config.effect_measure
+        if self.exact is not None:  # _exact_quantities: quantiles of mu and tau, exp of mu's for the ratio
+            alone = {"mu", "tau"} | ({meas.lower()} if meas in ("OR", "RR") else set())
+        elif self.config.kind.estimand == "rate":  # _draw_quantities: quantiles of these quantities' draws
+            alone = {"mu", "tau", "rate", "rate_mean"}
+        else:
+            ratios = ("or", "rr", "rd") if meas == "OR" else ("rr", "rd")
+            alone = {"mu", "tau", *(r for r in ratios if self.control_risk.mode != "none" or r == meas.lower())}
+        if "_summary" in self.__dict__ or key not in alone:
+            v = self.summary().get(key)  # already computed, or not one of the quantities above
+            return (None, None, None) if v is None else (v["q025"], v["q50"], v["q975"])
+        if self.exact is not None:
+            q = [self.exact.quantile("tau" if key == "tau" else "mu", p) for p in (0.025, 0.5, 0.975)]
+            return tuple(float(math.exp(v)) if key not in ("mu", "tau") else float(v) for v in q)
+        x = np.asarray(self.draws(key), dtype=float).ravel()
+        x = x[np.isfinite(x)]  # as summaries.summarize
+        if x.size == 0:
+            return (None, None, None)
+        return tuple(float(v) for v in np.quantile(x, [0.025, 0.5, 0.975]))
+
     def draws(self, quantity: str, *, predictive: bool = False, baseline_risk=None) -> np.ndarray:
         """Posterior draws (chain x draw) of ``quantity`` for the pooled effect or, with ``predictive``, for
         the effect in a new study.

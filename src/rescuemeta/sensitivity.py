@@ -384,20 +384,12 @@ def run_one(cfg: dict, data_path, reweight: bool = True, fit_cache=None) -> dict
 
 def _interval(res, s: dict | None, key: str) -> tuple:
     """(q025, q50, q975) of a quantity of :meth:`rescuemeta.fit.FitResult.summary`: from the summary ``s`` when
-    given, else from the fit's draws as the summary computes them (finite draws, ``np.quantile``); Nones where the
-    summary has no such key (RR and RD without a control risk)."""
-    import numpy as np
-
+    given, else computed alone (:meth:`rescuemeta.fit.FitResult.interval`); Nones where the summary has no such key
+    (RR and RD without a control risk)."""
     if s is not None:
         v = s.get(key)
         return (None, None, None) if v is None else (v["q025"], v["q50"], v["q975"])
-    if key in ("rr", "rd") and (res.control_risk.mode == "none" or res.config.kind.estimand == "rate"):
-        return (None, None, None)
-    x = np.asarray(res.draws(key), dtype=float).ravel()
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return (None, None, None)
-    return tuple(float(v) for v in np.quantile(x, [0.025, 0.5, 0.975]))
+    return res.interval(key)
 
 
 def probability_key(query: str) -> str:
