@@ -412,8 +412,15 @@ class FitResult:
             without a control risk).
         """
         meas = self.config.effect_measure
-        if self.exact is not None:  # _exact_quantities: quantiles of mu and tau, exp of mu's for the ratio
-            alone = {"mu", "tau"} | ({meas.lower()} if meas in ("OR", "RR") else set())
+        g: dict[str, Any] = {}  # exact: the increasing function of mu's quantiles (_exact_quantities' blocks)
+        if self.exact is not None:
+            g = {"mu": None, "tau": None, meas.lower(): np.exp}
+            p0 = self.control_risk.value
+            if p0 is not None:
+                if meas == "OR":
+                    g["rr"] = lambda x: ratio_scales(x, meas, p0)["rr"]
+                g["rd"] = lambda x: ratio_scales(x, meas, p0)["rd"]
+            alone = set(g)
         elif self.config.kind.estimand == "rate":  # _draw_quantities: quantiles of these quantities' draws
             alone = {"mu", "tau", "rate", "rate_mean"}
         else:
@@ -424,7 +431,7 @@ class FitResult:
             return (None, None, None) if v is None else (v["q025"], v["q50"], v["q975"])
         if self.exact is not None:
             q = [self.exact.quantile("tau" if key == "tau" else "mu", p) for p in (0.025, 0.5, 0.975)]
-            return tuple(float(math.exp(v)) if key not in ("mu", "tau") else float(v) for v in q)
+            return tuple(float(g[key](v)) if g[key] is not None else float(v) for v in q)
         x = np.asarray(self.draws(key), dtype=float).ravel()
         x = x[np.isfinite(x)]  # as summaries.summarize
         if x.size == 0:
@@ -543,9 +550,7 @@ class FitResult:
         inc["k"] = self.k
         inc["excluded"] = inc["excluded"] + self.data.dropped
         out["inclusion"] = inc
-        out["diagnostics"] = (self.diagnostics.to_dict() if self.diagnostics is not None else
-                              {"rhat_max": None, "ess_bulk_min": None, "ess_tail_min": None, "divergences": 0,
-                               "ok": True, "note": "exact quadrature posterior: no sampling"})
+        out["diagnostics"] = self.diagnostics_record()
         out["sampler"] = ({"backend": cfg.backend, "draws": cfg.draws, "tune": cfg.tune, "chains": cfg.chains,
                            "seed": cfg.seed} if self.exact is None else {"backend": "quadrature"})
         out["seconds"] = self.seconds
@@ -566,6 +571,14 @@ class FitResult:
         out["checks"] = predictive_checks(self, seed=cfg.seed)  # posterior predictive p-values (rescuemeta.criticism)
         out["bayes_factors"] = self.bayes_factors(compute=self.config.bayes_factors)
         return out
+
+    def diagnostics_record(self) -> dict:
+        """The sampler's convergence diagnostics as the JSON's ``diagnostics`` block (R-hat, ESS, divergences,
+        ``ok``); for the exact posterior, nulls and a note (nothing was sampled)."""
+        if self.diagnostics is not None:
+            return self.diagnostics.to_dict()
+        return {"rhat_max": None, "ess_bulk_min": None, "ess_tail_min": None, "divergences": 0, "ok": True,
+                "note": "exact quadrature posterior: no sampling"}
 
     def bayes_factors(self, compute: bool = True) -> dict:
         """Bayes factors of the point hypotheses mu = 0 and tau = 0 against the fitted priors, and the log marginal

@@ -327,9 +327,10 @@ def run_one(cfg: dict, data_path, reweight: bool = True, fit_cache=None) -> dict
         row.update(status="failed", reason=str(e), k=None,
                    **{f"diag_{k}": v for k, v in e.diagnostics.items() if k in kept})
         return row
-    # a sampled row reads its intervals straight from the draws (what FitResult.summary computes for them, without
-    # the per-study effects, HDIs and predictive checks a grid row does not show: ~20 ms of each reweighted row)
-    s = None if res.exact is None and not fc.bayes_factors else res.summary()
+    # a row reads its intervals computed alone (FitResult.interval: what the summary computes for them, without the
+    # per-study effects, HDIs and predictive checks a grid row does not show: ~20 ms of each reweighted row, most of
+    # a second of an exact normal-model row)
+    s = res.summary() if fc.bayes_factors else None
     row.update(status="ok", k=s["k"] if s is not None else res.k,
                reweighted_from=None if how is None else how["reference"]["tau_prior"]
                + ("" if how["reference"]["effect_prior"] == fc.priors()["effect"].spec
@@ -361,11 +362,12 @@ def run_one(cfg: dict, data_path, reweight: bool = True, fit_cache=None) -> dict
                                                  math.sqrt(pr["probability"] * (1 - pr["probability"])
                                                            / how["ess_functions"][i]))
     # exact (normal model), bridge sampling (bayes_factors = true) or null
-    bf = (s.get("bayes_factors") if s is not None else None) or {}
+    bf = (s.get("bayes_factors") if s is not None else
+          res.bayes_factors(compute=False) if res.exact is not None else None) or {}
     row.update(bf01_mu=bf.get("bf01_mu"), bf01_tau=bf.get("bf01_tau"), log_evidence=bf.get("log_evidence"),
                log_evidence_se=bf.get("log_evidence_se"))
-    d = s["diagnostics"] if s is not None else res.diagnostics.to_dict()
-    row.update(method=(s["method"] if s is not None else "nuts") + (" (reweighted)" if how is not None else ""),
+    d = s["diagnostics"] if s is not None else res.diagnostics_record()
+    row.update(method=("exact" if res.exact is not None else "nuts") + (" (reweighted)" if how is not None else ""),
                diag_rhat_max=d.get("rhat_max"),
                diag_ess_bulk_min=d.get("ess_bulk_min"),
                diag_ess_tail_min=d.get("ess_tail_min"), diag_divergences=d.get("divergences"), diag_ok=d.get("ok"))
