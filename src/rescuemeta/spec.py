@@ -25,8 +25,9 @@ the file and the key (exit code 2). ``tomllib`` (standard library) parses the fi
 ``exclude_basis``    list of count_basis values to drop (default none)
 ``queries``          probability queries, e.g. ``["RR < 1", "RR < 0.8"]``
 ``thresholds``       ratio thresholds for P(ratio < t) tables (default [1, 0.9, 0.8])
-``sensitivity_tau_priors``  the small sensitivity grid of the report: a list for every model, or a table of
-                     lists per model kind (default per kind: ``sensitivity_tau_priors`` in :mod:`rescuemeta.kinds`)
+``sensitivity_tau_priors``  the small sensitivity grid of the report (over ``outcomes`` and ``models``): a list
+                     for every model, or a table of lists per model kind (default per kind:
+                     ``sensitivity_tau_priors`` in :mod:`rescuemeta.kinds`)
 ``[outcome.NAME]``   per-outcome overrides of the prior keys (e.g. a Turner prior matching the outcome;
                      ``tau_prior`` may again be a table per model kind)
 
