@@ -301,13 +301,3 @@ def test_graph_cache_keys_and_opt_out(tmp_path, monkeypatch):
     assert compiled.last_graph == "built"
     compiled.compile_structure(("a", 3), small)
     assert len(list(tmp_path.glob("*.pkl"))) == 2
-
-
-def test_numba_optimisation_level_is_1_unless_the_user_sets_it():
-    """Issue 19 (BENCHMARKS.md): importing rescuemeta before numba sets numba's level to 1 (faster to compile and to
-    run for these graphs, the same draws); a user's NUMBA_OPT is kept."""
-    code = "import rescuemeta, numba; print(int(numba.config.OPT))"
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_OPT"}
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout.strip() == "1"
-    kept = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "NUMBA_OPT": "2"})
-    assert kept.stdout.strip() == "2"

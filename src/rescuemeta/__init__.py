@@ -12,19 +12,9 @@ The public API below is imported on first use, so that ``import rescuemeta`` (an
 ``check`` and ``freq``) never load PyMC, ArviZ, numba or matplotlib.
 """
 
-import os as _os
-import sys as _sys
 from importlib import import_module
 
 from ._version import __version__
-
-# numba's optimisation level for the models this package compiles (issue 19, measured in BENCHMARKS.md): level 1
-# compiled the shared binomial graph in 71 s against 82 s at numba's default 3, and its gradient ran in 23.7 us
-# against 26.2 us, with bit-identical draws. Numba reads NUMBA_OPT once, when it is imported: set here only when the
-# user has not set it and numba is not loaded yet (it then applies to the process's other numba code too; set
-# NUMBA_OPT=3 to keep numba's default).
-if "numba" not in _sys.modules:
-    _os.environ.setdefault("NUMBA_OPT", "1")
 
 _API = {
     "load_studies": "data", "select": "data",
