@@ -13,10 +13,10 @@ DATASETS = TESTS / "data" / "datasets"
 CI = os.environ.get("CI", "").lower() == "true"
 
 # Before the xdist workers start (issue 19: the suite within 10 minutes on 2 cores from empty compile caches): the
-# two graphs nearly every test file samples, the shared binomial graph (contrast, proportion, meta-regression) and
-# the padded normal graph (then, in the time the binomial graph takes, the normal graph of the uniform tau prior),
-# compiled side by side in two processes into the on-disk caches (numba's code and the rewritten graphs), so that the
-# workers load them (a few seconds) instead of each compiling both (about a minute each, both workers at once).
+# two models nearly every test file samples, the shared binomial model (contrast, proportion, meta-regression: its
+# hand-written density, rescuemeta.native, compiles in seconds; then the normal graph of the uniform tau prior) and
+# the padded normal graph, compiled side by side in two processes into the on-disk caches (numba's code and the
+# rewritten graphs), so that the workers load them instead of each compiling them (both workers at once).
 _PRECOMPILE = """
 import sys
 import numpy as np
@@ -24,14 +24,14 @@ from rescuemeta.models import ModelData
 from rescuemeta.priors import parse
 from rescuemeta.sampling import Sampler
 tau, eff, base = parse("halfnormal(0.5)"), parse("normal(0, 4)", "effect"), parse("normal(0, 10)", "effect")
-if sys.argv[1] == "binomial":
+normal = ModelData("normal", {"y": np.array([0.1, -0.2]), "s": np.array([0.3, 0.4])})
+if sys.argv[1] == "binomial":  # the hand-written binomial density (seconds), then the uniform tau prior's graph
     md = ModelData("contrast", {"ai": np.array([3, 5]), "n1i": np.array([20, 30]), "ci": np.array([6, 9]),
                                 "n2i": np.array([21, 28])})
     Sampler()._compiled(md, tau, eff, base)
-else:  # the normal graph compiles in half the binomial's time: then the uniform tau prior's own graph
-    md = ModelData("normal", {"y": np.array([0.1, -0.2]), "s": np.array([0.3, 0.4])})
-    Sampler()._compiled(md, tau, eff, None)
-    Sampler()._compiled(md, parse("uniform(0, 2)"), eff, None)
+    Sampler()._compiled(normal, parse("uniform(0, 2)"), eff, None)
+else:
+    Sampler()._compiled(normal, tau, eff, None)
 """
 
 

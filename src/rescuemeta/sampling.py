@@ -113,10 +113,15 @@ class Sampler:
         key = structure_key(data.kind, size, tau_prior, effect_prior, baseline_prior, shared_binomial=shared,
                             hierarchical_baselines=hier, n_coef=n_coef, coef_prior=coef_prior, extra=extra)
         if key not in self._cache:
+            from . import native
+
             t0 = time.perf_counter()
-            self._cache[key] = compile_structure(key, lambda: build_model(
-                data, tau_prior, effect_prior, baseline_prior, size=size, shared_binomial=shared,
-                coef_prior=coef_prior, n_coef=n_coef or None))
+            if native.supports(key):  # the shared binomial graph: its hand-written log density (no PyTensor graph)
+                self._cache[key] = native.compile_native(key)
+            else:
+                self._cache[key] = compile_structure(key, lambda: build_model(
+                    data, tau_prior, effect_prior, baseline_prior, size=size, shared_binomial=shared,
+                    coef_prior=coef_prior, n_coef=n_coef or None))
             self.compiles += 1
             self.compile_seconds += time.perf_counter() - t0
         compiled = self._cache[key]
