@@ -1,6 +1,7 @@
-"""Benchmark (issue 19): `rescuemeta analyze` on the primary spec from a cold start (a new process, an empty
-PyTensor compile directory and an empty fit cache: a fresh machine), then re-run unchanged, then with a changed
-tau prior (same compile and fit caches), in one run.
+"""Benchmark (issue 19): `rescuemeta analyze` on the primary spec from a cold start (a new process, empty PyTensor
+and numba compile directories and an empty fit cache: a fresh machine), then re-run unchanged, then with a changed
+tau prior (same compile and fit caches), in one run; the cold start and the changed prior also with the PyTensor
+binomial graph (``RESCUEMETA_NATIVE=0``) on a machine of its own, side by side.
 
     .venv/bin/python bench/bench_analyze.py [--out BENCHMARKS.md]
 
@@ -32,37 +33,45 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={t / 'compile'}", "RESCUEMETA_CACHE": str(t / "cache")}
-        spec = t / "primary.toml"
-        spec.write_text((ROOT / "models" / "primary.toml").read_text())
+        old = 'tau_prior = { contrast = "halfnormal(0.5)"'
+        text = (ROOT / "models" / "primary.toml").read_text()
+        if old not in text:
+            raise SystemExit("models/primary.toml's tau_prior line changed: update bench_analyze.py")
 
-        def run(name, **extra_env):
+        def setup(name, **extra_env):
+            """A machine of its own: compile directories (PyTensor's and numba's), fit cache, spec and report."""
+            d = t / name
+            d.mkdir()
+            (d / "primary.toml").write_text(text)
+            return d, {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={d / 'compile'}",
+                       "NUMBA_CACHE_DIR": str(d / "numba"), "RESCUEMETA_CACHE": str(d / "cache"), **extra_env}
+
+        def run(name, where, tau=None):
+            d, env = where
+            if tau is not None:
+                (d / "primary.toml").write_text(text.replace(old, f'tau_prior = {{ contrast = "halfnormal({tau})"'))
             t0 = time.perf_counter()
-            r = subprocess.run([EXE, "analyze", "--spec", str(spec), "--data", str(ROOT / "data" / "studies.csv"),
-                                "--abstract", str(ROOT / "data" / "abstract_estimates.csv"), "--out", str(t / "report")],
-                               env={**env, **extra_env}, capture_output=True, text=True)
+            r = subprocess.run([EXE, "analyze", "--spec", str(d / "primary.toml"), "--data",
+                                str(ROOT / "data" / "studies.csv"), "--abstract",
+                                str(ROOT / "data" / "abstract_estimates.csv"), "--out", str(d / "report")],
+                               env=env, capture_output=True, text=True)
             secs = time.perf_counter() - t0
             if r.returncode not in (0, 3):
                 raise SystemExit(r.stderr)
-            stamp = json.loads((t / "report" / ".inputs.json").read_text()) if (t / "report" / ".inputs.json").exists() else {}
-            res = stamp.get("result", {})
+            stamp_file = d / "report" / ".inputs.json"
+            res = json.loads(stamp_file.read_text()).get("result", {}) if stamp_file.exists() else {}
             rows.append((name, secs, r.returncode, res.get("grid_computed"), res.get("grid_cached"),
                          res.get("figures")))
 
-        run("cold: new process, empty compile directory and fit cache")
-        run("unchanged re-run (report up to date)")
-        text = spec.read_text()
-        old = 'tau_prior = { contrast = "halfnormal(0.5)"'
-        if old not in text:
-            raise SystemExit("models/primary.toml's tau_prior line changed: update bench_analyze.py")
-        spec.write_text(text.replace(old, 'tau_prior = { contrast = "halfnormal(0.6)"'))
-        run("re-run with the contrast tau prior changed, 0.5 -> 0.6 (compile and fit caches warm)")
-        # side by side: the same kind of change without session 11's graph cache and background figures, then with
-        spec.write_text(text.replace(old, 'tau_prior = { contrast = "halfnormal(0.7)"'))
-        run("changed again, 0.6 -> 0.7, as session 10 ran it (RESCUEMETA_GRAPH_CACHE=0, RESCUEMETA_FIGURE_WORKERS=0)",
-            RESCUEMETA_GRAPH_CACHE="0", RESCUEMETA_FIGURE_WORKERS="0")
-        spec.write_text(text.replace(old, 'tau_prior = { contrast = "halfnormal(0.8)"'))
-        run("changed again, 0.7 -> 0.8 (defaults: graph cache, figures rendered in the background)")
+        # side by side: the binomial models' hand-written log density (rescuemeta.native, the default) and the
+        # PyTensor graph it replaced (RESCUEMETA_NATIVE=0, as session 12 ran), each on a machine of its own
+        new, pt = setup("native"), setup("pytensor", RESCUEMETA_NATIVE="0")
+        run("cold: new process, empty compile directories and fit cache", new)
+        run("cold, as session 12 ran it (RESCUEMETA_NATIVE=0: the PyTensor binomial graph)", pt)
+        run("unchanged re-run (report up to date)", new)
+        run("re-run with the contrast tau prior changed, 0.5 -> 0.6 (compile and fit caches warm)", new, 0.6)
+        run("the same change as session 12 ran it (RESCUEMETA_NATIVE=0, its own warm caches)", pt, 0.6)
+        run("changed again, 0.6 -> 0.7", new, 0.7)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"Run {when} on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
              "`rescuemeta analyze --spec models/primary.toml --abstract data/abstract_estimates.csv`, each a new "

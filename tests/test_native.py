@@ -15,8 +15,7 @@ import pytensor.tensor as pt
 import pytest
 
 from rescuemeta import native
-from rescuemeta.models import (SHARED_TAU_FAMILIES, ModelData, build_model, observed_data, prior_data,
-                               structure_key)
+from rescuemeta.models import SHARED_TAU_FAMILIES, ModelData, build_model, observed_data, prior_data, structure_key
 from rescuemeta.priors import parse
 
 SIZE, N_COEF = 16, 4
