@@ -114,3 +114,36 @@ def test_background_off_renders_here(tmp_path, monkeypatch):
     with figures.background():
         figures.save(_figure(), tmp_path / "f")
         assert figures.BACKGROUND.get() is None and (tmp_path / "f.png").exists()
+
+
+def test_whole_figures_drawn_in_the_background(tmp_path):
+    """figures.draw with the names it will return: inside figures.background the whole render (drawing included)
+    runs in a forked child and the names are returned at once; the files equal those drawn here; a render that
+    writes other files than its caller expected fails the block; outside the block it draws here."""
+    import os
+
+    import pytest
+
+    def render(where, label, pid_file):
+        def go():
+            pid_file.write_text(str(os.getpid()))
+            return figures.save(_figure(label), where)
+        return go
+
+    here = figures.draw(render(tmp_path / "here", "a", tmp_path / "pid_here"), figures.names(tmp_path / "here"))
+    assert (tmp_path / "pid_here").read_text() == str(os.getpid()) and here == [str(tmp_path / "here.png")]
+    with figures.background(workers=2):
+        got = figures.draw(render(tmp_path / "bg", "a", tmp_path / "pid_bg"), figures.names(tmp_path / "bg"))
+        assert got == [str(tmp_path / "bg.png")]
+        assert figures.BACKGROUND.get().jobs  # drawing in a child
+    assert int((tmp_path / "pid_bg").read_text()) != os.getpid()
+    assert (tmp_path / "bg.png").read_bytes() == (tmp_path / "here.png").read_bytes()
+    with figures.background(workers=1):  # queued, not waited for: the caller goes on while one worker draws
+        for i in range(3):
+            figures.draw(render(tmp_path / f"q{i}", "a", tmp_path / f"pid_q{i}"), figures.names(tmp_path / f"q{i}"))
+        renderer = figures.BACKGROUND.get()
+        assert len(renderer.jobs) == 1 and len(renderer.pending) == 2
+    assert all((tmp_path / f"q{i}.png").read_bytes() == (tmp_path / "here.png").read_bytes() for i in range(3))
+    with pytest.raises(figures.FigureRenderError, match="expected"):
+        with figures.background(workers=2):
+            figures.draw(render(tmp_path / "other", "a", tmp_path / "pid_x"), figures.names(tmp_path / "elsewhere"))

@@ -13,7 +13,8 @@ from typing import Any
 
 from .atomic import atomic_path
 
-__all__ = ["STYLE", "FORMATS", "FIGURE_FORMATS", "styled", "formats", "new", "save", "memo", "cached", "background"]
+__all__ = ["STYLE", "FORMATS", "FIGURE_FORMATS", "styled", "formats", "new", "save", "names", "draw", "memo", "cached",
+           "background"]
 
 FIGURE_FORMATS = ("png", "svg", "pdf")  # what a spec's figure_formats may list
 # the formats :func:`save` writes: PNG unless a caller asks for more (each format is a full render: ~0.35 s for a
@@ -108,12 +109,27 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _render_child(conn, parent: int, fig, paths, dpi, bbox_inches) -> None:
+    _child(conn, parent, lambda: _write(fig, paths, dpi, bbox_inches))
+
+
+def _draw_child(conn, parent: int, render, expect, formats) -> None:
+    def run():
+        BACKGROUND.set(None)  # this child writes its own files
+        FORMATS.set(formats)  # those in force when the figure was submitted
+        got = list(render())
+        if got != list(expect):
+            raise RuntimeError(f"the figure wrote {got}, where its caller expected {list(expect)}")
+
+    _child(conn, parent, run)
+
+
+def _child(conn, parent: int, work) -> None:
     import traceback
 
     message = None
     try:
         _die_with_parent(parent)
-        _write(fig, paths, dpi, bbox_inches)
+        work()
     except BaseException:
         message = traceback.format_exc()
         raise
@@ -132,31 +148,49 @@ class _Renderer:
         self.ctx = multiprocessing.get_context("fork")
         self.workers = max(1, workers)
         self.jobs: list = []  # (process, connection, name)
+        self.pending: list = []  # whole figures waiting for a worker: (target, args, name, in-process fallback)
         self.errors: list[str] = []
         self.after: list[Callable[[], None]] = []  # run once every figure is on disk
 
     def submit(self, fig, paths: list[Path], dpi: int, bbox_inches: str | None) -> None:
-        import sys
+        self._start(_render_child, (fig, paths, dpi, bbox_inches), paths[0].name,
+                    lambda: _write(fig, paths, dpi, bbox_inches))
 
+    def submit_draw(self, render: Callable[[], list[str]], expect: list[str]) -> None:
+        # queued, not waited for: the child is forked once a worker is free (at a later submit or when draining)
+        self.pending.append((_draw_child, (render, expect, FORMATS.get()), Path(expect[0]).name, render))
+        self._reap(block=False)
+        self._launch()
+
+    def _launch(self) -> None:
+        while self.pending and len(self.jobs) < self.workers:
+            self._fork(*self.pending.pop(0))
+
+    def _start(self, target, args: tuple, name: str, in_process: Callable) -> None:
         while len(self.jobs) >= self.workers:
             self._reap(block=True)
+            self._launch()  # queued figures first, in their order
+        self._fork(target, args, name, in_process)
+
+    def _fork(self, target, args: tuple, name: str, in_process: Callable) -> None:
+        import sys
+
         for stream in (sys.stdout, sys.stderr):  # a child must not flush a copy of the parent's buffered output
             try:
                 stream.flush()
             except Exception:
                 pass
         recv, send = self.ctx.Pipe(duplex=False)
-        proc = self.ctx.Process(target=_render_child, args=(send, os.getpid(), fig, paths, dpi, bbox_inches),
-                                daemon=True)
+        proc = self.ctx.Process(target=target, args=(send, os.getpid(), *args), daemon=True)
         try:
             proc.start()
         except (AssertionError, OSError):  # e.g. inside a daemonic process, which may not have children
             recv.close()
             send.close()
-            _write(fig, paths, dpi, bbox_inches)
+            in_process()
             return
         send.close()
-        self.jobs.append((proc, recv, paths[0].name))
+        self.jobs.append((proc, recv, name))
 
     def _reap(self, block: bool) -> None:
         from multiprocessing.connection import wait
@@ -182,14 +216,17 @@ class _Renderer:
         self.jobs = still
 
     def drain(self) -> None:
+        self._launch()
         while self.jobs:
             self._reap(block=True)
+            self._launch()
         if self.errors:
             raise FigureRenderError("figure(s) could not be rendered:\n" + "\n".join(self.errors))
         for callback in self.after:
             callback()
 
     def terminate(self) -> None:
+        self.pending = []
         for proc, _, _ in self.jobs:
             if proc.is_alive():
                 proc.terminate()  # SIGTERM: the child's atomic writer deletes its temporary file
@@ -235,6 +272,25 @@ def background(workers: int | None = None) -> Iterator[None]:
         BACKGROUND.reset(token)
 
 
+def names(stem: str | Path) -> list[str]:
+    """The files :func:`save` writes for ``stem`` with the current formats (PNG first), as it returns them."""
+    stem = Path(stem)
+    return [str(stem.with_name(f"{stem.name}.{ext}")) for ext in FORMATS.get()]
+
+
+def draw(render: Callable[[], list[str]], expect: list[str] | None = None) -> list[str]:
+    """``render()`` (which draws a figure and saves it, returning what :func:`save` returned), or, inside
+    :func:`background` and given the list it will return (``expect``, e.g. from :func:`names`), the whole of it
+    (drawing included: matplotlib's artists, ~0.2-0.4 s a figure, hold the GIL) in a forked child while the analysis
+    goes on; then ``expect`` is returned at once, and the child fails (raising on leaving the block) if the render
+    returned anything else."""
+    renderer = BACKGROUND.get()
+    if renderer is None or not expect:
+        return render()
+    renderer.submit_draw(render, list(expect))
+    return list(expect)
+
+
 # Figures already on disk, drawn from the same inputs, are not drawn again (issue 19: a re-run with one prior
 # changed redrew all 56 figures of the report, ~20 s). Only inside :func:`memo`; every caller states what its
 # figure is drawn from (``key``), and the key also holds the formats, the style and the package's source
@@ -262,9 +318,10 @@ def _read_keys(path: Path) -> dict:
         return {}
 
 
-def cached(stem: str, key: dict, render: Callable[[], list[str]]) -> list[str]:
+def cached(stem: str, key: dict, render: Callable[[], list[str]], expect: list[str] | None = None) -> list[str]:
     """``render()`` (which writes figure files and returns their names or paths), unless :func:`memo` is active
     and the files of ``stem`` recorded under the same ``key`` all still exist: then their names as recorded.
+    ``render`` runs through :func:`draw` (with ``expect``: in a forked child inside :func:`background`).
 
     The record (``.figure_keys.json`` beside the figures) drops ``stem`` before rendering and gains it after, each
     written atomically, so a run killed mid-way never leaves a key beside a figure drawn from other inputs."""
@@ -274,7 +331,7 @@ def cached(stem: str, key: dict, render: Callable[[], list[str]]) -> list[str]:
 
     out = MEMO.get()
     if out is None:
-        return render()
+        return draw(render, expect)
     path = out / _MEMO_FILE
     k = cache_key({"figure": stem, "key": key, "formats": list(FORMATS.get()), "style": STYLE})
     keys = _read_keys(path)
@@ -284,7 +341,7 @@ def cached(stem: str, key: dict, render: Callable[[], list[str]]) -> list[str]:
     if stem in keys:
         del keys[stem]
         write_text(path, json.dumps(keys))
-    files = render()
+    files = draw(render, expect)
     recorded = list(files)  # a copy: callers extend the list they get back
 
     def record() -> None:

@@ -826,12 +826,10 @@ class FitResult:
 
 
 def _versions() -> dict:
-    import arviz
-    import pymc
-    import pytensor
+    from importlib.metadata import version
 
-    v = {"rescuemeta": __version__, "pymc": pymc.__version__, "pytensor": pytensor.__version__,
-         "arviz": arviz.__version__, "numpy": np.__version__}
+    v = {"rescuemeta": __version__, "pymc": version("pymc"), "pytensor": version("pytensor"),
+         "arviz": version("arviz"), "numpy": np.__version__}
     try:
         import nutpie
 

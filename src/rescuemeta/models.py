@@ -15,14 +15,16 @@ shape without recompiling (see :mod:`rescuemeta.sampling`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pymc as pm
-import pytensor.tensor as pt
 
 from . import kinds
 from .kinds import MODEL_KINDS, PAD_SE
 from .priors import Prior
+
+if TYPE_CHECKING:
+    import pymc
 
 __all__ = ["MODEL_KINDS", "PAD_SE", "ModelData", "approximation", "build_model", "observed_data", "padded_coefs",
            "padded_size",
@@ -235,6 +237,9 @@ def _tau(tau_prior: Prior, par, family=None, const=None):
     """The PyMC variable ``tau``: for :data:`SHARED_TAU_FAMILIES` the shared form (``family``: the one-hot
     ``pm.Data``, ``const``: the selected family's normalising constant), else the prior family's own variable
     (:data:`rescuemeta.priors.FAMILIES`)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
     if family is None:
         return tau_prior.definition.pymc(pm, par)
     log_tau = pm.Flat("tau_log__")
@@ -251,7 +256,7 @@ def _tau(tau_prior: Prior, par, family=None, const=None):
 
 def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline_prior: Prior | None = None,
                 size: int | None = None, shared_binomial: bool = False, coef_prior: Prior | None = None,
-                n_coef: int | None = None) -> pm.Model:
+                n_coef: int | None = None) -> pymc.Model:
     """Build the PyMC model.
 
     Parameters
@@ -272,6 +277,8 @@ def build_model(data: ModelData, tau_prior: Prior, effect_prior: Prior, baseline
         (+ ``y_control``) or ``y``; deterministic ``mu``, ``theta`` (study effects) and ``alpha`` (baselines).
         Observations and prior parameters are ``pm.Data``, so both can be swapped without recompiling.
     """
+    import pymc as pm
+
     mk = kinds.get(data.kind)
     size = data.k if size is None else size
     shared = shared_binomial and mk.binomial
@@ -345,6 +352,8 @@ def _pooled_effect(tau, prior: Prior, par, y_hat, prec):
     scale): 1/s^2 = 1/scale^2 + sum_i W_i, m = s^2 (loc/scale^2 + sum_i W_i y_hat_i), W_i = prec_i/(1 + tau^2 prec_i).
     With few studies mu's posterior scale grows with tau (the (mu, tau) funnel); standardised, it does not.
     The density of u is the prior's density of mu times the Jacobian s (a potential on a flat u): exact."""
+    import pymc as pm
+
     assert prior.definition.location_scale is not None, f"{prior.spec} is not a location-scale effect prior"
     loc_i, scale_i = prior.definition.location_scale
     w = prec / (1.0 + tau**2 * prec)
@@ -369,6 +378,8 @@ def _study_effects(mu, tau, y_hat, prec):
     (mu, tau). The density of z is N(theta_i | mu, tau^2) times the Jacobian s_i (a potential on a flat z),
     so the posterior is exactly the model's.
     """
+    import pymc as pm
+
     z = pm.Flat("z", dims="study")
     t2 = tau**2
     denom = 1.0 + t2 * prec
@@ -392,6 +403,8 @@ def _baselines(theta, prior: Prior, par, shift, center, sd_par=None, base_prec=N
     in :func:`_study_effects`: with s = alpha_sigma, alpha_i = (m + s^2 P_i y_i) / (1 + s^2 P_i) + s / sqrt(1 + s^2
     P_i) b_i. Non-centred where the data are weak (padded studies: P_i = 0), centred on the data where they are
     strong; exact, the density of b_i being N(alpha_i | m, s^2) times the Jacobian."""
+    import pymc as pm
+
     b = pm.Flat("b", dims="study")
     if sd_par is None:
         alpha = pm.Deterministic("alpha", b + center - shift * theta, dims="study")
@@ -411,4 +424,6 @@ def _baselines(theta, prior: Prior, par, shift, center, sd_par=None, base_prec=N
 
 
 def _location_dist(prior: Prior, par):
+    import pymc as pm
+
     return prior.definition.pymc(pm, par)

@@ -191,10 +191,12 @@ def _analyze(spec_path, data_path, abstract_path, out_dir, *, draws, progress, c
             freq = entry.reference.to_dict() if entry.reference is not None else None
             k = fkey(entry.config)
             names = figures.cached(f"forest_{oc}_{m}", k, partial(forest_file, res, "OR" if measure == "PLO" else measure,
-                                                                  freq, a, figs, source))
-            names += figures.cached(f"density_{oc}_{m}", k, partial(densities_file, res, figs))
+                                                                  freq, a, figs, source), _names(f"forest_{oc}_{m}"))
+            names += figures.cached(f"density_{oc}_{m}", k, partial(densities_file, res, figs),
+                                    _names(f"density_{oc}_{m}"))
             if res.config.kind.estimand == "ratio":
-                names += figures.cached(f"benefit_curve_{oc}_{m}", k, partial(benefit_curve_file, res, measure, figs))
+                names += figures.cached(f"benefit_curve_{oc}_{m}", k, partial(benefit_curve_file, res, measure, figs),
+                                        _names(f"benefit_curve_{oc}_{m}"))
             fig_files[(oc, m)] = names
             s = res.summary()
             key = entry.key
@@ -488,7 +490,12 @@ def _save_fig(draw, size, out_dir: Path, stem: str, key: dict | None = None) -> 
         draw(ax)
         return _save(fig, out_dir, stem)
 
-    return render() if key is None else figures.cached(stem, key, render)
+    return figures.draw(render, _names(stem)) if key is None else figures.cached(stem, key, render, _names(stem))
+
+
+def _names(stem: str) -> list[str]:
+    """The file names a report figure ``stem`` is saved under (what :func:`_save` returns)."""
+    return [Path(p).name for p in figures.names(stem)]
 
 
 def _flat(failure: dict) -> dict:

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import arviz as az
 import numpy as np
-import pymc as pm
 
 from . import kinds
 from .defaults import ESS_MIN, RHAT_MAX, TARGET_ACCEPT
@@ -215,6 +214,8 @@ class Sampler:
                                   save_warmup=False)
             return _drop_unused(_unpad(idata, data.k, None if data.X is None else data.X.shape[1]), data)
         if self.backend == "pymc":
+            import pymc as pm
+
             model = build_model(data, tau_prior, effect_prior, baseline_prior, coef_prior=coef_prior)
             with model:
                 return pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=False,

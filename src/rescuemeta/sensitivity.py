@@ -479,7 +479,9 @@ def plot(rows: list[dict], out_dir: str | Path, note: str | None = None) -> list
     for (oc, m), rs in sorted(by.items()):
         # drawn from these rows only: re-used when they did not change (inside figures.memo, as the report does)
         written += figures.cached(f"sensitivity_{oc}_{m}", {"rows": rs, "note": note},
-                                  partial(_plot_one, oc, m, rs, out_dir, note))
+                                  partial(_plot_one, oc, m, rs, out_dir, note),
+                                  figures.names(out_dir / f"sensitivity_{oc}_{m}")
+                                  + figures.names(out_dir / f"tau_prior_posterior_{oc}_{m}"))
     return written
 
 
