@@ -95,9 +95,9 @@ def tau_density(res, idata) -> dict:
     if res.exact is not None:
         post = res.exact.tau_pdf(grid)
     else:  # ArviZ KDE with boundary correction (tau >= 0), onto the common grid
-        import arviz as az
+        from .summaries import kde
 
-        kx, ky = az.kde(tau, bound_correction=True)
+        kx, ky = kde(tau, bound_correction=True)
         post = np.interp(grid, kx, ky, left=float(ky[0]), right=0.0)
     return {"grid": grid.tolist(), "posterior": np.asarray(post).tolist(),
             "prior": np.nan_to_num(np.exp(prior.logpdf(grid)), posinf=0.0).tolist()}

@@ -170,14 +170,14 @@ def forest(res: FitResult, measure: str, freq: dict | None = None, abstract_row=
 
 def densities(res: FitResult, axes=None):
     """Posterior densities of mu and tau with the prior overlaid, on two axes (returned)."""
-    import arviz as az
+    from .summaries import kde
 
     pri = res.config.priors()
     if axes is None:
         _, axes = figures.new((9, 3), 1, 2)
     for ax, name, prior in ((axes[0], "mu", pri["effect"]), (axes[1], "tau", pri["tau"])):
         x = res.idata.posterior[name].values.ravel()
-        kx, ky = az.kde(x, bound_correction=(name == "tau"))
+        kx, ky = kde(x, bound_correction=(name == "tau"))
         ax.plot(kx, ky, color="C0", label="posterior")
         lo, hi = (max(kx[0] - 0.5 * (kx[-1] - kx[0]), 0 if name == "tau" else -np.inf), kx[-1] + 0.5 * (kx[-1] - kx[0]))
         g = np.linspace(lo if np.isfinite(lo) else kx[0] - 1, hi, 300)
