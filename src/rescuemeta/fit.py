@@ -790,7 +790,8 @@ class FitResult:
                 out = {"mean": mean, "sd": sd, "q025": q[0], "q50": q[1], "q975": q[2], "hdi_low": lo, "hdi_high": hi}
             else:
                 out = summarize(self.linear_draws(c))
-            out["natural"] = {k: float(natural(out[k])) for k in ("q025", "q50", "q975")}
+            with np.errstate(over="ignore"):  # e.g. metafor's intercept at year 0: exp of a large log ratio is inf
+                out["natural"] = {k: float(natural(out[k])) for k in ("q025", "q50", "q975")}
             return out
 
         assert self.data.centre is not None
