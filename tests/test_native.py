@@ -1,8 +1,9 @@
 """The hand-written log density of the shared binomial graph (rescuemeta.native) against the PyMC model it replaces:
 log density (with every normalising constant), gradient and expanded variables equal PyTensor's at random points,
-for every shared tau family, both location-scale families of the effect, baseline and coefficient priors, with
-moderators, a reported row, zero cells and padded studies, and single-arm data; the gradient also against finite
-differences; the same numbers from numba's disk cache in a new process; and the path chosen only where it applies."""
+for every tau family (uniform through PyMC's interval transform), both location-scale families of the effect,
+baseline and coefficient priors, with moderators, a reported row, zero cells and padded studies, and single-arm data;
+the gradient also against finite differences; the same numbers from numba's disk cache in a new process; and the
+path chosen only where it applies."""
 
 import json
 import os
@@ -48,24 +49,38 @@ def _values(md, tau, families):
             **observed_data(md, SIZE, shared_binomial=True, n_coef=N_COEF)}
 
 
-@pytest.fixture(scope="module", params=sorted(LOCATION))
-def reference(request):
+UNIFORM_PRIORS = ["uniform(0, 2)", "uniform(0.05, 3.5)"]  # their own graph: PyMC's interval transform on tau
+
+
+def _reference(fam, tau_spec):
     """PyTensor's log density, gradient and deterministics of the shared binomial graph with the effect, baseline and
     coefficient priors of one family (FAST_COMPILE: no C or numba compilation), and the native model."""
-    fam = request.param
     md = _datasets()[0]
-    tau = parse(TAU_PRIORS[0])
+    tau = parse(tau_spec)
     eff, base, coef = (parse(s, "effect") for s in LOCATION[fam])
     m = build_model(md, tau, eff, base, size=SIZE, shared_binomial=True, coef_prior=coef, n_coef=N_COEF)
     vv = m.value_vars
-    assert [v.name for v in vv] == ["tau_log__", "slopes", "u", "z", "b"]
+    first = "tau_interval__" if tau.family == "uniform" else "tau_log__"
+    assert [v.name for v in vv] == [first, "slopes", "u", "z", "b"]
     lp = m.logp()
     fn = pytensor.function(vv, [lp, *pt.grad(lp, vv)], mode="FAST_COMPILE")
     dets = pytensor.function(vv, m.replace_rvs_by_values([m[n] for n in ("tau", "mu", "beta", "theta", "alpha")]),
                              mode="FAST_COMPILE", on_unused_input="ignore")
     key = structure_key("contrast", SIZE, tau, eff, base, shared_binomial=True, n_coef=N_COEF, coef_prior=coef)
     assert native.supports(key)
-    return fam, m, fn, dets, native.compile_native(key)
+    nat = native.compile_native(key)
+    assert nat.shape_info[0][0] == first
+    return fam, m, fn, dets, nat
+
+
+@pytest.fixture(scope="module", params=sorted(LOCATION))
+def reference(request):
+    return _reference(request.param, TAU_PRIORS[0])
+
+
+@pytest.fixture(scope="module", params=sorted(LOCATION))
+def reference_uniform(request):
+    return _reference(request.param, UNIFORM_PRIORS[0])
 
 
 def _split(x):
@@ -79,6 +94,15 @@ def test_every_shared_tau_family_is_covered():
 
 @pytest.mark.parametrize("tau_spec", TAU_PRIORS)
 def test_log_density_gradient_and_expansion_equal_pytensors(reference, tau_spec):
+    _compare(reference, tau_spec)
+
+
+@pytest.mark.parametrize("tau_spec", UNIFORM_PRIORS)
+def test_uniform_tau_prior_equals_pytensors_interval_transform(reference_uniform, tau_spec):
+    _compare(reference_uniform, tau_spec)
+
+
+def _compare(reference, tau_spec):
     fam, m, fn, dets, nat = reference
     rng = np.random.default_rng(hash(tau_spec) % 2**32)
     for md in _datasets():
@@ -104,8 +128,10 @@ def test_gradient_matches_finite_differences():
     md = _datasets()[0]
     key = ("binomial", SIZE, "shared", "student_t", "student_t", "coef", N_COEF, "student_t")
     rng = np.random.default_rng(3)
-    for tau_spec in TAU_PRIORS:
-        model = native.compile_native(key).with_data(**_values(md, parse(tau_spec), "student_t"))
+    for tau_spec in TAU_PRIORS + UNIFORM_PRIORS:
+        graph = "uniform" if tau_spec.startswith("uniform") else "shared"
+        model = native.compile_native(key[:2] + (graph,) + key[3:]).with_data(
+            **_values(md, parse(tau_spec), "student_t"))
         for scale_tau in (-2.5, 0.0, 1.0):
             x = rng.normal(size=model.n_dim) * 0.6
             x[0] = scale_tau
@@ -171,8 +197,8 @@ def test_native_only_where_it_applies(monkeypatch):
     coef = parse("normal(0, 1)", "effect")
     shared = structure_key("contrast", 16, tau, eff, base, shared_binomial=True, n_coef=4, coef_prior=coef)
     assert native.supports(shared)
-    assert not native.supports(structure_key("contrast", 16, parse("uniform(0, 2)"), eff, base, shared_binomial=True,
-                                             n_coef=4, coef_prior=coef))  # uniform: its own (PyTensor) graph
+    assert native.supports(structure_key("contrast", 16, parse("uniform(0, 2)"), eff, base, shared_binomial=True,
+                                         n_coef=4, coef_prior=coef))  # uniform: a structure of its own, also native
     assert not native.supports(structure_key("normal", 16, tau, eff, None))
     assert not native.supports(structure_key("contrast", 16, tau, eff, base, hierarchical_baselines=True))
     assert not native.supports(structure_key("contrast", 16, tau, eff, base, extra=("bias",)))

@@ -1,7 +1,7 @@
 """The compile step of the sampling stage: a PyMC model turned into the C callbacks nutpie samples, cached on
 disk so that a new process does not pay numba's compilation again. (The shared binomial graph, which most fits use,
-does not come here: its log density is hand-written, :mod:`rescuemeta.native`; the normal model, the uniform tau
-prior, hierarchical baselines and the bias model do.)
+does not come here: its log density is hand-written, :mod:`rescuemeta.native`; the normal model, hierarchical
+baselines and the bias model do.)
 
 Why this exists. ``nutpie.compile_pymc_model`` (0.16.8) builds the log-density-and-gradient function with
 PyTensor's numba backend — which PyTensor caches on disk — and then wraps it in a ``numba.cfunc`` that numba

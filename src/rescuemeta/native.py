@@ -1,27 +1,28 @@
 """The sampling stage's hand-written log density: the shared binomial graph (:func:`rescuemeta.models.build_model`
-with ``shared_binomial``, a tau prior of :data:`rescuemeta.models.SHARED_TAU_FAMILIES`) as two small numba C
-callbacks, with the gradient written out by the chain rule, for nutpie to sample.
+with ``shared_binomial``, a tau prior of :data:`rescuemeta.models.SHARED_TAU_FAMILIES` or ``uniform(a, b)``) as two
+small numba C callbacks, with the gradient written out by the chain rule, for nutpie to sample.
 
 Why this exists (issue 19). Every binomial fit of an analysis (contrast and proportion, with or without moderators,
-every tau family but uniform) runs on that one graph. Compiled by PyTensor's numba backend it took 55-82 s from
+every tau family) runs on that graph (uniform on tau with its own free variable, as PyMC's interval transform). Compiled by PyTensor's numba backend it took 55-82 s from
 empty caches (numba compiling ~150 small functions, measured in BENCHMARKS.md), a third of a first analysis and
 the largest single item of the test suite; its gradient took ~23 us per evaluation. The same density written as two
 loops over the studies compiles in a few seconds, is cached on disk by numba (``cache=True``: the code refers to
 nothing but its arguments), and evaluates in a fraction of the time.
 
-It is the same model, term for term, with the same normalising constants, free variables (``tau_log__``,
+It is the same model, term for term, with the same normalising constants, free variables (``tau_log__`` or
+``tau_interval__``,
 ``slopes``, ``u``, ``z``, ``b``, in that order) and expanded variables (``tau``, ``mu``, ``beta``, ``theta``,
 ``alpha``) as the PyMC graph; ``tests/test_native.py`` compares the log density, its gradient and the expanded
 variables with PyTensor's at random points for every tau, effect, baseline and coefficient family, with moderators,
 reported rows and single-arm data, and the gradient with finite differences. What the sampler sees is documented in
 :mod:`rescuemeta.models` (the reparameterisations of mu, theta_i and alpha_i); with ``x`` the unconstrained vector:
 
-    tau = exp(x_tau); shift_i = X_i' slopes; D_i = 1 + tau^2 P_i; w_i = P_i / D_i
+    tau = exp(x_tau) (uniform(a, b): a + (b - a) expit(x_tau)); shift_i = X_i' slopes; D_i = 1 + tau^2 P_i; w_i = P_i / D_i
     Prec = 1 / scale^2 + sum w_i; mu = (loc / scale^2 + sum w_i (y_i - shift_i)) / Prec + u / sqrt(Prec)
     theta_i = (mu + shift_i + tau^2 P_i y_i) / D_i + tau z_i / sqrt(D_i)
     alpha_i = b_i + centre_i - c_i theta_i
 
-    log p = log p_tau(tau) + x_tau + sum_j log p_coef(slope_j) + log p_mu(mu) - log(Prec) / 2
+    log p = log p_tau(tau) + log |d tau / d x_tau| + sum_j log p_coef(slope_j) + log p_mu(mu) - log(Prec) / 2
             + sum_i [log N(theta_i | mu + shift_i, tau^2) + log(tau / sqrt(D_i))]    (as a potential in r_i)
             + sum_i log p_alpha(alpha_i) + sum_i log Bin(c_i | n_ci, expit(alpha_i))
             + sum_i log Bin(a_i | n_ti, expit(use_baseline alpha_i + theta_i)) + sum_i m_i log N(y^rep_i | theta_i, s_i^2)
@@ -70,9 +71,10 @@ def enabled() -> bool:
 
 def supports(structure) -> bool:
     """Whether ``structure`` (:func:`rescuemeta.models.structure_key`) is the shared binomial graph with the shared
-    tau families and location-scale effect, baseline and coefficient priors: what this module implements."""
+    tau families or uniform and location-scale effect, baseline and coefficient priors: what this module
+    implements."""
     return (enabled() and isinstance(structure, tuple) and len(structure) == 8 and structure[0] == "binomial"
-            and structure[2] == "shared" and structure[5] == "coef"
+            and structure[2] in ("shared", "uniform") and structure[5] == "coef"
             and all(f in LOCATION_FAMILIES for f in (structure[3], structure[4], structure[7])))
 
 
@@ -128,6 +130,20 @@ def _tau_kernel(fam, p0, p1, tau, lt):
     return -lt - 0.5 * ((2.0 * lt - p0) / p1) ** 2, -1.0 - 2.0 * (2.0 * lt - p0) / (p1 * p1)
 
 
+UNIFORM = 7  # the tau-family code of uniform(a, b): tau = a + (b - a) expit(x), PyMC's interval transform
+
+
+@numba.njit(**_JIT)
+def _tau_of(fam, p0, p1, x):
+    """tau and d tau / d x from the unconstrained x: exp(x) for the shared families, PyMC's interval transform for
+    uniform(p0, p1)."""
+    if fam == UNIFORM:
+        s = _expit(x)
+        return p0 + (p1 - p0) * s, (p1 - p0) * s * (1.0 - s)
+    tau = math.exp(x)
+    return tau, tau
+
+
 @numba.njit(**_JIT)
 def logp_grad(x, grad, d):
     """The log density at ``x`` (returned) and its gradient (written into ``grad``) for the packed data ``d``."""
@@ -152,17 +168,19 @@ def logp_grad(x, grad, d):
     bc = d[o + 10 * K:o + 11 * K]
     X = d[o + 11 * K:o + 11 * K + K * ns]
 
-    lt = x[0]
     u = x[1 + ns]
     z0 = 2 + ns
     b0 = 2 + ns + K
-    tau = math.exp(lt)
-    t2 = tau * tau
-
     logp = d[7]
-    v, dv = _tau_kernel(tfam, d[8], d[9], tau, lt)
-    logp += v + lt
-    g_lt = dv + 1.0
+    tau, dtau = _tau_of(tfam, d[8], d[9], x[0])
+    if tfam == UNIFORM:  # density 1 / (b - a) times the Jacobian (b - a) s (1 - s), s = expit(x): only the latter
+        logp += -x[0] - 2.0 * _log1pexp(-x[0])
+        g_x = 1.0 - 2.0 * _expit(x[0])
+    else:  # the family's density in log tau (its Jacobian tau included)
+        v, dv = _tau_kernel(tfam, d[8], d[9], tau, x[0])
+        logp += v + x[0]
+        g_x = dv + 1.0
+    t2 = tau * tau
     for j in range(ns):
         v, dv = _loc_kernel(cfam, d[16], d[17], d[18], x[1 + j])
         logp += v
@@ -230,7 +248,7 @@ def logp_grad(x, grad, d):
         for i in range(K):
             s += X[i * ns + j] * g_shift[i]
         grad[1 + j] += s
-    grad[0] = g_lt + g_tau * tau
+    grad[0] = g_x + g_tau * dtau
     return logp
 
 
@@ -248,7 +266,7 @@ def expand(x, out, d):
     n = 2 + ns + 2 * K
     for i in range(n):
         out[i] = x[i]
-    tau = math.exp(x[0])
+    tau, _ = _tau_of(int(d[2]), d[8], d[9], x[0])
     t2 = tau * tau
     scale = d[12]
     prec = 1.0 / (scale * scale)
@@ -360,11 +378,15 @@ def pack(families: tuple[str, str, str], data: dict) -> np.ndarray:
     K = len(a["approx_y"])
     mods = np.asarray(data["mods_x"], dtype=float).reshape(K, -1)
     ns = mods.shape[1]
-    onehot = np.asarray(data["tau_family"], dtype=float)
-    tfam = int(np.argmax(onehot))
-    if not (onehot[tfam] == 1.0 and np.count_nonzero(onehot) == 1):
-        raise ValueError("tau_family must be one-hot")
-    tpar = np.asarray(data["tau_par"], dtype=float)[tfam]
+    if "tau_family" in data:  # the shared families: a one-hot choice, a normalising constant
+        onehot = np.asarray(data["tau_family"], dtype=float)
+        tfam = int(np.argmax(onehot))
+        if not (onehot[tfam] == 1.0 and np.count_nonzero(onehot) == 1):
+            raise ValueError("tau_family must be one-hot")
+        tpar = np.asarray(data["tau_par"], dtype=float)[tfam]
+        tau_const = float(np.asarray(data["tau_const"]))
+    else:  # uniform(a, b): its density and the interval transform's Jacobian share the constant log(b - a)
+        tfam, tpar, tau_const = UNIFORM, np.asarray(data["tau_par"], dtype=float)[:2], 0.0
     eff = _loc_params(families[0], data["mu_par"])
     base = _loc_params(families[1], data["alpha_par"])
     coef = _loc_params(families[2], data["coef_par"])
@@ -373,7 +395,7 @@ def pack(families: tuple[str, str, str], data: dict) -> np.ndarray:
         k, n = a[k_name], a[n_name]
         binom += float(np.sum(gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)))
     rep = float(np.sum(a["est_mask"] * (-np.log(a["est_s"]) - 0.5 * _LOG_2PI)))
-    const = (float(np.asarray(data["tau_const"])) + eff[4] + K * base[4] + ns * coef[4] - 0.5 * K * _LOG_2PI
+    const = (tau_const + eff[4] + K * base[4] + ns * coef[4] - 0.5 * K * _LOG_2PI
              + binom + rep)
     n_total = _H + 11 * K + K * ns
     out = np.zeros(n_total)
@@ -434,7 +456,8 @@ def compile_native(structure):
     ns = n_coef - 1
     n_dim = 2 + ns + 2 * K
     n_expanded = n_dim + 3 + ns + 2 * K
-    names = ["tau_log__", "slopes", "u", "z", "b", "tau", "mu", "beta", "theta", "alpha"]
+    names = ["tau_interval__" if structure[2] == "uniform" else "tau_log__", "slopes", "u", "z", "b", "tau", "mu",
+             "beta", "theta", "alpha"]
     sizes = [1, ns, 1, K, K, 1, 1, n_coef, K, K]
     shapes = [(), (ns,), (), (K,), (K,), (), (), (n_coef,), (K,), (K,)]
     slices, start = [], 0

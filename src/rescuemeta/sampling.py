@@ -77,7 +77,7 @@ class Sampler:
 
     Compiled nutpie models are kept per structure (model kind, k, prior families); a new fit with other
     prior *values* on the same structure only swaps the ``pm.Data`` values (``with_data``), no recompile.
-    The shared binomial graph (contrast, proportion, meta-regression, every tau family but uniform) is the
+    The shared binomial graph (contrast, proportion, meta-regression, every tau family) is the
     hand-written log density of :mod:`rescuemeta.native` (compiled once, a few seconds, then loaded from numba's disk
     cache); the other structures are PyMC graphs compiled by :mod:`rescuemeta.compiled`, whose numba code and
     rewritten graphs are cached on disk, so a new process rebuilds them in about 1-2 s.
