@@ -367,18 +367,20 @@ def _loc_params(family: str, par) -> tuple[int, float, float, float, float]:
     return code, nu, loc, scale, const
 
 
-def pack(families: tuple[str, str, str], data: dict) -> np.ndarray:
+def pack(families: tuple[str, str, str], data: dict, uniform: bool = False) -> np.ndarray:
     """The packed float64 array the callbacks read, from the ``pm.Data`` values of the shared binomial graph
     (:func:`rescuemeta.models.prior_data` and :func:`rescuemeta.models.observed_data`) and the effect, baseline and
-    coefficient prior families. The header's constant is the sum of every term of the log density that does not
-    depend on the parameters (binomial coefficients, normalising constants), so that the value equals PyMC's."""
+    coefficient prior families (``uniform``: tau's prior is uniform(a, b), ``tau_par`` = (a, b); else one of the
+    shared families, chosen by ``tau_family``). The header's constant is the sum of every term of the log density
+    that does not depend on the parameters (binomial coefficients, normalising constants), so that the value equals
+    PyMC's."""
     from scipy.special import gammaln
 
     a = {name: np.asarray(data[name], dtype=float) for name in _STUDY_ARRAYS}
     K = len(a["approx_y"])
     mods = np.asarray(data["mods_x"], dtype=float).reshape(K, -1)
     ns = mods.shape[1]
-    if "tau_family" in data:  # the shared families: a one-hot choice, a normalising constant
+    if not uniform:  # the shared families: a one-hot choice, a normalising constant
         onehot = np.asarray(data["tau_family"], dtype=float)
         tfam = int(np.argmax(onehot))
         if not (onehot[tfam] == 1.0 and np.count_nonzero(onehot) == 1):
@@ -417,10 +419,11 @@ def _nutpie_class():
     @dataclasses.dataclass(frozen=True)
     class _Native(CompiledPyMCModel):
         families: tuple = ("normal", "normal", "normal")
+        uniform_tau: bool = False
 
         def with_data(self, **updates):
             shared = {**self.shared_data, **updates}
-            packed = pack(self.families, shared)
+            packed = pack(self.families, shared, self.uniform_tau)
             if _n_dim(packed) != self._n_dim:
                 raise ValueError(f"data for {_n_dim(packed)} parameters given to a model of {self._n_dim}")
             return dataclasses.replace(self, shared_data=shared, user_data=packed, logp_func=_logp_func(packed),
@@ -479,7 +482,7 @@ def compile_native(structure):
         _n_dim=n_dim, dims=dims, _coords=coords, _shapes={n: s for n, s in zip(names, shapes, strict=True)},
         compiled_logp_func=logp_c, compiled_expand_func=expand_c, initial_point_func=initial_point,
         shared_data={}, user_data=np.zeros(_H), n_expanded=n_expanded, shape_info=shape_info,
-        logp_func=None, expand_func=None, families=families)
+        logp_func=None, expand_func=None, families=families, uniform_tau=structure[2] == "uniform")
     return model
 
 
