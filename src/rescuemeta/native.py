@@ -3,9 +3,10 @@ with ``shared_binomial``, a tau prior of :data:`rescuemeta.models.SHARED_TAU_FAM
 small numba C callbacks, with the gradient written out by the chain rule, for nutpie to sample.
 
 Why this exists (issue 19). Every binomial fit of an analysis (contrast and proportion, with or without moderators,
-every tau family) runs on that graph (uniform on tau with its own free variable, as PyMC's interval transform). Compiled by PyTensor's numba backend it took 55-82 s from
-empty caches (numba compiling ~150 small functions, measured in BENCHMARKS.md), a third of a first analysis and
-the largest single item of the test suite; its gradient took ~23 us per evaluation. The same density written as two
+every tau family) runs on that graph (uniform on tau with its own free variable, as PyMC's interval transform).
+Compiled by PyTensor's numba backend it took 55-82 s from empty caches (numba compiling ~150 small functions,
+measured in BENCHMARKS.md), a third of a first analysis and the largest single item of the test suite; its gradient
+took ~23 us per evaluation. The same density written as two
 loops over the studies compiles in a few seconds, is cached on disk by numba (``cache=True``: the code refers to
 nothing but its arguments), and evaluates in a fraction of the time.
 
