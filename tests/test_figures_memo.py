@@ -124,8 +124,11 @@ def test_whole_figures_drawn_in_the_background(tmp_path):
 
     import pytest
 
-    def render(where, label, pid_file):
+    def render(where, label, pid_file, pause=0.0):
         def go():
+            import time
+
+            time.sleep(pause)  # a slow figure: the queue below cannot drain between two submits
             pid_file.write_text(str(os.getpid()))
             return figures.save(_figure(label), where)
         return go
@@ -140,7 +143,8 @@ def test_whole_figures_drawn_in_the_background(tmp_path):
     assert (tmp_path / "bg.png").read_bytes() == (tmp_path / "here.png").read_bytes()
     with figures.background(workers=1):  # queued, not waited for: the caller goes on while one worker draws
         for i in range(3):
-            figures.draw(render(tmp_path / f"q{i}", "a", tmp_path / f"pid_q{i}"), figures.names(tmp_path / f"q{i}"))
+            figures.draw(render(tmp_path / f"q{i}", "a", tmp_path / f"pid_q{i}", pause=0.5),
+                         figures.names(tmp_path / f"q{i}"))
         renderer = figures.BACKGROUND.get()
         assert len(renderer.jobs) == 1 and len(renderer.pending) == 2
     assert all((tmp_path / f"q{i}.png").read_bytes() == (tmp_path / "here.png").read_bytes() for i in range(3))
