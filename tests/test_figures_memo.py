@@ -91,6 +91,8 @@ def test_background_failure_is_raised_and_leaves_no_record(tmp_path):
     """A figure that fails in its child: leaving the block raises FigureRenderError with the child's traceback,
     the other figures are written, no temporary file is left, and no memo record is written (the next run
     draws them again)."""
+    import time
+
     import pytest
 
     with figures.memo(tmp_path), pytest.raises(figures.FigureRenderError, match="cannot draw this"):
@@ -100,6 +102,19 @@ def test_background_failure_is_raised_and_leaves_no_record(tmp_path):
     assert (tmp_path / "good.png").exists() and not (tmp_path / "bad.png").exists()
     assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.part"))
     assert not (tmp_path / figures._MEMO_FILE).exists() or "good" not in (tmp_path / figures._MEMO_FILE).read_text()
+    # in one batch (one worker: the second and third figures wait, then go to one child): the figure after the
+    # failing one is still drawn, and the error names the failing one only
+    with pytest.raises(figures.FigureRenderError) as info:
+        with figures.background(workers=1):
+            def slow_first():
+                time.sleep(1.0)  # the worker stays busy while the next two are submitted
+                return figures.save(_figure(), tmp_path / "first")
+            figures.draw(slow_first, figures.names(tmp_path / "first"))
+            figures.save(_figure(broken=True), tmp_path / "broken")
+            figures.save(_figure(), tmp_path / "after")
+            assert len(figures.BACKGROUND.get().pending) == 2
+    assert (tmp_path / "first.png").exists() and (tmp_path / "after.png").exists()
+    assert "broken.png: Traceback" in str(info.value) and "after.png" not in str(info.value)
     with figures.memo(tmp_path), figures.background(workers=2):  # a good run records its figures once all are done
         names = figures.cached("good", {"k": 1}, lambda: figures.save(_figure(), tmp_path / "good"))
         names += figures.cached("other", {"k": 1}, lambda: figures.save(_figure(), tmp_path / "other"))
@@ -118,17 +133,17 @@ def test_background_off_renders_here(tmp_path, monkeypatch):
 
 def test_whole_figures_drawn_in_the_background(tmp_path):
     """figures.draw with the names it will return: inside figures.background the whole render (drawing included)
-    runs in a forked child and the names are returned at once; the files equal those drawn here; a render that
-    writes other files than its caller expected fails the block; outside the block it draws here."""
+    runs in a forked child and the names are returned at once; the files equal those drawn here; figures submitted
+    while the workers are busy are drawn in batches, one child each; a render that writes other files than its
+    caller expected fails the block; outside the block it draws here."""
     import os
+    import time
 
     import pytest
 
     def render(where, label, pid_file, pause=0.0):
         def go():
-            import time
-
-            time.sleep(pause)  # a slow figure: the queue below cannot drain between two submits
+            time.sleep(pause)  # a slow figure: the workers stay busy while the others are submitted
             pid_file.write_text(str(os.getpid()))
             return figures.save(_figure(label), where)
         return go
@@ -141,13 +156,17 @@ def test_whole_figures_drawn_in_the_background(tmp_path):
         assert figures.BACKGROUND.get().jobs  # drawing in a child
     assert int((tmp_path / "pid_bg").read_text()) != os.getpid()
     assert (tmp_path / "bg.png").read_bytes() == (tmp_path / "here.png").read_bytes()
-    with figures.background(workers=1):  # queued, not waited for: the caller goes on while one worker draws
-        for i in range(3):
+    # not waited for: the caller goes on while the workers draw; figures submitted while both are busy wait here
+    # and are drawn in batches, a free worker taking its share (ceil(waiting / workers)) in one child
+    with figures.background(workers=2):
+        for i in range(6):
             figures.draw(render(tmp_path / f"q{i}", "a", tmp_path / f"pid_q{i}", pause=0.5),
                          figures.names(tmp_path / f"q{i}"))
         renderer = figures.BACKGROUND.get()
-        assert len(renderer.jobs) == 1 and len(renderer.pending) == 2
-    assert all((tmp_path / f"q{i}.png").read_bytes() == (tmp_path / "here.png").read_bytes() for i in range(3))
+        assert len(renderer.jobs) == 2 and len(renderer.pending) == 4
+    assert all((tmp_path / f"q{i}.png").read_bytes() == (tmp_path / "here.png").read_bytes() for i in range(6))
+    pids = [(tmp_path / f"pid_q{i}").read_text() for i in range(6)]
+    assert len(set(pids)) == 4 and pids[2] == pids[3] and pids[4] == pids[5] and os.getpid() not in map(int, pids)
     with pytest.raises(figures.FigureRenderError, match="expected"):
         with figures.background(workers=2):
             figures.draw(render(tmp_path / "other", "a", tmp_path / "pid_x"), figures.names(tmp_path / "elsewhere"))

@@ -344,7 +344,10 @@ def _psis_without_each(res, query: str, key: str, k_threshold: float) -> dict:
     ind = _compare(_scale_draws(res, q, False, None, 1), q).astype(float).ravel()
     eff = np.asarray(res.draws(key)).ravel()
     chains = res.idata.posterior.sizes["chain"]
-    ess = float(az.ess(ind.reshape(chains, -1), method="mean")) if np.ptp(ind) > 0 else float(ind.size)
+    from .summaries import arviz_numpy
+
+    with arviz_numpy():
+        ess = float(az.ess(ind.reshape(chains, -1), method="mean")) if np.ptp(ind) > 0 else float(ind.size)
     out: dict = {}
     for i in range(res.k):
         with np.errstate(all="ignore"):
@@ -514,9 +517,19 @@ def integrated_loglik(a, n, mu, tau) -> np.ndarray:
 
 
 def _log_binom(k, n, logit):
+    """log Bin(k | n, expit(logit)), with log(1 - expit(x)) = log expit(x) - x: one log_expit pass, not two."""
     from scipy.special import gammaln, log_expit
 
-    return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1) + k * log_expit(logit) + (n - k) * log_expit(-logit)
+    return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1) + n * log_expit(logit) - (n - k) * logit
+
+
+def _lse(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log sum exp along ``axis`` (the maximum factored out) for finite or -inf entries: scipy's ``logsumexp``
+    without its argument handling, which cost as much as the sums on the leave-one-out grids."""
+    m = np.max(x, axis=axis, keepdims=True)
+    m[~np.isfinite(m)] = 0.0
+    with np.errstate(divide="ignore"):
+        return np.log(np.sum(np.exp(x - m), axis=axis)) + np.squeeze(m, axis=axis)
 
 
 _GH_SMALL = np.polynomial.hermite.hermgauss(24)
@@ -558,7 +571,7 @@ def conditional_loglik(c, n0, t, n1, loc, tau, baseline_prior, *, span: float = 
         Log predictive density of each study's treatment-arm count given its control arm, per draw.
     """
     from scipy.interpolate import CubicSpline
-    from scipy.special import log_ndtr, logsumexp
+    from scipy.special import log_ndtr
 
     c, n0, t, n1 = (np.atleast_1d(np.asarray(v, dtype=float)) for v in (c, n0, t, n1))
     k = c.size
@@ -576,7 +589,7 @@ def conditional_loglik(c, n0, t, n1, loc, tau, baseline_prior, *, span: float = 
         lf = np.asarray(baseline_prior.logpdf(alpha), dtype=float) + _log_binom(c[i], n0[i], alpha)
         keep = lf > lf.max() - 46
         alpha, lf = alpha[keep], lf[keep]
-        lf = lf - logsumexp(lf) - math.log(h)
+        lf = lf - _lse(lf) - math.log(h)
         # q(d) on a grid covering every draw's loc +- 9 tau (within +-span)
         li, tau = loc[:, i], tau_all[:, i]
         d_lo = max(-span, float(np.min(li - 9 * tau)) - 5 * h)
@@ -589,7 +602,7 @@ def conditional_loglik(c, n0, t, n1, loc, tau, baseline_prior, *, span: float = 
         block = max(1, 4_000_000 // alpha.size)
         for j in range(0, d.size, block):
             dd = d[j:j + block, None]
-            lq[j:j + block] = logsumexp(lf[None, :] + _log_binom(t[i], n1[i], alpha[None, :] + dd), axis=1) + math.log(h)
+            lq[j:j + block] = _lse(lf[None, :] + _log_binom(t[i], n1[i], alpha[None, :] + dd), axis=1) + math.log(h)
         spline = CubicSpline(d, lq)
         small = tau < h
         res = np.empty(S)
@@ -615,7 +628,7 @@ def conditional_loglik(c, n0, t, n1, loc, tau, baseline_prior, *, span: float = 
             a, b = int(j_lo[j:j + sblock].min()), int(j_hi[j:j + sblock].max())
             m, sd = li[s, None], tau[s, None]
             z = (d[None, a:b] - m) / sd
-            body = logsumexp(lq[None, a:b] - 0.5 * z**2 - np.log(sd) - 0.5 * math.log(2 * math.pi), axis=1) + \
+            body = _lse(lq[None, a:b] - 0.5 * z**2 - np.log(sd) - 0.5 * math.log(2 * math.pi), axis=1) + \
                 math.log(h)
             left = log_ndtr((d[0] - m[:, 0]) / sd[:, 0]) + lq[0]
             right = log_ndtr((m[:, 0] - d[-1]) / sd[:, 0]) + lq[-1]
@@ -623,7 +636,7 @@ def conditional_loglik(c, n0, t, n1, loc, tau, baseline_prior, *, span: float = 
         if small.any():
             x, w = _GH_SMALL
             nodes = np.clip(li[small, None] + math.sqrt(2) * tau[small, None] * x, d[0], d[-1])
-            res[small] = logsumexp(spline(nodes) + np.log(w / math.sqrt(math.pi)), axis=1)
+            res[small] = _lse(spline(nodes) + np.log(w / math.sqrt(math.pi)), axis=1)
         out[:, i] = res
     return out
 

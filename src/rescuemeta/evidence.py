@@ -74,7 +74,10 @@ def _ess(x: np.ndarray) -> float:
     x = np.asarray(x, dtype=float)
     if np.ptp(x) == 0:
         return float(x.size)
-    return float(az.ess(x, method="bulk"))
+    from .summaries import arviz_numpy
+
+    with arviz_numpy():
+        return float(az.ess(x, method="bulk"))
 
 
 def bridge_sampling(log_density, draws: np.ndarray, log_density_draws: np.ndarray | None = None, *,

@@ -80,14 +80,15 @@ def _write(fig, paths: list[Path], dpi: int, bbox_inches: str | None) -> None:
             fig.savefig(tmp, format=path.suffix[1:], dpi=dpi, bbox_inches=bbox_inches)
 
 
-# Rendering in the background (issue 19). Drawing and encoding a report figure (~0.3-0.5 s, most of it
-# matplotlib's Python-level artist traversal, twice with bbox_inches="tight") holds the GIL, so threads do not
-# help; inside :func:`background` each save is done by a forked child process instead, up to ``workers`` at a
-# time, while the analysis goes on. The child renders the figure as it was when ``save`` was called (fork copies
-# the process), writes each file atomically and reports success or its traceback through a pipe; the block's exit
-# waits for every child and raises if one failed. Children die with their parent (Linux: PR_SET_PDEATHSIG, with
-# SIGTERM, which the CLI turns into SystemExit, so they delete their temporary files). Where fork is not available
-# (Windows), figures are rendered in the calling process as before.
+# Rendering in the background (issue 19). Drawing and encoding a report figure (~0.1-0.4 s, most of it
+# matplotlib's Python-level artist traversal and text layout) holds the GIL, so threads do not help; inside
+# :func:`background` figures are drawn by forked child processes instead, up to ``workers`` at a time, each child
+# a batch of figures (:class:`_Renderer`), while the analysis goes on. A child draws each figure as it was when
+# it was forked (fork copies the process), writes each file atomically and reports success or a traceback per
+# figure through a pipe; the block's exit waits for every child and raises if one failed.
+# Children die with their parent (Linux: PR_SET_PDEATHSIG, with SIGTERM, which the CLI turns into SystemExit, so
+# they delete their temporary files). Where fork is not available (Windows), figures are drawn in the calling
+# process as before.
 BACKGROUND: ContextVar[_Renderer | None] = ContextVar("figure_background", default=None)
 
 
@@ -108,71 +109,89 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit(1)
 
 
-def _render_child(conn, parent: int, fig, paths, dpi, bbox_inches) -> None:
-    _child(conn, parent, lambda: _write(fig, paths, dpi, bbox_inches))
+def _write_work(fig, paths: list[Path], dpi: int, bbox_inches: str | None) -> Callable[[], None]:
+    return lambda: _write(fig, paths, dpi, bbox_inches)
 
 
-def _draw_child(conn, parent: int, render, expect, formats) -> None:
-    def run():
-        BACKGROUND.set(None)  # this child writes its own files
-        FORMATS.set(formats)  # those in force when the figure was submitted
-        got = list(render())
+def _draw_work(render: Callable[[], list[str]], expect: list[str], formats: tuple[str, ...]) -> Callable[[], None]:
+    def run() -> None:
+        token = FORMATS.set(formats)  # those in force when the figure was submitted
+        try:
+            got = list(render())
+        finally:
+            FORMATS.reset(token)
         if got != list(expect):
             raise RuntimeError(f"the figure wrote {got}, where its caller expected {list(expect)}")
 
-    _child(conn, parent, run)
+    return run
 
 
-def _child(conn, parent: int, work) -> None:
+def _batch_child(conn, parent: int, works: list[Callable[[], None]]) -> None:
+    """Draw a batch of figures one after the other; report one message per figure (None, or its traceback)."""
     import traceback
 
-    message = None
+    messages: list[str | None] = [None] * len(works)
     try:
         _die_with_parent(parent)
-        work()
-    except BaseException:
-        message = traceback.format_exc()
-        raise
+        BACKGROUND.set(None)  # this child writes its own files
+        for i, work in enumerate(works):
+            try:
+                work()
+            except Exception:
+                messages[i] = traceback.format_exc()
     finally:
         try:
-            conn.send(message)
+            conn.send(messages)
             conn.close()
         except Exception:
             pass
 
 
 class _Renderer:
+    """The children of one :func:`background` block: at most ``workers`` alive, each drawing a batch of the figures
+    waiting when it was forked (a snapshot of the process as it was then), one after the other.
+
+    Why batches: every fork makes this process's memory copy-on-write again, so each page it writes afterwards is
+    copied once (a page fault); forking one child per figure while the analysis goes on cost the parent 1-1.5 s in
+    a changed-prior run (issue 19; measured: 16 children at once against 2). A free worker takes its share of what
+    waits (``ceil(waiting / workers)``, in submission order), so both workers get figures and fewer children are
+    forked while the analysis runs; while draining, what waits is split among the workers as they free (one last
+    batch each). Children are forked at submits and while draining."""
+
     def __init__(self, workers: int):
         import multiprocessing
 
         self.ctx = multiprocessing.get_context("fork")
         self.workers = max(1, workers)
-        self.jobs: list = []  # (process, connection, name)
-        self.pending: list = []  # whole figures waiting for a worker: (target, args, name, in-process fallback)
+        self.jobs: list = []  # (process, connection, names of its figures)
+        self.pending: list = []  # figures not yet forked: (name, work in a child, in-process fallback)
         self.errors: list[str] = []
         self.after: list[Callable[[], None]] = []  # run once every figure is on disk
+        self.takers = 0  # while draining: the workers that have not taken their last batch yet
 
     def submit(self, fig, paths: list[Path], dpi: int, bbox_inches: str | None) -> None:
-        self._start(_render_child, (fig, paths, dpi, bbox_inches), paths[0].name,
-                    lambda: _write(fig, paths, dpi, bbox_inches))
+        work = _write_work(fig, paths, dpi, bbox_inches)
+        self._queue(paths[0].name, work, work)
 
     def submit_draw(self, render: Callable[[], list[str]], expect: list[str]) -> None:
-        # queued, not waited for: the child is forked once a worker is free (at a later submit or when draining)
-        self.pending.append((_draw_child, (render, expect, FORMATS.get()), Path(expect[0]).name, render))
+        self._queue(Path(expect[0]).name, _draw_work(render, expect, FORMATS.get()), render)
+
+    def _queue(self, name: str, work: Callable[[], None], in_process: Callable) -> None:
+        # not waited for: drawn by a child forked now (a worker is free) or at a later submit or while draining
+        self.pending.append((name, work, in_process))
         self._reap(block=False)
         self._launch()
 
     def _launch(self) -> None:
         while self.pending and len(self.jobs) < self.workers:
-            self._fork(*self.pending.pop(0))
+            takers = self.takers or self.workers
+            share = -(-len(self.pending) // takers)  # ceil: the other workers' shares stay here
+            batch, self.pending = self.pending[:share], self.pending[share:]
+            if self.takers:  # draining: each worker takes one last batch
+                self.takers = max(1, self.takers - 1)
+            self._fork(batch)
 
-    def _start(self, target, args: tuple, name: str, in_process: Callable) -> None:
-        while len(self.jobs) >= self.workers:
-            self._reap(block=True)
-            self._launch()  # queued figures first, in their order
-        self._fork(target, args, name, in_process)
-
-    def _fork(self, target, args: tuple, name: str, in_process: Callable) -> None:
+    def _fork(self, batch: list) -> None:
         import sys
 
         for stream in (sys.stdout, sys.stderr):  # a child must not flush a copy of the parent's buffered output
@@ -181,16 +200,17 @@ class _Renderer:
             except Exception:
                 pass
         recv, send = self.ctx.Pipe(duplex=False)
-        proc = self.ctx.Process(target=target, args=(send, os.getpid(), *args), daemon=True)
+        proc = self.ctx.Process(target=_batch_child, args=(send, os.getpid(), [w for _, w, _ in batch]), daemon=True)
         try:
             proc.start()
         except (AssertionError, OSError):  # e.g. inside a daemonic process, which may not have children
             recv.close()
             send.close()
-            in_process()
+            for _, _, in_process in batch:
+                in_process()
             return
         send.close()
-        self.jobs.append((proc, recv, name))
+        self.jobs.append((proc, recv, [name for name, _, _ in batch]))
 
     def _reap(self, block: bool) -> None:
         from multiprocessing.connection import wait
@@ -200,22 +220,25 @@ class _Renderer:
         if block:
             wait([p.sentinel for p, _, _ in self.jobs])
         still = []
-        for proc, conn, name in self.jobs:
+        for proc, conn, names in self.jobs:
             if proc.is_alive():
-                still.append((proc, conn, name))
+                still.append((proc, conn, names))
                 continue
             proc.join()
-            message = None
+            messages = None
             try:
-                message = conn.recv() if conn.poll() else f"exit code {proc.exitcode}, no report"
+                messages = conn.recv() if conn.poll() else None
             except EOFError:
-                message = f"exit code {proc.exitcode}, no report"
+                pass
             conn.close()
-            if message is not None or proc.exitcode != 0:
-                self.errors.append(f"{name}: {message or f'exit code {proc.exitcode}'}")
+            if messages is None:  # the child died without a report (killed, crashed)
+                self.errors += [f"{n}: exit code {proc.exitcode}, no report" for n in names]
+                continue
+            self.errors += [f"{n}: {m}" for n, m in zip(names, messages) if m is not None]
         self.jobs = still
 
     def drain(self) -> None:
+        self.takers = self.workers  # nothing more will come: what waits is split among the workers as they free
         self._launch()
         while self.jobs:
             self._reap(block=True)

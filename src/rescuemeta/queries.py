@@ -247,7 +247,10 @@ def probability(fit, query: str | Query, *, predictive: bool = False, baseline_r
         p = float(ind_l.mean())
         import arviz as az
 
-        mcse = float(np.asarray(az.mcse(ind_l, method="mean")).ravel()[0]) if 0 < p < 1 else 0.0
+        from .summaries import arviz_numpy
+
+        with arviz_numpy():
+            mcse = float(np.asarray(az.mcse(ind_l, method="mean")).ravel()[0]) if 0 < p < 1 else 0.0
         out.update(probability=p, mcse=mcse, draws=int(ind_l.size), baseline_risk=None, method="nuts")
         return out
     if fit.exact is not None:
@@ -259,12 +262,15 @@ def probability(fit, query: str | Query, *, predictive: bool = False, baseline_r
         return out
     import arviz as az
 
+    from .summaries import arviz_numpy
+
     ind = indicator(fit, q, predictive=predictive, baseline_risk=baseline_risk, direction=direction)
     if ind.ndim == 1:
         ind = ind[None, :]
     p = float(ind.mean())
     if 0 < p < 1:
-        mcse = float(np.asarray(az.mcse(ind, method="mean")).ravel()[0])
+        with arviz_numpy():
+            mcse = float(np.asarray(az.mcse(ind, method="mean")).ravel()[0])
     else:
         mcse = 0.0  # every draw agrees; the MCSE of an indicator is not estimable from the draws
     bl = float(baseline_risk) if baseline_risk is not None else fit.control_risk.value

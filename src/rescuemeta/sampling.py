@@ -60,10 +60,13 @@ class Diagnostics:
 
 
 def diagnose(idata, ess_min: float = ESS_MIN) -> Diagnostics:
+    from .summaries import arviz_numpy
+
     var_names = [v for v in ("mu", "tau", "theta", "alpha") if v in idata.posterior]
-    rhat = az.rhat(idata, var_names=var_names)
-    ess_b = az.ess(idata, var_names=var_names, method="bulk")
-    ess_t = az.ess(idata, var_names=var_names, method="tail")
+    with arviz_numpy():  # no numba compile on a process's first fit (the same numbers)
+        rhat = az.rhat(idata, var_names=var_names)
+        ess_b = az.ess(idata, var_names=var_names, method="bulk")
+        ess_t = az.ess(idata, var_names=var_names, method="tail")
     mx = lambda ds, f: float(f([float(f(ds[v].values)) for v in ds.data_vars]))
     div = int(idata.sample_stats["diverging"].values.sum()) if "diverging" in idata.sample_stats else 0
     required = float(ess_min)

@@ -286,7 +286,10 @@ def _median_mcse(res, var: str, how: dict | None) -> float:
 
     x = res.idata.posterior[var].values
     if how is None:
-        return float(az.mcse(x, method="quantile", prob=0.5))
+        from .summaries import arviz_numpy
+
+        with arviz_numpy():
+            return float(az.mcse(x, method="quantile", prob=0.5))
     ess = how["ess"]
     lo, hi = stats.beta.ppf([0.1586553, 0.8413447], ess * 0.5 + 1, ess * 0.5 + 1)
     xs = np.sort(x.ravel())
