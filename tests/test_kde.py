@@ -56,3 +56,31 @@ def test_diagnostics_and_mcse_on_arvizs_numpy_path_equal_its_numba_path():
         assert not az.Numba.numba_flag
         mc = float(np.asarray(az.mcse(ind, method="mean")).ravel()[0])
     assert az.Numba.numba_flag and mc == pytest.approx(float(np.asarray(az.mcse(ind, method="mean")).ravel()[0]), rel=1e-10)
+
+
+def test_arviz_imported_without_its_eager_numba_compile():
+    """rescuemeta._arviz.load (issue 19): in a new process, importing the package's sampling stage imports ArviZ
+    without compiling ArviZ's ECDF-band ufunc (0.3-0.4 s per process); that ufunc still works, compiled on its
+    first call, and equals the binomial pmf; numba's vectorize is restored."""
+    import json
+    import subprocess
+    import sys
+
+    code = """
+import json, numba
+eager = numba.vectorize
+import rescuemeta.sampling
+import arviz.stats.ecdf_utils as e
+import numpy as np
+before = len(e._binom_pmf.types)
+k = np.arange(0, 11)
+got = e._binom_pmf(k, 10, 0.3, 0)
+print(json.dumps({"before": before, "after": len(e._binom_pmf.types), "pmf": got.tolist(),
+                  "restored": numba.vectorize is eager}))
+"""
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+                     .stdout.strip().splitlines()[-1])
+    from scipy import stats
+
+    assert out["before"] == 0 and out["after"] >= 1 and out["restored"]
+    np.testing.assert_allclose(out["pmf"], stats.binom.pmf(np.arange(0, 11), 10, 0.3), rtol=1e-12)

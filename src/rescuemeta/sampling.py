@@ -8,10 +8,10 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import arviz as az
 import numpy as np
 
 from . import kinds
+from ._arviz import load as _load_arviz
 from .defaults import ESS_MIN, RHAT_MAX, TARGET_ACCEPT
 from .errors import EXIT_CONVERGENCE, ConvergenceError  # noqa: F401 - re-exported
 from .models import (
@@ -27,6 +27,8 @@ from .models import (
     structure_key,
 )
 from .priors import Prior, parse
+
+az = _load_arviz()  # ArviZ without its import-time numba compile (rescuemeta._arviz)
 
 __all__ = ["Diagnostics", "diagnose", "Sampler", "default_sampler"]
 
