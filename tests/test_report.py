@@ -192,3 +192,54 @@ def test_report_says_how_robust_each_answer_is(report):
             assert (out / "figures" / f"{prefix}_{oc}_contrast.png").exists(), (prefix, oc)
     recan = rob[rob["outcome"] == desc.label("recanalization")].iloc[0]
     assert "fewer than 3 studies" in recan["leaving one study out"]
+
+
+def test_normal_model_sections_are_not_recomputed(report, monkeypatch):
+    """Issue 19: the bias section and the evidence rows come from the normal model only, so a re-run whose other
+    inputs changed (a changed contrast prior; here a deleted figure, which rebuilds the report too) reads them from
+    the section cache: no tipping point or model averaging computed again, no bias figure redrawn, the same tables
+    to the byte."""
+    import rescuemeta.averaging
+    import rescuemeta.bias
+
+    _, out, spec, tmp = report
+    tables = {n: (out / "tables" / f"{n}.csv").read_bytes() for n in ("bias", "evidence")}
+    figs = sorted((out / "figures").glob("bias_*.png"))
+    assert figs and len(tables["bias"]) > 100 and len(tables["evidence"]) > 100
+    mtimes = [f.stat().st_mtime_ns for f in figs]
+    (out / "figures" / "forest_mortality_contrast.png").unlink()
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("computed again")
+
+    monkeypatch.setattr(rescuemeta.bias, "tipping_point", recomputed)
+    monkeypatch.setattr(rescuemeta.averaging, "average", recomputed)
+    res = analyze(spec, DATA, ABSTRACT, out, cache_dir=tmp / "cache")
+    assert not res.get("up_to_date") and (out / "figures" / "forest_mortality_contrast.png").exists()
+    assert {n: (out / "tables" / f"{n}.csv").read_bytes() for n in tables} == tables
+    assert [f.stat().st_mtime_ns for f in figs] == mtimes
+
+
+def test_section_cache(tmp_path):
+    """report._section_cached: computed once per payload (and source), read back as its JSON round trip; another
+    payload or an unreadable file computes again; without a directory nothing is kept."""
+    import numpy as np
+
+    from rescuemeta.report import _section_cached
+
+    calls = []
+
+    def compute(v=1.5):
+        calls.append(v)
+        return {"p": np.float64(v), "t": (1, 2), "inf": float("inf")}
+
+    k1, v1 = _section_cached(tmp_path, "s", {"a": 1}, compute)
+    k2, v2 = _section_cached(tmp_path, "s", {"a": 1}, compute)
+    assert calls == [1.5] and k1 == k2 and v1 == v2 == {"p": 1.5, "t": [1, 2], "inf": None}
+    assert type(v1["p"]) is float
+    k3, _ = _section_cached(tmp_path, "s", {"a": 2}, compute)
+    assert k3 != k1 and len(calls) == 2
+    (tmp_path / f"s_{k1}.json").write_text("{not json")
+    assert _section_cached(tmp_path, "s", {"a": 1}, compute)[1] == v1 and len(calls) == 3
+    _section_cached(None, "s", {"a": 1}, compute)
+    assert len(calls) == 4 and len(list(tmp_path.glob("*.json"))) == 2

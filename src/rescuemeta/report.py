@@ -52,8 +52,18 @@ def forest_file(res: FitResult, measure: str, freq: dict | None, abstract_row, o
     fig, ax = figures.new(plots.forest_size(res))
     plots.forest(res, measure, freq, abstract_row, source, ax=ax)
     if res.description.evidence_note:
-        fig.text(0.01, -0.01, res.description.evidence_note, fontsize=7, wrap=True)
+        fig.text(0.01, -0.01, _wrap(res.description.evidence_note, fig.get_figwidth() * 0.99, 7), fontsize=7)
     return _save(fig, out_dir, f"forest_{res.config.outcome}_{res.config.model}")
+
+
+def _wrap(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` broken into lines of about ``width_in`` inches at ``fontsize`` points (an average glyph of 0.55 em,
+    DejaVu Sans): matplotlib's own ``wrap=True`` measures the words again at every draw, 75 ms of a forest plot's
+    ~0.4 s (issue 19)."""
+    import textwrap
+
+    chars = max(20, int(width_in * 72 / (0.55 * fontsize)))
+    return "\n".join(textwrap.fill(part, chars) for part in text.split("\n"))
 
 
 @figures.styled()
@@ -190,6 +200,7 @@ def _analyze(spec_path, data_path, abstract_path, out_dir, *, draws, progress, c
             a = _abstract_row(abstract, oc, "pooled_rate_treat" if measure == "PLO" else measure)
             freq = entry.reference.to_dict() if entry.reference is not None else None
             k = fkey(entry.config)
+            s = res.summary()  # before the figures: a child forked now has it (the forest plot reads it) too
             names = figures.cached(f"forest_{oc}_{m}", k, partial(forest_file, res, "OR" if measure == "PLO" else measure,
                                                                   freq, a, figs, source), _names(f"forest_{oc}_{m}"))
             names += figures.cached(f"density_{oc}_{m}", k, partial(densities_file, res, figs),
@@ -198,7 +209,6 @@ def _analyze(spec_path, data_path, abstract_path, out_dir, *, draws, progress, c
                 names += figures.cached(f"benefit_curve_{oc}_{m}", k, partial(benefit_curve_file, res, measure, figs),
                                         _names(f"benefit_curve_{oc}_{m}"))
             fig_files[(oc, m)] = names
-            s = res.summary()
             key = entry.key
             row = {"outcome": oc, "model": m,
                    "quantity": key.upper() if key != "rate" else f"event rate ({desc.treatment} arm), median study",
@@ -245,8 +255,8 @@ def _analyze(spec_path, data_path, abstract_path, out_dir, *, draws, progress, c
         step("robustness: leave one out, small-study effects, predictive checks")
         robust_rows, robust_figs = _robustness(run, figs, cache_dir / "fits", fkey)
         step("non-randomised evidence: bias models and tipping points")
-        bias_rows, bias_figs = _bias_section(run, figs)
-        evidence_rows = _evidence_rows(run)
+        bias_rows, bias_figs = _bias_section(run, figs, cache_dir / "sections")
+        evidence_rows = _evidence_rows(run, cache_dir / "sections")
         robust_figs = robust_figs + bias_figs
     # 7. tables
     step("tables")
@@ -397,11 +407,13 @@ def _robustness(run, figs: Path, cache_dir: Path | None = None, fkey=None) -> tu
     return rows, names
 
 
-def _evidence_rows(run) -> list[dict]:
+def _evidence_rows(run, cache_dir: Path | None = None) -> list[dict]:
     """One row per outcome with comparative rows: the Bayes factor for an effect and for heterogeneity (normal
     model, exact; verbal scale of Lee & Wagenmakers 2013) and P(benefit) averaged over fixed/random x no
-    effect/effect beside the random-effects one (:mod:`rescuemeta.averaging`)."""
-    from .averaging import average, bf_words
+    effect/effect beside the random-effects one (:mod:`rescuemeta.averaging`). From the normal model only: with
+    ``cache_dir`` each outcome's row is kept (:func:`_section_cached`)."""
+    from dataclasses import asdict
+
     from .fit import FitConfig
 
     spec, table, desc = run.spec, run.table, run.table.description
@@ -410,34 +422,55 @@ def _evidence_rows(run) -> list[dict]:
         cfg = FitConfig(oc, "normal", measure="OR", tau_prior=spec.tau_prior_for("normal", oc),
                         effect_prior=spec.effect_prior, all_studies=spec.all_studies,
                         exclude_basis=tuple(spec.exclude_basis))
-        try:
-            res = fit(table, cfg)
-        except (InputError, NotEstimable):
-            continue
-        bf = res.bayes_factors()
-        av = average(table, cfg)
-        b10, h10 = 1 / bf["bf01_mu"], 1 / bf["bf01_tau"]
-        rows.append({"outcome": desc.label(oc), "k": res.k, "query": av["query"],
-                     "BF10 effect": f"{b10:.3g} ({bf_words(b10)} an effect)",
-                     "BF10 heterogeneity": f"{h10:.3g} ({bf_words(h10)} heterogeneity)",
-                     "P(benefit), random effects": f"{100 * av['random_effects']['probability']:.1f}%",
-                     "P(benefit), model-averaged": f"{100 * av['averaged']['probability']:.1f}%",
-                     "P(no effect) after averaging": f"{100 * av['averaged']['p_mu_zero']:.1f}%"})
+        payload = {"cfg": asdict(cfg), "data": table.sha256, "description": _digest(desc.path)}
+        _, row = _section_cached(cache_dir, f"evidence_{oc}", payload, partial(_evidence_row, table, cfg,
+                                                                                desc.label(oc)))
+        if row is not None:
+            rows.append(row)
     return rows
 
 
-def _bias_section(run, figs: Path) -> tuple[list[dict], list[str]]:
+def _evidence_row(table, cfg, label: str) -> dict | None:
+    from .averaging import average, bf_words
+
+    try:
+        res = fit(table, cfg)
+    except (InputError, NotEstimable):
+        return None
+    bf = res.bayes_factors()
+    av = average(table, cfg)
+    b10, h10 = 1 / bf["bf01_mu"], 1 / bf["bf01_tau"]
+    return {"outcome": label, "k": res.k, "query": av["query"],
+            "BF10 effect": f"{b10:.3g} ({bf_words(b10)} an effect)",
+            "BF10 heterogeneity": f"{h10:.3g} ({bf_words(h10)} heterogeneity)",
+            "P(benefit), random effects": f"{100 * av['random_effects']['probability']:.1f}%",
+            "P(benefit), model-averaged": f"{100 * av['averaged']['probability']:.1f}%",
+            "P(no effect) after averaging": f"{100 * av['averaged']['p_mu_zero']:.1f}%"}
+
+
+def _digest(path) -> str | None:
+    from .atomic import file_digest
+
+    return file_digest(path) if path else None
+
+
+def _bias_section(run, figs: Path, cache_dir: Path | None = None) -> tuple[list[dict], list[str]]:
     """'Non-randomised evidence' per outcome with comparative rows: P(benefit) of the normal model (exact; rows'
     reported, typically adjusted, estimates where given) without a bias model, with counts only, under each of
-    the spec's bias priors (``bias_priors``), and the tipping point (:mod:`rescuemeta.bias`); one figure each."""
-    from dataclasses import replace
+    the spec's bias priors (``bias_priors``), and the tipping point (:mod:`rescuemeta.bias`); one figure each.
+
+    Everything here comes from the normal model, whatever the spec's other models: with ``cache_dir`` each
+    outcome's rows, curve and tipping point are kept (:func:`_section_cached`) and its figure re-used, so that a
+    changed contrast prior does not compute them again (issue 19: ~1 s and four figures of a changed-prior run).
+    """
+    from dataclasses import asdict
 
     from . import bias
     from .fit import FitConfig
-    from .queries import probability
 
     spec, table, desc = run.spec, run.table, run.table.description
-    named = bias.load_bias_priors(bias.find_bias_priors(spec.path if spec.path.endswith(".toml") else None))
+    named_path = bias.find_bias_priors(spec.path if spec.path.endswith(".toml") else None)
+    named = bias.load_bias_priors(named_path)
     rows: list[dict] = []
     names: list[str] = []
     for oc in spec.resolve_outcomes(table.outcomes):
@@ -446,39 +479,81 @@ def _bias_section(run, figs: Path) -> tuple[list[dict], list[str]]:
         cfg = FitConfig(oc, "normal", measure="OR", tau_prior=spec.tau_prior_for("normal", oc),
                         effect_prior=spec.effect_prior, all_studies=spec.all_studies,
                         exclude_basis=tuple(spec.exclude_basis))
-        try:
-            res = fit(table, cfg)
-        except (InputError, NotEstimable):
-            continue  # no comparative rows: nothing to say about bias
-        sel = res.data.selection
-        rnd = dict(zip(sel.study_ids, sel.randomised))
-        if all(rnd[s] for s in res.data.study_ids):
+        priors = {n: (named[n].spec(better) if n in named else bias.resolve_bias_prior(n, better))
+                  for n in spec.bias_priors}
+        payload = {"cfg": asdict(cfg), "data": table.sha256, "description": _digest(desc.path), "query": query,
+                   "bias_priors_file": _digest(named_path), "priors": priors, "threshold": spec.tipping_threshold,
+                   "sd": spec.tipping_bias_sd}
+        key, part = _section_cached(cache_dir, f"bias_{oc}", payload,
+                                    partial(_bias_outcome, table, cfg, query, priors, spec, desc.label(oc)))
+        if part is None:  # no comparative rows, or all randomised: nothing to say about bias
             continue
-        n_rep = sum(bool(r) for s, r in zip(sel.study_ids, sel.reported) if s in set(res.data.study_ids))
-        base = {"outcome": desc.label(oc), "k": res.k, "reported estimates": n_rep, "query": query}
-        rows.append({**base, "analysis": "no bias model", "P": probability(res, query)["probability"]})
-        try:
-            crude = fit(table, replace(cfg, effects="counts"))
-            rows.append({**base, "analysis": "counts only (crude)", "k": crude.k,
-                         "P": probability(crude, query)["probability"]})
-        except (InputError, NotEstimable):
-            pass
-        means = {}
-        for spec_name in spec.bias_priors:
-            prior = named[spec_name].spec(better) if spec_name in named else bias.resolve_bias_prior(spec_name, better)
-            m, sd = parse(prior, "effect").params[:2]
-            means[spec_name] = float(m)
-            p_bias = (bias.exact_bias_function(table, cfg, query, float(sd))(float(m)) if bias.is_fast(cfg) else
-                      bias.bias_probability(table, cfg, query, float(m), float(sd)))
-            rows.append({**base, "analysis": f"bias {spec_name} = {prior}", "P": p_bias})
-        tp = bias.tipping_point(table, cfg, query, spec.tipping_threshold, spec.tipping_bias_sd)
-        rows.append({**base, "analysis": f"tipping point (bias SD {spec.tipping_bias_sd:g})",
-                     "P": spec.tipping_threshold,
-                     "bias mean": tp["bias_mean"], "ratio of ratios": tp["ratio_of_ratios"], "note": tp["note"]})
-        curve = bias.bias_curve(table, cfg, query, spec.tipping_bias_sd)
-        names += _save_fig(lambda ax, c=curve, q=query, t=tp, mm=means:
-                           plots.bias_plot(c, q, spec.tipping_threshold, t, mm, ax=ax), (6.5, 4), figs, f"bias_{oc}")
+        rows += part["rows"]
+        names += _save_fig(lambda ax, c=part["curve"], q=query, t=part["tipping"], mm=part["means"]:
+                           plots.bias_plot(c, q, spec.tipping_threshold, t, mm, ax=ax), (6.5, 4), figs, f"bias_{oc}",
+                           key=None if cache_dir is None else {"section": key})
     return rows, names
+
+
+def _bias_outcome(table, cfg, query: str, priors: dict[str, str], spec, label: str) -> dict | None:
+    """One outcome of :func:`_bias_section`: its table rows, the bias curve, the tipping point and the bias
+    priors' means (None when the outcome has no comparative rows or no non-randomised one)."""
+    from dataclasses import replace
+
+    from . import bias
+    from .queries import probability
+
+    try:
+        res = fit(table, cfg)
+    except (InputError, NotEstimable):
+        return None
+    sel = res.data.selection
+    rnd = dict(zip(sel.study_ids, sel.randomised))
+    if all(rnd[s] for s in res.data.study_ids):
+        return None
+    n_rep = sum(bool(r) for s, r in zip(sel.study_ids, sel.reported) if s in set(res.data.study_ids))
+    base = {"outcome": label, "k": res.k, "reported estimates": n_rep, "query": query}
+    rows = [{**base, "analysis": "no bias model", "P": probability(res, query)["probability"]}]
+    try:
+        crude = fit(table, replace(cfg, effects="counts"))
+        rows.append({**base, "analysis": "counts only (crude)", "k": crude.k,
+                     "P": probability(crude, query)["probability"]})
+    except (InputError, NotEstimable):
+        pass
+    means = {}
+    for name, prior in priors.items():
+        m, sd = parse(prior, "effect").params[:2]
+        means[name] = float(m)
+        p_bias = (bias.exact_bias_function(table, cfg, query, float(sd))(float(m)) if bias.is_fast(cfg) else
+                  bias.bias_probability(table, cfg, query, float(m), float(sd)))
+        rows.append({**base, "analysis": f"bias {name} = {prior}", "P": p_bias})
+    tp = bias.tipping_point(table, cfg, query, spec.tipping_threshold, spec.tipping_bias_sd)
+    rows.append({**base, "analysis": f"tipping point (bias SD {spec.tipping_bias_sd:g})",
+                 "P": spec.tipping_threshold,
+                 "bias mean": tp["bias_mean"], "ratio of ratios": tp["ratio_of_ratios"], "note": tp["note"]})
+    return {"rows": rows, "curve": bias.bias_curve(table, cfg, query, spec.tipping_bias_sd), "tipping": tp,
+            "means": means}
+
+
+def _section_cached(cache_dir: Path | None, name: str, payload: dict, compute):
+    """``compute()`` (a JSON-able value), kept under ``cache_dir`` by the hash of ``payload`` and the package's
+    source (:func:`rescuemeta.atomic.cache_key`). Returns ``(key, value)``; the value is always the JSON round
+    trip (numpy scalars as floats, tuples as lists, non-finite floats as None), so that a computed and a cached
+    value print the same."""
+    from .atomic import cache_key, to_jsonable
+
+    key = cache_key({"section": name, **payload})
+    path = None if cache_dir is None else Path(cache_dir) / f"{name}_{key}.json"
+    if path is not None and path.is_file():
+        try:
+            return key, json.loads(path.read_text())["value"]
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable: computed again
+    value = json.loads(json.dumps(to_jsonable(compute())))
+    if path is not None:
+        ensure_dir(path.parent)
+        write_text(path, json.dumps({"value": value}))
+    return key, value
 
 
 def _save_fig(draw, size, out_dir: Path, stem: str, key: dict | None = None) -> list[str]:
