@@ -1,9 +1,10 @@
 """Benchmark (issue 19): `rescuemeta analyze` on the primary spec from a cold start (a new process, empty PyTensor
 and numba compile directories and an empty fit cache: a fresh machine), then re-run unchanged, then with a changed
 tau prior (same compile and fit caches), in one run; the cold start and the changed prior also with the PyTensor
-binomial graph (``RESCUEMETA_NATIVE=0``) on a machine of its own, side by side.
+binomial graph (``RESCUEMETA_NATIVE=0``) and, with ``--baseline REV``, with the package's source at an earlier
+commit (a temporary git worktree on ``PYTHONPATH``), each on a machine of its own, interleaved.
 
-    .venv/bin/python bench/bench_analyze.py [--out BENCHMARKS.md]
+    .venv/bin/python bench/bench_analyze.py [--out BENCHMARKS.md] [--baseline eae9c99]
 
 Writes the table into BENCHMARKS.md between ``<!-- bench_analyze:begin -->`` and ``<!-- bench_analyze:end -->``.
 """
@@ -29,10 +30,17 @@ EXE = str(Path(sys.executable).with_name("rescuemeta"))
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    ap.add_argument("--baseline", default=None, help="a git revision whose source runs beside the current one")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
+        base_rev = None
+        if args.baseline:
+            base_rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.baseline],
+                                      capture_output=True, text=True, check=True).stdout.strip()
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(t / "baseline_src"), base_rev],
+                           capture_output=True, check=True)
         old = 'tau_prior = { contrast = "halfnormal(0.5)"'
         text = (ROOT / "models" / "primary.toml").read_text()
         if old not in text:
@@ -64,14 +72,26 @@ def main() -> None:
                          res.get("figures")))
 
         # side by side: the binomial models' hand-written log density (rescuemeta.native, the default) and the
-        # PyTensor graph it replaced (RESCUEMETA_NATIVE=0, as session 12 ran), each on a machine of its own
+        # PyTensor graph it replaced (RESCUEMETA_NATIVE=0, as session 12 ran), and the source at --baseline, each
+        # on a machine of its own
         new, pt = setup("native"), setup("pytensor", RESCUEMETA_NATIVE="0")
+        base = setup("baseline", PYTHONPATH=str(t / "baseline_src" / "src")) if base_rev else None
         run("cold: new process, empty compile directories and fit cache", new)
+        if base:
+            run(f"cold, the source at {base_rev}", base)
         run("cold, as session 12 ran it (RESCUEMETA_NATIVE=0: the PyTensor binomial graph)", pt)
         run("unchanged re-run (report up to date)", new)
         run("re-run with the contrast tau prior changed, 0.5 -> 0.6 (compile and fit caches warm)", new, 0.6)
+        if base:
+            run(f"the same change, the source at {base_rev} (its own warm caches)", base, 0.6)
         run("the same change as session 12 ran it (RESCUEMETA_NATIVE=0, its own warm caches)", pt, 0.6)
-        run("changed again, 0.6 -> 0.7", new, 0.7)
+        for a, b in ((0.6, 0.7), (0.7, 0.8), (0.8, 0.9)):
+            run(f"changed again, {a} -> {b}", new, b)
+            if base:
+                run(f"changed again, {a} -> {b}, the source at {base_rev}", base, b)
+        if base_rev:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(t / "baseline_src")],
+                           capture_output=True)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"Run {when} on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
              "`rescuemeta analyze --spec models/primary.toml --abstract data/abstract_estimates.csv`, each a new "
