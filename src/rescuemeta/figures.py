@@ -268,9 +268,10 @@ def _can_fork() -> bool:
 
 @contextmanager
 def background(workers: int | None = None) -> Iterator[None]:
-    """Within the block, :func:`save` renders each figure in a forked child process (at most ``workers`` at once;
+    """Within the block, :func:`save` and :func:`draw` hand each figure to forked child processes (at most
+    ``workers`` at once, each drawing a batch of the figures waiting when it was forked: :class:`_Renderer`;
     default: the number of CPUs, at most 2; ``RESCUEMETA_FIGURE_WORKERS`` overrides, 0 renders in this process) and
-    returns the paths at once; leaving the block waits for every figure.
+    return the paths at once; leaving the block waits for every figure.
 
     Raises
     ------
