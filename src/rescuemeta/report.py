@@ -144,7 +144,7 @@ def _analyze(spec_path, data_path, abstract_path, out_dir, *, draws, progress, c
         return done
     figs = ensure_dir(out / "figures")
     tables = ensure_dir(out / "tables")
-    for d in (out, figs, tables, Path(cache_dir) / "fits"):
+    for d in (out, figs, tables, Path(cache_dir) / "fits", Path(cache_dir) / "sections"):
         clean_stale_parts(d)  # temp files of a run that was killed mid-write
     # 1. the pipeline: fits, probability queries, frequentist references (shared with `fit --all`)
     run = pipeline.run(table, spec, abstract=abstract, draws=draws, cache_dir=cache_dir / "fits",
