@@ -58,7 +58,8 @@ def new(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1, **subplots
 
 def save(fig, stem: Path, *, dpi: int = 120, bbox_inches: str | None = None) -> list[str]:
     """Write ``stem``.png (and the other formats of :data:`FORMATS`, see :func:`formats`), each atomically (a
-    temporary file, then a rename).
+    temporary file, then a rename). Inside :func:`background` a forked child draws ``fig`` later, as it is when the
+    child is forked: the caller must not change ``fig`` after saving it.
 
     Returns
     -------
