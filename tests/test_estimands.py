@@ -9,7 +9,8 @@ from scipy.special import expit
 from rescuemeta.summaries import population_mean_rate
 
 
-@pytest.mark.parametrize("mu, tau", [(-2.0, 0.0), (-2.0, 0.5), (0.3, 1.0), (-4.0, 2.5), (1.5, 4.0), (-6.0, 9.0)])
+@pytest.mark.parametrize("mu, tau", [(-2.0, 0.0), (-2.0, 0.5), (0.3, 1.0), (-4.0, 2.5), (1.5, 4.0), (-6.0, 9.0),
+                                     (-1.0, 13.0)])
 def test_population_mean_rate_is_the_integral_over_studies(mu, tau):
     ref, _ = integrate.quad(lambda z: expit(mu + tau * z) * np.exp(-z * z / 2) / np.sqrt(2 * np.pi), -40, 40,
                             epsabs=1e-14, epsrel=1e-13, limit=400)
